@@ -15,7 +15,7 @@ use slab::Slab;
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// The neighbours of an entry within its price level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Links {
     pub prev: u32,
     pub next: u32,

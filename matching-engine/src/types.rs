@@ -102,7 +102,7 @@ pub enum AuctionMode {
 }
 
 /// One pool's settings (DESIGN section 3).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PoolConfig {
     /// `<gpu>.<region>`, e.g. `h100-sxm.us-east`.
     pub id: String,
@@ -165,7 +165,7 @@ impl PoolConfig {
 }
 
 /// Pre-trade limits of one account.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AccountLimits {
     /// The most bids the account may have resting at once.
     pub orders_open_max: u32,
