@@ -169,7 +169,7 @@ impl Pool {
     }
 
     fn check_price(&self, price: PriceMicros) -> Result<(), Rejection> {
-        if price.0 % self.config.tick.0 != 0 {
+        if !price.0.is_multiple_of(self.config.tick.0) {
             return Err(Rejection::PriceNotOnTick);
         }
         if price < self.config.price_min || price > self.config.price_max {
@@ -237,6 +237,9 @@ impl Default for Engine {
         Engine::new()
     }
 }
+
+/// How a batch candidate price ranks: GPUs, imbalance, distance to the last trade, price.
+type AuctionScore = (u64, Reverse<u64>, Reverse<u64>, Reverse<u32>);
 
 /// How an execution is priced.
 #[derive(Clone, Copy)]
@@ -1527,7 +1530,7 @@ impl Engine {
                 let last = pool.last_price;
                 // Most GPUs, then the smallest imbalance, then closest to the last trade, then
                 // the lowest price.
-                let mut best: Option<(u64, Reverse<u64>, Reverse<u64>, Reverse<u32>)> = None;
+                let mut best: Option<AuctionScore> = None;
                 for level in candidates {
                     let price = self.pools[pool_key as usize].price_of(level);
                     let (volume, _) = self.allocate(pool_key, level, None);

@@ -155,8 +155,8 @@ impl PoolConfig {
         if tick == 0
             || self.price_min.0 == 0
             || self.price_min > self.price_max
-            || self.price_min.0 % tick != 0
-            || self.price_max.0 % tick != 0
+            || !self.price_min.0.is_multiple_of(tick)
+            || !self.price_max.0.is_multiple_of(tick)
         {
             return None;
         }
