@@ -550,8 +550,9 @@ impl Engine {
         let Some(&pool_key) = self.pool_index.get(cmd.pool.as_str()) else {
             return reject(out, Rejection::UnknownPool);
         };
-        let account = self.intern_account(&cmd.account);
-        if let Some(key) = &cmd.client_order_id {
+        // Accounts are created by their first accepted command, so a refusal changes nothing.
+        let known = self.account_index.get(cmd.account.as_str()).copied();
+        if let (Some(account), Some(key)) = (known, &cmd.client_order_id) {
             if let Some((order_id, _)) = self.client_order_ids.get(&(account, key.as_str().into()))
             {
                 out.push(Event::DuplicateClientOrderId {
@@ -561,7 +562,7 @@ impl Engine {
             }
         }
         let pool = &self.pools[pool_key as usize];
-        if pool.halted || self.accounts[account as usize].killed {
+        if pool.halted || known.is_some_and(|a| self.accounts[a as usize].killed) {
             return reject(out, Rejection::KillSwitch);
         }
         if let Err(reason) = check_bid_shape(pool, cmd, self.now) {
@@ -570,14 +571,20 @@ impl Engine {
         let min_gpus = cmd.min_gpus.unwrap_or(cmd.gpus);
         let max_duration_s = cmd.max_duration_s.unwrap_or(cmd.duration_s);
         let notional = notional_of(cmd.price, cmd.gpus, cmd.duration_s);
-        let limits = self.limits_of(account);
-        let holder = &self.accounts[account as usize];
-        if holder.open_orders >= limits.orders_open_max {
+        let (limits, open_orders, open_notional) = match known {
+            Some(a) => {
+                let holder = &self.accounts[a as usize];
+                (self.limits_of(a), holder.open_orders, holder.open_notional)
+            }
+            None => (self.default_limits, 0, 0),
+        };
+        if open_orders >= limits.orders_open_max {
             return reject(out, Rejection::LimitOrdersOpen);
         }
-        if holder.open_notional + notional > limits.open_notional_max_micros as u128 {
+        if open_notional + notional > limits.open_notional_max_micros as u128 {
             return reject(out, Rejection::LimitNotional);
         }
+        let account = self.intern_account(&cmd.account);
 
         let id = OrderId(self.take_id());
         let bid = Bid {
@@ -1051,13 +1058,13 @@ impl Engine {
         let Some(&pool_key) = self.pool_index.get(cmd.pool.as_str()) else {
             return reject(out, Rejection::UnknownPool);
         };
-        let supplier = self.intern_account(&cmd.supplier);
+        let known = self.account_index.get(cmd.supplier.as_str()).copied();
         let pool = &self.pools[pool_key as usize];
-        if pool.halted || self.accounts[supplier as usize].killed {
+        if pool.halted || known.is_some_and(|s| self.accounts[s as usize].killed) {
             return reject(out, Rejection::KillSwitch);
         }
         let block_id: Name = cmd.block_id.as_str().into();
-        if self.block_index.contains_key(&(supplier, block_id.clone())) {
+        if known.is_some_and(|s| self.block_index.contains_key(&(s, block_id.clone()))) {
             return reject(out, Rejection::BlockIdTaken);
         }
         if cmd.gpus == 0 {
@@ -1080,6 +1087,7 @@ impl Engine {
         {
             return reject(out, Rejection::NodesDoNotMatchGpus);
         }
+        let supplier = self.intern_account(&cmd.supplier);
         let serial = self.take_id();
         let open_now = available_from <= self.now;
         let key = self.blocks.insert(Block {
