@@ -510,11 +510,7 @@ impl Engine {
                 ("pool", self.pools[key as usize].name.clone(), cancel)
             }
         };
-        out.push(Event::KillSwitchChanged {
-            kind,
-            id,
-            engaged,
-        });
+        out.push(Event::KillSwitchChanged { kind, id, engaged });
         if engaged {
             for order in cancel {
                 let key = self.bid_index[&order];
@@ -984,8 +980,13 @@ impl Engine {
         }
         // The bid: fewer GPUs resting, or off the book when done.
         let bid = &self.bids[key as usize];
-        let (pool_key, price, remaining, account, duration_s) =
-            (bid.pool, bid.price, bid.remaining, bid.account, bid.duration_s);
+        let (pool_key, price, remaining, account, duration_s) = (
+            bid.pool,
+            bid.price,
+            bid.remaining,
+            bid.account,
+            bid.duration_s,
+        );
         let level = self.pools[pool_key as usize].level_of(price);
         if total == remaining {
             self.unrest_bid(key);
@@ -1241,7 +1242,10 @@ impl Engine {
     /// Takes GPUs of a block's unsold stock (sold or reclaimed), keeping the book in step.
     fn take_from_book(&mut self, key: u32, gpus: u32) {
         let block = &self.blocks[key as usize];
-        debug_assert!(block.unsold >= gpus, "taking more GPUs than the block has unsold");
+        debug_assert!(
+            block.unsold >= gpus,
+            "taking more GPUs than the block has unsold"
+        );
         if block.on_book {
             if block.unsold == gpus {
                 self.unrest_block(key);
@@ -1269,11 +1273,9 @@ impl Engine {
             let (pool_key, price, unsold) = (block.pool, block.reserve_price, block.unsold);
             let level = self.pools[pool_key as usize].level_of(price);
             self.touch(pool_key, Side::Ask, level);
-            self.pools[pool_key as usize].asks.resize(
-                level,
-                unsold as u64,
-                (unsold + gpus) as u64,
-            );
+            self.pools[pool_key as usize]
+                .asks
+                .resize(level, unsold as u64, (unsold + gpus) as u64);
             self.blocks[key as usize].unsold += gpus;
         } else {
             self.blocks[key as usize].unsold += gpus;
@@ -1313,20 +1315,14 @@ impl Engine {
         self.blocks[key as usize].reclaimed += from_book;
 
         // Then whole leases: lowest price first, newest first.
-        let mut candidates: Vec<(PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>)> =
-            self.blocks[key as usize]
-                .leases
-                .iter()
-                .map(|id| &self.leases[id])
-                .filter(|lease| lease.status == LeaseStatus::Active)
-                .map(|lease| {
-                    (
-                        lease.price,
-                        Reverse(lease.started_at),
-                        Reverse(lease.id),
-                    )
-                })
-                .collect();
+        let mut candidates: Vec<(PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>)> = self.blocks
+            [key as usize]
+            .leases
+            .iter()
+            .map(|id| &self.leases[id])
+            .filter(|lease| lease.status == LeaseStatus::Active)
+            .map(|lease| (lease.price, Reverse(lease.started_at), Reverse(lease.id)))
+            .collect();
         candidates.sort_unstable();
         let still_needed = cmd.gpus - from_book;
         let notice_ends_at = self.now.plus_s(notice_s as u64);
@@ -1336,7 +1332,10 @@ impl Engine {
             if covered >= still_needed {
                 break;
             }
-            let lease = self.leases.get_mut(&lease_id).expect("block lists its leases");
+            let lease = self
+                .leases
+                .get_mut(&lease_id)
+                .expect("block lists its leases");
             lease.status = LeaseStatus::Preempting;
             lease.notice_ends_at = Some(notice_ends_at);
             lease.preempted_at = Some(self.now);
@@ -1425,7 +1424,10 @@ impl Engine {
 
     /// Ends a running lease: final cost, GPUs back to the supplier or the book, the bid told.
     fn end_lease(&mut self, lease_id: LeaseId, status: LeaseStatus, out: &mut Vec<Event>) {
-        let mut lease = self.leases.remove(&lease_id).expect("ending a running lease");
+        let mut lease = self
+            .leases
+            .remove(&lease_id)
+            .expect("ending a running lease");
         let was_preempting = lease.status == LeaseStatus::Preempting;
         lease.status = status;
         let ended_at = self.now;
@@ -1440,7 +1442,11 @@ impl Engine {
         let cost = if free {
             0
         } else {
-            cost_micros(lease.price, lease.gpus, elapsed_s(lease.started_at, ended_at))
+            cost_micros(
+                lease.price,
+                lease.gpus,
+                elapsed_s(lease.started_at, ended_at),
+            )
         };
         let block_key = self.block_by_serial[&lease.block_serial];
         let block = &mut self.blocks[block_key as usize];
@@ -1547,7 +1553,12 @@ impl Engine {
                     }
                     let imbalance = self.imbalance(pool_key, level);
                     let distance = last.map_or(0, |l| l.0.abs_diff(price.0));
-                    let score = (volume, Reverse(imbalance), Reverse(distance), Reverse(level));
+                    let score = (
+                        volume,
+                        Reverse(imbalance),
+                        Reverse(distance),
+                        Reverse(level),
+                    );
                     if best.is_none_or(|b| score > b) {
                         best = Some(score);
                     }
@@ -1841,9 +1852,7 @@ impl Engine {
             at = pool.asks.lowest_at_or_above(l + 1);
         }
         if quote.fillable_gpus > 0 {
-            quote.average_price = Some(PriceMicros(
-                (paid / quote.fillable_gpus as u128) as u64,
-            ));
+            quote.average_price = Some(PriceMicros((paid / quote.fillable_gpus as u128) as u64));
         }
         Some(quote)
     }
@@ -1865,7 +1874,9 @@ impl Engine {
             .map(|(key, bid)| (bid.id, key as u32))
             .collect();
         keys.sort_unstable();
-        keys.into_iter().map(|(_, key)| self.order_view(key)).collect()
+        keys.into_iter()
+            .map(|(_, key)| self.order_view(key))
+            .collect()
     }
 
     /// A running lease.
@@ -1899,7 +1910,9 @@ impl Engine {
             .map(|(key, block)| (block.serial, key as u32))
             .collect();
         keys.sort_unstable();
-        keys.into_iter().map(|(_, key)| self.block_view(key)).collect()
+        keys.into_iter()
+            .map(|(_, key)| self.block_view(key))
+            .collect()
     }
 
     /// One of a supplier's blocks.
@@ -1941,7 +1954,11 @@ impl Engine {
     }
 
     fn lease_view(&self, lease: &Lease) -> LeaseView {
-        let accrued = cost_micros(lease.price, lease.gpus, elapsed_s(lease.started_at, self.now));
+        let accrued = cost_micros(
+            lease.price,
+            lease.gpus,
+            elapsed_s(lease.started_at, self.now),
+        );
         self.lease_view_with(lease, None, accrued)
     }
 

@@ -119,7 +119,10 @@ impl Ladder {
             slab[links.next as usize].links_mut().prev = links.prev;
         }
         *slab[key as usize].links_mut() = Links::default();
-        debug_assert!(slot.gpus >= gpus && slot.orders > 0, "ladder level underflow");
+        debug_assert!(
+            slot.gpus >= gpus && slot.orders > 0,
+            "ladder level underflow"
+        );
         slot.gpus -= gpus;
         slot.orders -= 1;
         self.gpus_total -= gpus;

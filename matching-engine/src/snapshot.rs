@@ -132,7 +132,9 @@ impl Engine {
             });
         }
         for (key, account) in snapshot.accounts.into_iter().enumerate() {
-            engine.account_index.insert(account.name.clone(), key as u32);
+            engine
+                .account_index
+                .insert(account.name.clone(), key as u32);
             engine.accounts.push(account);
         }
         // Re-rest in time priority so every level's queue comes back in the same order.
