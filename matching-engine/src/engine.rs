@@ -58,6 +58,8 @@ pub(crate) struct Bid {
     pub status: OrderStatus,
     pub cancel_reason: Option<CancelReason>,
     pub persistent: bool,
+    /// Whether `client_order_id_of` holds a key for it (spares a map lookup per view).
+    pub has_client_order_id: bool,
 }
 
 impl Resting for Bid {
@@ -603,6 +605,7 @@ impl Engine {
             status: OrderStatus::Open,
             cancel_reason: None,
             persistent: cmd.persistent,
+            has_client_order_id: cmd.client_order_id.is_some(),
         };
         let key = self.bids.insert(bid) as u32;
         self.bid_index.insert(id, key);
@@ -825,7 +828,11 @@ impl Engine {
             let bid = self.bids.remove(key as usize);
             self.bid_index.remove(&bid.id);
             // The key stays while its idempotency window runs, so a retry still finds it.
-            if let Some(client_key) = self.client_order_id_of.get(&bid.id) {
+            if let Some(client_key) = bid
+                .has_client_order_id
+                .then(|| self.client_order_id_of.get(&bid.id))
+                .flatten()
+            {
                 let remembered = self
                     .client_order_ids
                     .get(&(bid.account, client_key.clone()))
@@ -1945,7 +1952,11 @@ impl Engine {
             tif: bid.tif,
             expires_at: (bid.expires_at != i64::MIN).then_some(TimeMs(bid.expires_at)),
             persistent: bid.persistent,
-            client_order_id: self.client_order_id_of.get(&bid.id).cloned(),
+            client_order_id: if bid.has_client_order_id {
+                self.client_order_id_of.get(&bid.id).cloned()
+            } else {
+                None
+            },
             status: bid.status,
             cancel_reason: bid.cancel_reason,
             created_at: bid.created_at,
