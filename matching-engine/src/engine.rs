@@ -1714,9 +1714,11 @@ impl Engine {
     // ----- book-change bookkeeping -----------------------------------------------------------
 
     fn touch(&mut self, pool: u16, side: Side, level: u32) {
+        // Newest first: a command usually touches the same level again right away.
         if self
             .touched
             .iter()
+            .rev()
             .any(|t| t.pool == pool && t.side == side && t.level == level)
         {
             return;
