@@ -60,3 +60,17 @@ pub fn resident_bytes() -> u64 {
 pub fn rate(ops: u64, elapsed: Duration) -> u64 {
     (ops as f64 / elapsed.as_secs_f64().max(1e-9)) as u64
 }
+
+/// The 1-, 5- and 15-minute load averages (`/proc/loadavg`), to judge how noisy a run was on a
+/// shared machine.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}

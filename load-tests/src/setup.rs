@@ -2,7 +2,8 @@
 //! accounts whose pre-trade limits are raised out of the way.
 
 use matching_engine::{
-    AccountLimits, Command, PlaceBid, PoolConfig, PriceMicros, ReleaseCapacity, TimeInForce, TimeMs,
+    AccountLimits, Command, Engine, PlaceBid, PoolConfig, PriceMicros, ReleaseCapacity,
+    TimeInForce, TimeMs,
 };
 
 /// The pool's id.
@@ -82,4 +83,14 @@ pub fn block(supplier: String, block_id: String, price_ticks: u32, gpus: u32) ->
         available_until: FAR_FUTURE,
         nodes: vec![],
     })
+}
+
+/// Blocks and running leases the engine holds for the first `buyers` buyers and `suppliers`
+/// suppliers: state that outlives the orders on the book (not timed; scans every block).
+pub fn holdings(engine: &Engine, buyers: usize, suppliers: usize) -> (usize, usize) {
+    let blocks = (0..suppliers)
+        .map(|n| engine.blocks_of(&supplier(n)).len())
+        .sum();
+    let leases = (0..buyers).map(|n| engine.leases_of(&buyer(n)).len()).sum();
+    (blocks, leases)
 }

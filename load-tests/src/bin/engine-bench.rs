@@ -7,7 +7,7 @@
 
 use load_tests::matchcore_side::MatchcoreRunner;
 use load_tests::measure::{self, latency_histogram, percentiles, rate};
-use load_tests::mix::MixGenerator;
+use load_tests::mix::{self, MixGenerator};
 use load_tests::ours_stream::{self, OursStreamBuilder};
 use load_tests::stream::StreamGenerator;
 use load_tests::{memory, setup};
@@ -94,6 +94,11 @@ fn main() {
         options.resting_bids
     );
 
+    println!(
+        "machine: {} CPUs, load average {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        measure::load_average()
+    );
     let runs = |part: &str| options.only.as_deref().is_none_or(|only| only == part);
     // Memory first, in a fresh process: memory freed by the other runs would otherwise be
     // reused by the engine without growing the resident set.
@@ -114,7 +119,11 @@ fn main() {
         0.0
     };
 
-    println!("total run time: {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "total run time: {:.1} s; load average now {}",
+        started.elapsed().as_secs_f64(),
+        measure::load_average()
+    );
     println!(
         "engine-bench: ops_per_s={ops_per_s} p99_ns={p99_ns} vs_matchcore={vs_matchcore:.2} \
          bytes_per_order={bytes_per_order}"
@@ -239,6 +248,11 @@ fn mix_run(options: &Options) -> (u64, u64) {
         counts.trades - before.trades,
         counts.rejected,
     );
+    let (held_blocks, held_leases) = setup::holdings(&timed, mix::BUYERS, mix::SUPPLIERS);
+    println!(
+        "engine state at the end: {held_blocks} blocks known (of {} released), {held_leases} leases running",
+        counts.blocks_released
+    );
     let same = timed.state_hash() == bulk.state_hash()
         && bulk.state_hash() == generator.engine().state_hash();
     println!(
@@ -335,6 +349,11 @@ fn stream_run(options: &Options) -> f64 {
         generator.cancels,
         generator.model.trades,
         generator.model.len()
+    );
+    let (held_blocks, held_leases) =
+        setup::holdings(&ours, ours_stream::BUYERS, ours_stream::SUPPLIERS);
+    println!(
+        "offpeak engine state at the end: {held_blocks} blocks known, {held_leases} leases running"
     );
     let model = generator.model.levels();
     let agree_ours = ours_stream::levels(&ours) == model;
