@@ -1,0 +1,454 @@
+//! The hub: one task that owns every WebSocket client's subscriptions and fans the feed out.
+//!
+//! Being the only sender into each client's queue, the hub orders a channel's snapshot before
+//! its deltas without any locking between them. It never waits on a client: it `try_send`s into
+//! the client's bounded queue. A full queue coalesces the client (its book, trades and capacity
+//! channels skip updates and are owed a fresh snapshot, latest state wins); a client that stays
+//! coalesced for [`WS_CLIENT_LAG_MAX`], or that would lose a private event, is dropped.
+
+use super::protocol::{self, Channel, Frame};
+use crate::feed::{Changes, Feed};
+use crate::limits::{FEED_PUBLISH_INTERVAL, WS_CLIENT_LAG_MAX, WS_HUB_COMMANDS_MAX};
+use matching_engine::Name;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// A connection's id, unique for the hub's life.
+pub type ClientId = u64;
+
+/// Why the hub cut a client off: sent to its session, which closes the socket with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kick {
+    /// Its queue stayed full for longer than the limit.
+    SlowConsumer,
+    /// A private event could not be delivered (queue full or the feed overflowed).
+    PrivateEventsLost,
+}
+
+impl Kick {
+    /// The close reason sent to the client.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Kick::SlowConsumer => "slow_consumer",
+            Kick::PrivateEventsLost => "private_events_lost",
+        }
+    }
+}
+
+/// What sessions ask of the hub.
+enum Command {
+    Join {
+        client: ClientId,
+        queue: mpsc::Sender<Frame>,
+        kick: oneshot::Sender<Kick>,
+    },
+    Authenticated {
+        client: ClientId,
+        account: Name,
+    },
+    Subscribe {
+        client: ClientId,
+        channels: Vec<Channel>,
+    },
+    Unsubscribe {
+        client: ClientId,
+        channels: Vec<Channel>,
+    },
+    Leave {
+        client: ClientId,
+    },
+}
+
+/// Counters for `/metrics` and the load test.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    /// Open connections (sessions between upgrade and close).
+    pub connections: AtomicUsize,
+    /// Clients dropped for being too slow or losing private events, since start.
+    pub clients_dropped: AtomicU64,
+    /// Times a client's queue was full and it was coalesced, since start.
+    pub clients_coalesced: AtomicU64,
+}
+
+/// The sessions' handle on the hub.
+#[derive(Clone)]
+pub struct Hub {
+    commands: mpsc::Sender<Command>,
+    next_client: Arc<AtomicU64>,
+    /// Shared counters.
+    pub stats: Arc<HubStats>,
+    /// The feed the hub publishes (sessions read pool names from it).
+    pub feed: Arc<Feed>,
+}
+
+impl Hub {
+    /// Starts the hub task on the current tokio runtime; it ends when every handle is gone,
+    /// and the returned receiver resolves then.
+    pub fn start(feed: Arc<Feed>) -> (Hub, oneshot::Receiver<()>) {
+        let (ended, hub_ended) = oneshot::channel();
+        let (commands, receiver) = mpsc::channel(WS_HUB_COMMANDS_MAX);
+        let stats = Arc::new(HubStats::default());
+        let task = HubTask {
+            feed: feed.clone(),
+            clients: HashMap::new(),
+            stats: stats.clone(),
+        };
+        tokio::spawn(async move {
+            task.run(receiver).await;
+            let _ = ended.send(());
+        });
+        let hub = Hub {
+            commands,
+            next_client: Arc::new(AtomicU64::new(1)),
+            stats,
+            feed,
+        };
+        (hub, hub_ended)
+    }
+
+    /// Registers a client and its queue; the hub sends it `Kick` if it cuts it off.
+    pub async fn join(&self, queue: mpsc::Sender<Frame>) -> (ClientId, oneshot::Receiver<Kick>) {
+        let client = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let (kick, kicked) = oneshot::channel();
+        self.send(Command::Join {
+            client,
+            queue,
+            kick,
+        })
+        .await;
+        (client, kicked)
+    }
+
+    /// Records the account whose private events the client may receive.
+    pub async fn authenticated(&self, client: ClientId, account: Name) {
+        self.send(Command::Authenticated { client, account }).await
+    }
+
+    /// Subscribes; each channel's snapshot (or `subscribed`) comes before its updates.
+    pub async fn subscribe(&self, client: ClientId, channels: Vec<Channel>) {
+        self.send(Command::Subscribe { client, channels }).await
+    }
+
+    /// Unsubscribes.
+    pub async fn unsubscribe(&self, client: ClientId, channels: Vec<Channel>) {
+        self.send(Command::Unsubscribe { client, channels }).await
+    }
+
+    /// Forgets a client.
+    pub async fn leave(&self, client: ClientId) {
+        self.send(Command::Leave { client }).await
+    }
+
+    async fn send(&self, command: Command) {
+        // The hub only stops when every handle is dropped, so this cannot fail while we hold
+        // one; if it ever did, the session simply gets no more messages and times out.
+        let _ = self.commands.send(command).await;
+    }
+}
+
+struct Client {
+    queue: mpsc::Sender<Frame>,
+    kick: Option<oneshot::Sender<Kick>>,
+    account: Option<Name>,
+    channels: HashSet<Channel>,
+    /// Channels whose next message must be a snapshot: new subscriptions, and those that
+    /// skipped updates while the queue was full.
+    owed: Vec<Channel>,
+    /// Since when the queue has been too full to take what the client is owed.
+    lagging_since: Option<Instant>,
+    /// The hub cut it off (counted as dropped when it is removed).
+    kicked: bool,
+}
+
+enum Delivery {
+    Sent,
+    /// The queue is full; the channel is now owed a snapshot.
+    Coalesced,
+    /// The session is gone or was kicked.
+    Gone,
+}
+
+impl Client {
+    fn is_owed(&self, channel: &Channel) -> bool {
+        self.owed.contains(channel)
+    }
+
+    fn owe(&mut self, channel: Channel, now: Instant) {
+        if !self.owed.contains(&channel) {
+            self.owed.push(channel);
+        }
+        self.lagging_since.get_or_insert(now);
+    }
+
+    fn kick(&mut self, why: Kick) {
+        if let Some(kick) = self.kick.take() {
+            let _ = kick.send(why);
+            self.kicked = true;
+        }
+    }
+
+    /// Sends an update of `channel`, unless it is owed a snapshot anyway.
+    fn deliver(&mut self, channel: &Channel, frame: &Frame, now: Instant) -> Delivery {
+        if self.kick.is_none() {
+            return Delivery::Gone;
+        }
+        if self.is_owed(channel) {
+            return Delivery::Coalesced;
+        }
+        match self.queue.try_send(frame.clone()) {
+            Ok(()) => Delivery::Sent,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if channel.is_private() {
+                    self.kick(Kick::PrivateEventsLost);
+                    return Delivery::Gone;
+                }
+                self.owe(channel.clone(), now);
+                Delivery::Coalesced
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.kick = None;
+                Delivery::Gone
+            }
+        }
+    }
+}
+
+struct HubTask {
+    feed: Arc<Feed>,
+    clients: HashMap<ClientId, Client>,
+    stats: Arc<HubStats>,
+}
+
+impl HubTask {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut lag_check = tokio::time::interval(FEED_PUBLISH_INTERVAL);
+        lag_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Publishing is throttled: at most once per interval, at once when the book was quiet.
+        let mut last_publish = Instant::now() - FEED_PUBLISH_INTERVAL;
+        let mut publish_due: Option<Instant> = None;
+        let feed = self.feed.clone();
+        loop {
+            let sleep_until = publish_due.unwrap_or_else(|| Instant::now() + WS_CLIENT_LAG_MAX);
+            tokio::select! {
+                biased;
+                command = commands.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(sleep_until), if publish_due.is_some() => {
+                    publish_due = None;
+                    last_publish = Instant::now();
+                    let changes = self.feed.take_changes();
+                    self.publish(changes);
+                }
+                _ = feed.changed(), if publish_due.is_none() => {
+                    publish_due = Some((last_publish + FEED_PUBLISH_INTERVAL).max(Instant::now()));
+                }
+                _ = lag_check.tick() => self.settle_all(),
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Join {
+                client,
+                queue,
+                kick,
+            } => {
+                self.clients.insert(
+                    client,
+                    Client {
+                        queue,
+                        kick: Some(kick),
+                        account: None,
+                        channels: HashSet::new(),
+                        owed: Vec::new(),
+                        lagging_since: None,
+                        kicked: false,
+                    },
+                );
+            }
+            Command::Authenticated { client, account } => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    c.account = Some(account);
+                }
+            }
+            Command::Subscribe { client, channels } => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    for channel in channels {
+                        c.channels.insert(channel.clone());
+                        // Subscribing again (gap healing) just owes a fresh snapshot.
+                        c.owe(channel, now);
+                    }
+                }
+                self.settle(client, now);
+            }
+            Command::Unsubscribe { client, channels } => {
+                if let Some(c) = self.clients.get_mut(&client) {
+                    for channel in channels {
+                        c.channels.remove(&channel);
+                        c.owed.retain(|owed| owed != &channel);
+                        let _ = c.queue.try_send(protocol::unsubscribed(&channel));
+                    }
+                }
+            }
+            Command::Leave { client } => self.remove(client),
+        }
+    }
+
+    /// The message that brings a client up to date on one channel.
+    fn snapshot(&self, channel: &Channel) -> Frame {
+        match channel {
+            Channel::Book(pool) => match self.feed.book_for_snapshot(pool) {
+                Some(book) => protocol::book_snapshot(pool, &book),
+                None => protocol::error("unknown_pool", "no such pool", Some(&channel.name())),
+            },
+            Channel::Trades(pool) => match self.feed.recent_trades(pool) {
+                Some(trades) => protocol::trades(pool, "snapshot", &trades),
+                None => protocol::error("unknown_pool", "no such pool", Some(&channel.name())),
+            },
+            Channel::Capacity => protocol::capacity("snapshot", &self.feed.capacity()),
+            Channel::Orders | Channel::Leases | Channel::Blocks => protocol::subscribed(channel),
+        }
+    }
+
+    /// Sends a client what it is owed, as far as its queue allows; drops it if it has been
+    /// lagging too long.
+    fn settle(&mut self, client: ClientId, now: Instant) {
+        let Some(c) = self.clients.get(&client) else {
+            return;
+        };
+        if c.owed.is_empty() {
+            return;
+        }
+        let owed = c.owed.clone();
+        let mut settled = 0;
+        for channel in &owed {
+            let Some(c) = self.clients.get(&client) else {
+                return;
+            };
+            // Reserve a slot before building the snapshot: no work for a full queue.
+            let Ok(permit) = c.queue.try_reserve() else {
+                break;
+            };
+            permit.send(self.snapshot(channel));
+            settled += 1;
+        }
+        let Some(c) = self.clients.get_mut(&client) else {
+            return;
+        };
+        c.owed.drain(..settled);
+        if c.owed.is_empty() {
+            c.lagging_since = None;
+        } else if c
+            .lagging_since
+            .is_some_and(|since| now.duration_since(since) > WS_CLIENT_LAG_MAX)
+        {
+            c.kick(Kick::SlowConsumer);
+            self.remove(client);
+        }
+    }
+
+    fn remove(&mut self, client: ClientId) {
+        if let Some(c) = self.clients.remove(&client) {
+            if c.kicked {
+                self.stats.clients_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn settle_all(&mut self) {
+        let now = Instant::now();
+        let lagging: Vec<ClientId> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| !c.owed.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
+        for client in lagging {
+            self.settle(client, now);
+        }
+    }
+
+    /// Sends everything that changed to the clients subscribed to it.
+    fn publish(&mut self, changes: Changes) {
+        let now = Instant::now();
+        let mut frames: Vec<(Channel, Option<Frame>)> = Vec::new();
+        for (pool, delta) in &changes.books {
+            frames.push((
+                Channel::Book(pool.clone()),
+                Some(protocol::book_delta(pool, delta)),
+            ));
+        }
+        for (pool, trades) in &changes.trades {
+            let frame = trades
+                .as_ref()
+                .map(|trades| protocol::trades(pool, "trades", trades));
+            // `None`: trades were lost to the pending bound; subscribers get a snapshot.
+            frames.push((Channel::Trades(pool.clone()), frame));
+        }
+        if !changes.capacity.is_empty() {
+            frames.push((
+                Channel::Capacity,
+                Some(protocol::capacity("update", &changes.capacity)),
+            ));
+        }
+        let mut private: HashMap<&str, Vec<(Channel, Frame)>> = HashMap::new();
+        for (account, event) in &changes.private {
+            private
+                .entry(account)
+                .or_default()
+                .push(protocol::private(event));
+        }
+
+        let mut gone: Vec<ClientId> = Vec::new();
+        let mut coalesced = 0u64;
+        for (&id, client) in self.clients.iter_mut() {
+            let mut alive = true;
+            for (channel, frame) in &frames {
+                if !client.channels.contains(channel) {
+                    continue;
+                }
+                match frame {
+                    Some(frame) => match client.deliver(channel, frame, now) {
+                        Delivery::Sent => {}
+                        Delivery::Coalesced => coalesced += 1,
+                        Delivery::Gone => alive = false,
+                    },
+                    None => client.owe(channel.clone(), now),
+                }
+            }
+            if changes.private_overflowed
+                && client.channels.iter().any(Channel::is_private)
+                && client.account.is_some()
+            {
+                client.kick(Kick::PrivateEventsLost);
+                alive = false;
+            }
+            if let Some(account) = client.account.as_deref() {
+                for (channel, frame) in private.get(account).into_iter().flatten() {
+                    if alive && client.channels.contains(channel) {
+                        if let Delivery::Gone = client.deliver(channel, frame, now) {
+                            alive = false;
+                        }
+                    }
+                }
+            }
+            if !alive {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            self.remove(id);
+        }
+        self.stats
+            .clients_coalesced
+            .fetch_add(coalesced, Ordering::Relaxed);
+        self.settle_all();
+    }
+}
