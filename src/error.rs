@@ -1,0 +1,269 @@
+//! The API's errors and the one place that maps each of them to an HTTP status.
+//!
+//! Every error body is `{"error": {"code": "...", "message": "..."}}`. Engine rejections keep
+//! the engine's code (`price_not_on_tick`), except that another account's order or lease is
+//! indistinguishable from one that does not exist: both are 404 `unknown_order` /
+//! `unknown_lease` with the same message, so an id reveals nothing about other tenants.
+
+use crate::limits::UNAVAILABLE_RETRY_AFTER_S;
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use matching_engine::Rejection;
+use serde::Serialize;
+use std::fmt;
+
+/// Everything a request can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The engine refused the command.
+    Rejected(Rejection),
+    /// The body is not valid JSON, has unknown fields, or a field has the wrong type or value.
+    InvalidBody(String),
+    /// A query string parameter is missing, unknown or out of range.
+    InvalidQuery(String),
+    /// The body is larger than the named limit.
+    BodyTooLarge,
+    /// The body is not `application/json`.
+    UnsupportedMediaType,
+    /// Missing, malformed, expired, badly signed or otherwise unacceptable token.
+    Unauthorized,
+    /// A valid token whose role may not use this endpoint.
+    Forbidden,
+    /// No such resource (or not the caller's: the two are never told apart).
+    NotFound(&'static str),
+    /// Too many requests from this account; retry after this many seconds.
+    RateLimited {
+        /// Seconds until a request will be accepted again.
+        retry_after_s: u64,
+    },
+    /// Writes are refused until the database is back (or the outcome of this write is unknown).
+    Unavailable,
+    /// The sequencer's queue stayed full: the server is overloaded.
+    Overloaded,
+    /// A read needed the database and it did not answer.
+    StoreUnavailable,
+    /// A bug or an unexpected failure; details are logged, not returned.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+/// The HTTP status of an engine rejection (part of the one mapping).
+fn rejection_status(reason: Rejection) -> StatusCode {
+    use Rejection::*;
+    match reason {
+        UnknownPool | UnknownOrder | NotYourOrder | UnknownLease | NotYourLease | UnknownBlock => {
+            StatusCode::NOT_FOUND
+        }
+        // The account or pool may not trade: a policy refusal, like a wrong role.
+        KillSwitch => StatusCode::FORBIDDEN,
+        // Conflicts with the current state: retrying after the state changes can succeed.
+        LimitOrdersOpen | LimitNotional | OrderNotOpen | BlockIdTaken | WindowCannotShrink
+        | ReclaimOverBlock | PoolNotEmpty => StatusCode::CONFLICT,
+        // Well-formed requests whose values the market does not accept.
+        PriceNotOnTick
+        | PriceOutOfBand
+        | GpusMustNotBeZero
+        | GpusOverMax
+        | MinGpusInvalid
+        | DurationTooShort
+        | DurationTooLong
+        | MaxDurationBelowDuration
+        | WindowInvalid
+        | NodesDoNotMatchGpus
+        | NoticeTooShort
+        | ExpiresAtInvalid
+        | ReclaimAtInPast
+        | PoolConfigInvalid
+        | NothingToChange => StatusCode::UNPROCESSABLE_ENTITY,
+    }
+}
+
+/// The code and message of an engine rejection; not-yours and unknown read the same.
+fn rejection_code_and_message(reason: Rejection) -> (&'static str, String) {
+    use Rejection::*;
+    match reason {
+        UnknownOrder | NotYourOrder => ("unknown_order", "no such order".to_owned()),
+        UnknownLease | NotYourLease => ("unknown_lease", "no such lease".to_owned()),
+        UnknownBlock => ("unknown_block", "no such capacity block".to_owned()),
+        UnknownPool => ("unknown_pool", "no such pool".to_owned()),
+        other => (other.as_str(), other.as_str().replace('_', " ")),
+    }
+}
+
+impl ApiError {
+    /// The stable error code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Rejected(reason) => rejection_code_and_message(*reason).0,
+            ApiError::InvalidBody(_) => "invalid_body",
+            ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::BodyTooLarge => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound(code) => code,
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Rejected(reason) => rejection_code_and_message(*reason).1,
+            ApiError::InvalidBody(m) | ApiError::InvalidQuery(m) => m.clone(),
+            ApiError::BodyTooLarge => format!(
+                "the body is larger than {} bytes",
+                crate::limits::REQUEST_BODY_BYTES_MAX
+            ),
+            ApiError::UnsupportedMediaType => "send Content-Type: application/json".to_owned(),
+            ApiError::Unauthorized => "a valid bearer token is required".to_owned(),
+            ApiError::Forbidden => "this role may not use this endpoint".to_owned(),
+            ApiError::NotFound(code) => match *code {
+                "unknown_order" => "no such order".to_owned(),
+                "unknown_lease" => "no such lease".to_owned(),
+                "unknown_block" => "no such capacity block".to_owned(),
+                "unknown_pool" => "no such pool".to_owned(),
+                _ => "not found".to_owned(),
+            },
+            ApiError::RateLimited { retry_after_s } => {
+                format!("too many requests; retry in {retry_after_s} s")
+            }
+            ApiError::Unavailable => {
+                "writes are paused until the database is back; retry (with the same client_order_id)"
+                    .to_owned()
+            }
+            ApiError::Overloaded => "the server is overloaded; retry".to_owned(),
+            ApiError::StoreUnavailable => "the database is not answering; retry".to_owned(),
+            ApiError::Internal(_) => "internal error".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Internal(detail) => write!(f, "internal: {detail}"),
+            other => write!(f, "{}: {}", other.code(), other.message()),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Rejected(reason) => rejection_status(*reason),
+            ApiError::InvalidBody(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable | ApiError::Overloaded | ApiError::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let ApiError::Internal(detail) = self {
+            tracing::error!(%detail, "internal error");
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::Unauthorized => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            ApiError::RateLimited { retry_after_s } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            ApiError::Unavailable | ApiError::Overloaded | ApiError::StoreUnavailable => {
+                response
+                    .insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.to_string()));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+            },
+        })
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(reason: Rejection) -> Self {
+        ApiError::Rejected(reason)
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database read failed");
+                ApiError::StoreUnavailable
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::sequencer::SubmitError> for ApiError {
+    fn from(e: crate::sequencer::SubmitError) -> Self {
+        match e {
+            crate::sequencer::SubmitError::Overloaded => ApiError::Overloaded,
+            crate::sequencer::SubmitError::Unavailable | crate::sequencer::SubmitError::Stopped => {
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+/// Maps actix's JSON extractor errors (syntax, unknown fields, size, content type).
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError;
+    let api = match err {
+        JsonPayloadError::OverflowKnownLength { .. } | JsonPayloadError::Overflow { .. } => {
+            ApiError::BodyTooLarge
+        }
+        JsonPayloadError::ContentType => ApiError::UnsupportedMediaType,
+        JsonPayloadError::Deserialize(e) => ApiError::InvalidBody(e.to_string()),
+        other => ApiError::InvalidBody(other.to_string()),
+    };
+    api.into()
+}
+
+/// Maps actix's query string errors.
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::InvalidQuery(err.to_string()).into()
+}
+
+/// Maps actix's path errors: an id that does not parse names nothing.
+pub fn path_error(
+    _err: actix_web::error::PathError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    ApiError::NotFound("not_found").into()
+}

@@ -1,0 +1,29 @@
+//! offpeak, the server: a spot market for idle GPU-hours.
+//!
+//! The pure engine (`matching-engine`) clears the market; this crate is the shell around it:
+//! configuration, authentication, the REST API, the sequencer that journals every command and
+//! commits each batch to PostgreSQL before anything is acknowledged, and recovery from
+//! snapshot + journal. See `startup` for the wiring and `sequencer` for the write path.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod feed;
+pub mod limits;
+pub mod market_data;
+pub mod metrics;
+pub mod money;
+pub mod pool_spec;
+pub mod rate_limit;
+pub mod routes;
+pub mod sequencer;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod timestamp;
+pub mod web;
+pub mod ws;

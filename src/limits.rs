@@ -1,0 +1,200 @@
+//! Every bound the server enforces, with the reason beside it.
+//!
+//! Queues, buffers, bodies, counts and timeouts all live here so that a reader can see, in one
+//! place, how much memory and time one request, one account or one batch may take.
+
+use std::time::Duration;
+
+/// Commands the sequencer applies and commits in one database transaction. Large enough that a
+/// busy second fits in a few batches (group commit amortizes the fsync), small enough that one
+/// batch's transaction stays a few milliseconds and its replies are not held back for long.
+pub const BATCH_COMMANDS_MAX: usize = 4_096;
+
+/// Write requests waiting for the sequencer. When it is full, handlers wait up to
+/// [`SUBMIT_WAIT_MAX`] and then answer 503: back-pressure instead of unbounded memory.
+pub const WRITE_QUEUE_CAPACITY: usize = 16_384;
+
+/// Read requests (engine queries) waiting for the sequencer; answered between batches.
+pub const READ_QUEUE_CAPACITY: usize = 4_096;
+
+/// Reads answered after one batch before the sequencer looks at writes again, so a flood of
+/// reads cannot starve writes (and the other way round: every batch is followed by reads).
+pub const READS_PER_TURN_MAX: usize = 1_024;
+
+/// How long a handler waits for room in the write queue before answering 503 `overloaded`.
+pub const SUBMIT_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Committed batches buffered for event subscribers (WebSocket, Redis). A subscriber that falls
+/// further behind misses batches and must resynchronize from a snapshot.
+pub const EVENT_BROADCAST_BATCHES_MAX: usize = 1_024;
+
+/// Largest request body. The biggest legitimate body is a capacity block listing its nodes
+/// (at most 1,024 nodes of ~50 bytes each).
+pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest bearer token accepted; real tokens are a few hundred bytes.
+pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
+
+/// Clock skew tolerated on `exp`/`nbf`, in seconds: small, because tokens are short-lived.
+pub const JWT_LEEWAY_S: u64 = 5;
+
+/// Shortest HS256 secret accepted: RFC 7518 section 3.2 asks for a key of at least 256 bits.
+pub const JWT_SECRET_BYTES_MIN: usize = 32;
+
+/// Longest token lifetime `offpeak token` mints: long-lived bearer tokens are a liability.
+pub const TOKEN_TTL_MAX: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Longest account id (`sub`) accepted: ids are stored and indexed in every row.
+pub const ACCOUNT_ID_BYTES_MAX: usize = 128;
+
+/// Longest `client_order_id`: an idempotency key, not a payload.
+pub const CLIENT_ORDER_ID_BYTES_MAX: usize = 64;
+
+/// Longest capacity `block_id` chosen by a supplier.
+pub const BLOCK_ID_BYTES_MAX: usize = 64;
+
+/// Longest pool id (`<gpu>.<region>`).
+pub const POOL_ID_BYTES_MAX: usize = 64;
+
+/// Longest node name in a block's node list.
+pub const NODE_NAME_BYTES_MAX: usize = 64;
+
+/// Decimals a price may carry: prices are integer micro-dollars.
+pub const PRICE_DECIMALS_MAX: usize = 6;
+
+/// Default and largest number of price levels per side in `GET /v1/pools/{pool}/book`.
+pub const BOOK_DEPTH_DEFAULT: usize = 20;
+/// See [`BOOK_DEPTH_DEFAULT`]; DESIGN section 6 caps depth at 100.
+pub const BOOK_DEPTH_MAX: usize = 100;
+
+/// Default and largest page of recent trades.
+pub const TRADES_LIMIT_DEFAULT: usize = 100;
+/// See [`TRADES_LIMIT_DEFAULT`].
+pub const TRADES_LIMIT_MAX: usize = 1_000;
+
+/// Default and largest number of candles returned.
+pub const CANDLES_LIMIT_DEFAULT: usize = 100;
+/// See [`CANDLES_LIMIT_DEFAULT`].
+pub const CANDLES_LIMIT_MAX: usize = 1_000;
+
+/// Default and largest page of orders, leases or blocks in a list.
+pub const LIST_LIMIT_DEFAULT: usize = 100;
+/// See [`LIST_LIMIT_DEFAULT`].
+pub const LIST_LIMIT_MAX: usize = 1_000;
+
+/// Trades kept in memory per pool for `trades` and `stats` (about 5 MB per pool).
+pub const TRADES_KEPT_PER_POOL_MAX: usize = 100_000;
+
+/// History kept in memory for candles and stats: one-minute buckets for a week per pool.
+pub const MARKET_HISTORY_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// Widest stats window (the history kept) and the narrowest (one bucket).
+pub const STATS_WINDOW_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+/// See [`STATS_WINDOW_MAX`].
+pub const STATS_WINDOW_MIN: Duration = Duration::from_secs(60);
+
+/// Commands between two snapshots: bounds both the replay at start and the commands kept in
+/// memory to roll back to the committed state when a commit fails.
+pub const SNAPSHOT_EVERY_COMMANDS: u64 = 250_000;
+
+/// A snapshot is also taken this often when anything happened, so a quiet server restarts fast.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// Journal rows read per query during replay, so a long journal is streamed, not loaded whole.
+pub const REPLAY_CHUNK_COMMANDS: usize = 10_000;
+
+/// With no command for this long, the sequencer journals a `Tick` so the engine's clock (used
+/// by quotes and eligibility) stays within a second of the wall clock.
+pub const IDLE_TICK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Longest a batch's transaction may take before it is treated as failed (outcome unknown).
+pub const DB_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a read query may take before the request gets 503.
+pub const DB_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest a new database connection may take to open.
+pub const DB_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Connections for the sequencer's writes (batches and snapshots run one at a time each).
+pub const DB_WRITE_CONNECTIONS_MAX: usize = 2;
+
+/// Connections for request handlers' reads of history (orders, leases, blocks no longer live).
+pub const DB_READ_CONNECTIONS_MAX: usize = 8;
+
+/// First and last wait between attempts to rebuild from the database after a failed commit
+/// (doubling in between): quick recovery from a blip, no hammering of a database that is down.
+pub const RECOVERY_RETRY_MIN: Duration = Duration::from_millis(200);
+/// See [`RECOVERY_RETRY_MIN`].
+pub const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// `Retry-After` sent with 503 while writes are refused.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 1;
+
+/// Default sustained requests per second per account, and the burst above it. An order entry
+/// gateway, not a bulk API: generous for a trading client, bounded for a runaway one.
+pub const RATE_LIMIT_PER_S_DEFAULT: u32 = 200;
+/// See [`RATE_LIMIT_PER_S_DEFAULT`].
+pub const RATE_LIMIT_BURST_DEFAULT: u32 = 400;
+
+/// Accounts whose token buckets are tracked at once; idle (full) buckets are evicted first.
+pub const RATE_LIMIT_ACCOUNTS_MAX: usize = 100_000;
+
+/// Time the HTTP server gives in-flight requests to finish on shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+// ----- market-data feed and WebSocket (`feed`, `ws`) ------------------------------------------
+
+/// Open WebSocket connections at once. Each costs a task, two small queues and socket buffers
+/// (~100 KB with kernel buffers); 10,000 stays well inside the process's memory and file limits.
+pub const WS_CONNECTIONS_MAX: usize = 10_000;
+
+/// Channels one connection may subscribe to: every pool's book and trades plus the rest.
+pub const WS_SUBSCRIPTIONS_MAX: usize = 64;
+
+/// Messages waiting for one client's socket. When it is full the client is coalesced: its
+/// book, trades and capacity channels skip updates and get a fresh snapshot (latest state
+/// wins) once there is room again.
+pub const WS_CLIENT_QUEUE_MESSAGES_MAX: usize = 256;
+
+/// How long a client may stay coalesced (its queue full) before it is dropped. A reader that
+/// keeps reading catches up within a few publish intervals; one that stopped is cut off.
+pub const WS_CLIENT_LAG_MAX: Duration = Duration::from_secs(5);
+
+/// Book deltas, trades and capacity are sent at most this often: a busy book's changes in one
+/// interval are merged (latest level totals win), so 2,000 viewers of a book changing 1,000
+/// times a second get 20 frames a second each, not 1,000. A quiet book's change goes out at once.
+pub const FEED_PUBLISH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Levels per side in a WebSocket book snapshot; deltas cover every level.
+pub const WS_SNAPSHOT_LEVELS_MAX: usize = 1_000;
+
+/// Largest message a client may send (subscribe lists, auth tokens).
+pub const WS_CLIENT_MESSAGE_BYTES_MAX: usize = 16 * 1024;
+
+/// Operations (subscribe, auth, ping...) per second one connection may send, and the burst.
+pub const WS_CLIENT_OPS_PER_S: u32 = 20;
+/// See [`WS_CLIENT_OPS_PER_S`].
+pub const WS_CLIENT_OPS_BURST: u32 = 100;
+
+/// Server pings this often; a client that sends nothing (not even a pong) for
+/// [`WS_CLIENT_SILENCE_MAX`] is closed, so dead connections do not hold a slot.
+pub const WS_PING_INTERVAL: Duration = Duration::from_secs(15);
+/// See [`WS_PING_INTERVAL`].
+pub const WS_CLIENT_SILENCE_MAX: Duration = Duration::from_secs(45);
+
+/// Subscribe, unsubscribe, join and leave requests waiting for the hub.
+pub const WS_HUB_COMMANDS_MAX: usize = 4_096;
+
+/// Recent trades per pool sent in a `trades:{pool}` snapshot.
+pub const FEED_TRADES_RECENT_MAX: usize = 100;
+
+/// Trades per pool waiting for the next publish; past it subscribers get a snapshot instead.
+pub const FEED_TRADES_PENDING_MAX: usize = 10_000;
+
+/// Private events (orders, fills, leases, blocks) waiting for the next publish. Past it they
+/// cannot be delivered in full, so private subscribers are disconnected to resync over REST.
+pub const FEED_PRIVATE_PENDING_MAX: usize = 100_000;
+
+/// First wait before the feed retries reading the engine (doubling up to 5 s).
+pub const FEED_RESET_RETRY_MIN: Duration = Duration::from_millis(50);

@@ -1,0 +1,123 @@
+//! Pool settings as people write them (the pools file, the admin API): prices in USD, every
+//! field but `gpu` and `region` optional with the DESIGN defaults.
+//!
+//! ```json
+//! [{"gpu": "h100-sxm", "region": "us-east", "tick": "0.01", "notice_s": 120,
+//!   "auction": {"kind": "batch", "interval_ms": 500}}]
+//! ```
+
+use crate::money::ApiPrice;
+use anyhow::Context;
+use matching_engine::{AuctionMode, PoolConfig};
+use serde::Deserialize;
+use std::path::Path;
+
+/// One pool's settings; missing fields take `PoolConfig::with_defaults`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSpec {
+    /// `<gpu>.<region>`; optional, but must match when given.
+    pub id: Option<String>,
+    /// GPU model.
+    pub gpu: String,
+    /// Region.
+    pub region: String,
+    /// Price grid (USD).
+    pub tick: Option<ApiPrice>,
+    /// Lowest price (USD).
+    pub price_min: Option<ApiPrice>,
+    /// Highest price (USD).
+    pub price_max: Option<ApiPrice>,
+    /// Most GPUs per bid or block.
+    pub gpus_per_order_max: Option<u32>,
+    /// Shortest lease.
+    pub duration_min_s: Option<u32>,
+    /// Longest lease.
+    pub duration_max_s: Option<u32>,
+    /// Guaranteed preemption notice.
+    pub notice_s: Option<u32>,
+    /// Free if preempted this early.
+    pub free_if_preempted_within_s: Option<u32>,
+    /// Continuous or batch.
+    pub auction: Option<AuctionMode>,
+}
+
+fn is_id_part(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 31
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+impl PoolSpec {
+    /// The engine's settings for this spec.
+    pub fn to_config(&self) -> Result<PoolConfig, String> {
+        if !is_id_part(&self.gpu) || !is_id_part(&self.region) {
+            return Err("gpu and region must be 1..=31 characters of [a-z0-9-]".into());
+        }
+        let mut config = PoolConfig::with_defaults(&self.gpu, &self.region);
+        if let Some(id) = &self.id {
+            if *id != config.id {
+                return Err(format!(
+                    "id {id:?} must be {:?} (<gpu>.<region>)",
+                    config.id
+                ));
+            }
+        }
+        if let Some(p) = self.tick {
+            config.tick = p.0;
+        }
+        if let Some(p) = self.price_min {
+            config.price_min = p.0;
+        }
+        if let Some(p) = self.price_max {
+            config.price_max = p.0;
+        }
+        if let Some(n) = self.gpus_per_order_max {
+            config.gpus_per_order_max = n;
+        }
+        if let Some(n) = self.duration_min_s {
+            config.duration_min_s = n;
+        }
+        if let Some(n) = self.duration_max_s {
+            config.duration_max_s = n;
+        }
+        if let Some(n) = self.notice_s {
+            config.notice_s = n;
+        }
+        if let Some(n) = self.free_if_preempted_within_s {
+            config.free_if_preempted_within_s = n;
+        }
+        if let Some(auction) = self.auction {
+            config.auction = auction;
+        }
+        Ok(config)
+    }
+}
+
+/// Reads a pools file: a JSON list of [`PoolSpec`].
+pub fn load_pools_file(path: &Path) -> anyhow::Result<Vec<PoolConfig>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the pools file {}", path.display()))?;
+    let specs: Vec<PoolSpec> = serde_json::from_str(&text)
+        .with_context(|| format!("parsing the pools file {}", path.display()))?;
+    let mut pools = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let config = spec
+            .to_config()
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("in the pools file {}", path.display()))?;
+        if config.price_levels().is_none() {
+            anyhow::bail!(
+                "pool {}: tick and price band do not form a price ladder",
+                config.id
+            );
+        }
+        if pools.iter().any(|p: &PoolConfig| p.id == config.id) {
+            anyhow::bail!("pool {} is listed twice in {}", config.id, path.display());
+        }
+        pools.push(config);
+    }
+    Ok(pools)
+}

@@ -1,0 +1,191 @@
+//! The JSON shapes of orders, leases, blocks and pools, built from the engine's views.
+//!
+//! Money is a USD decimal string, time is RFC 3339, ids are strings, durations are `*_s`.
+//! A lease shown to its buyer does not name the supplier; trades shown publicly name no one.
+
+use crate::money::Usd;
+use crate::store::codes;
+use crate::timestamp::Rfc3339Time;
+use matching_engine::{AuctionMode, BlockView, LeaseView, NodeGpus, OrderView, PoolSummary};
+use serde::Serialize;
+
+/// An order as its owner sees it.
+#[derive(Serialize)]
+pub struct OrderJson {
+    id: String,
+    pool: String,
+    price: Usd,
+    gpus: u32,
+    remaining_gpus: u32,
+    filled_gpus: u32,
+    min_gpus: u32,
+    duration_s: u32,
+    max_duration_s: u32,
+    tif: &'static str,
+    expires_at: Option<Rfc3339Time>,
+    persistent: bool,
+    client_order_id: Option<String>,
+    status: &'static str,
+    cancel_reason: Option<&'static str>,
+    created_at: Rfc3339Time,
+    updated_at: Rfc3339Time,
+}
+
+impl From<&OrderView> for OrderJson {
+    fn from(o: &OrderView) -> Self {
+        OrderJson {
+            id: o.id.to_string(),
+            pool: o.pool.to_string(),
+            price: o.price.into(),
+            gpus: o.gpus,
+            remaining_gpus: o.remaining_gpus,
+            filled_gpus: o.filled_gpus,
+            min_gpus: o.min_gpus,
+            duration_s: o.duration_s,
+            max_duration_s: o.max_duration_s,
+            tif: codes::tif(o.tif),
+            expires_at: o.expires_at.map(Rfc3339Time),
+            persistent: o.persistent,
+            client_order_id: o.client_order_id.as_deref().map(str::to_owned),
+            status: codes::order_status(o.status),
+            cancel_reason: o.cancel_reason.map(codes::cancel_reason),
+            created_at: o.created_at.into(),
+            updated_at: o.updated_at.into(),
+        }
+    }
+}
+
+/// A lease as its buyer sees it.
+#[derive(Serialize)]
+pub struct LeaseJson {
+    id: String,
+    order_id: String,
+    pool: String,
+    block_id: String,
+    gpus: u32,
+    price: Usd,
+    status: &'static str,
+    started_at: Rfc3339Time,
+    ends_at: Rfc3339Time,
+    notice_ends_at: Option<Rfc3339Time>,
+    preempted_at: Option<Rfc3339Time>,
+    emergency: bool,
+    ended_at: Option<Rfc3339Time>,
+    cost: Usd,
+    nodes: Vec<NodeGpus>,
+}
+
+impl From<&LeaseView> for LeaseJson {
+    fn from(l: &LeaseView) -> Self {
+        LeaseJson {
+            id: l.id.to_string(),
+            order_id: l.order_id.to_string(),
+            pool: l.pool.to_string(),
+            block_id: l.block_id.to_string(),
+            gpus: l.gpus,
+            price: l.price.into(),
+            status: codes::lease_status(l.status),
+            started_at: l.started_at.into(),
+            ends_at: l.ends_at.into(),
+            notice_ends_at: l.notice_ends_at.map(Rfc3339Time),
+            preempted_at: l.preempted_at.map(Rfc3339Time),
+            emergency: l.emergency,
+            ended_at: l.ended_at.map(Rfc3339Time),
+            cost: Usd(l.cost_micros),
+            nodes: l.nodes.clone(),
+        }
+    }
+}
+
+/// A capacity block as its supplier sees it.
+#[derive(Serialize)]
+pub struct BlockJson {
+    block_id: String,
+    pool: String,
+    status: &'static str,
+    gpus: u32,
+    gpus_sold: u32,
+    gpus_unsold: u32,
+    gpus_reclaimed: u32,
+    gpus_reclaiming: u32,
+    reserve_price: Usd,
+    available_from: Rfc3339Time,
+    available_until: Rfc3339Time,
+    revenue: Usd,
+    reclaim_forecast_at: Option<Rfc3339Time>,
+    nodes: Vec<NodeGpus>,
+    updated_at: Rfc3339Time,
+}
+
+impl From<&BlockView> for BlockJson {
+    fn from(b: &BlockView) -> Self {
+        BlockJson {
+            block_id: b.block_id.to_string(),
+            pool: b.pool.to_string(),
+            status: codes::block_status(b.status),
+            gpus: b.gpus,
+            gpus_sold: b.gpus_sold,
+            gpus_unsold: b.gpus_unsold,
+            gpus_reclaimed: b.gpus_reclaimed,
+            gpus_reclaiming: b.gpus_reclaiming,
+            reserve_price: b.reserve_price.into(),
+            available_from: b.available_from.into(),
+            available_until: b.available_until.into(),
+            revenue: Usd(b.revenue_micros),
+            reclaim_forecast_at: b.reclaim_forecast_at.map(Rfc3339Time),
+            nodes: b.nodes.clone(),
+            updated_at: b.updated_at.into(),
+        }
+    }
+}
+
+/// A pool's settings and live summary.
+#[derive(Serialize)]
+pub struct PoolJson {
+    id: String,
+    gpu: String,
+    region: String,
+    tick: Usd,
+    price_min: Usd,
+    price_max: Usd,
+    gpus_per_order_max: u32,
+    duration_min_s: u32,
+    duration_max_s: u32,
+    notice_s: u32,
+    free_if_preempted_within_s: u32,
+    auction: AuctionMode,
+    best_bid: Option<Usd>,
+    best_ask: Option<Usd>,
+    last_price: Option<Usd>,
+    idle_gpus: u64,
+    leased_gpus: u64,
+    reclaiming_gpus: u64,
+    halted: bool,
+}
+
+impl From<&PoolSummary> for PoolJson {
+    fn from(p: &PoolSummary) -> Self {
+        let c = &p.config;
+        PoolJson {
+            id: c.id.clone(),
+            gpu: c.gpu.clone(),
+            region: c.region.clone(),
+            tick: c.tick.into(),
+            price_min: c.price_min.into(),
+            price_max: c.price_max.into(),
+            gpus_per_order_max: c.gpus_per_order_max,
+            duration_min_s: c.duration_min_s,
+            duration_max_s: c.duration_max_s,
+            notice_s: c.notice_s,
+            free_if_preempted_within_s: c.free_if_preempted_within_s,
+            auction: c.auction,
+            best_bid: p.best_bid.map(Usd::from),
+            best_ask: p.best_ask.map(Usd::from),
+            last_price: p.last_price.map(Usd::from),
+            idle_gpus: p.idle_gpus,
+            leased_gpus: p.leased_gpus,
+            reclaiming_gpus: p.reclaiming_gpus,
+            halted: p.halted,
+        }
+    }
+}

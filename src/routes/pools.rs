@@ -1,0 +1,376 @@
+//! Public market data: pools, book, trades, candles, stats, quote. No token needed.
+//!
+//! Book, pools and quotes read the committed engine state; trades, candles and stats come from
+//! the in-memory market data fed by committed batches. None of them touches the database, so
+//! they keep answering while it is down.
+
+use super::json::PoolJson;
+use crate::error::ApiError;
+use crate::limits::{
+    BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX, CANDLES_LIMIT_DEFAULT, CANDLES_LIMIT_MAX,
+    POOL_ID_BYTES_MAX, STATS_WINDOW_MAX, STATS_WINDOW_MIN, TRADES_LIMIT_DEFAULT, TRADES_LIMIT_MAX,
+};
+use crate::money::Usd;
+use crate::state::AppState;
+use crate::store::codes;
+use crate::timestamp::{now_ms, Rfc3339Time};
+use actix_web::{web, HttpResponse};
+use matching_engine::{Level, PoolSummary, Rejection};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize)]
+struct PoolList {
+    pools: Vec<PoolJson>,
+}
+
+#[derive(Serialize)]
+struct PoolOnly {
+    pool: PoolJson,
+}
+
+/// `GET /v1/pools`: every pool's settings and live summary.
+pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let mut pools = state.sequencer.read(|v| v.engine.pools()).await?;
+    pools.sort_by(|a, b| a.config.id.cmp(&b.config.id));
+    Ok(HttpResponse::Ok().json(PoolList {
+        pools: pools.iter().map(PoolJson::from).collect(),
+    }))
+}
+
+async fn pool_summary(state: &AppState, pool: &str) -> Result<PoolSummary, ApiError> {
+    if pool.len() > POOL_ID_BYTES_MAX {
+        return Err(Rejection::UnknownPool.into());
+    }
+    let id = pool.to_owned();
+    state
+        .sequencer
+        .read(move |v| v.engine.pool(&id))
+        .await?
+        .ok_or(Rejection::UnknownPool.into())
+}
+
+/// `GET /v1/pools/{pool}`.
+pub async fn one(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let summary = pool_summary(&state, &path).await?;
+    Ok(HttpResponse::Ok().json(PoolOnly {
+        pool: PoolJson::from(&summary),
+    }))
+}
+
+/// `?depth=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookQuery {
+    depth: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct LevelJson {
+    price: Usd,
+    gpus: u64,
+    orders: u32,
+}
+
+impl From<&Level> for LevelJson {
+    fn from(l: &Level) -> Self {
+        LevelJson {
+            price: l.price.into(),
+            gpus: l.gpus,
+            orders: l.orders,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct BookJson {
+    pool: String,
+    seq: u64,
+    bids: Vec<LevelJson>,
+    asks: Vec<LevelJson>,
+}
+
+/// `GET /v1/pools/{pool}/book?depth=20`: aggregated levels, best first, and the `seq` they
+/// reflect.
+pub async fn book(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<BookQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let depth = query.depth.unwrap_or(BOOK_DEPTH_DEFAULT);
+    if !(1..=BOOK_DEPTH_MAX).contains(&depth) {
+        return Err(ApiError::InvalidQuery(format!(
+            "depth must be between 1 and {BOOK_DEPTH_MAX}"
+        )));
+    }
+    let pool = path.into_inner();
+    if pool.len() > POOL_ID_BYTES_MAX {
+        return Err(Rejection::UnknownPool.into());
+    }
+    let id = pool.clone();
+    let (seq, book) = state
+        .sequencer
+        .read(move |v| (v.seq, v.engine.depth(&id, depth)))
+        .await?;
+    let book = book.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
+    Ok(HttpResponse::Ok().json(BookJson {
+        pool,
+        seq,
+        bids: book.bids.iter().map(LevelJson::from).collect(),
+        asks: book.asks.iter().map(LevelJson::from).collect(),
+    }))
+}
+
+/// `?limit=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TradesQuery {
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct TradeJson {
+    id: String,
+    price: Usd,
+    gpus: u32,
+    maker_side: &'static str,
+    at: Rfc3339Time,
+}
+
+#[derive(Serialize)]
+struct TradesJson {
+    pool: String,
+    trades: Vec<TradeJson>,
+}
+
+/// `GET /v1/pools/{pool}/trades?limit=`: recent trades, newest first, naming no one.
+pub async fn trades(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<TradesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = query.limit.unwrap_or(TRADES_LIMIT_DEFAULT);
+    if !(1..=TRADES_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {TRADES_LIMIT_MAX}"
+        )));
+    }
+    let summary = pool_summary(&state, &path).await?;
+    let trades = state.market.recent_trades(&summary.config.id, limit);
+    Ok(HttpResponse::Ok().json(TradesJson {
+        pool: summary.config.id,
+        trades: trades
+            .iter()
+            .map(|t| TradeJson {
+                id: t.id.to_string(),
+                price: t.price.into(),
+                gpus: t.gpus,
+                maker_side: codes::side(t.maker_side),
+                at: t.at.into(),
+            })
+            .collect(),
+    }))
+}
+
+/// `?interval=1m&limit=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CandlesQuery {
+    interval: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct CandleJson {
+    start: Rfc3339Time,
+    open: Usd,
+    high: Usd,
+    low: Usd,
+    close: Usd,
+    trades: u64,
+    volume_gpus: u64,
+    volume_gpu_hours: f64,
+}
+
+#[derive(Serialize)]
+struct CandlesJson {
+    pool: String,
+    interval: String,
+    candles: Vec<CandleJson>,
+}
+
+/// GPU-hours with three decimals (a volume, not money).
+fn gpu_hours(gpu_seconds: u64) -> f64 {
+    (gpu_seconds as f64 / 3.6).round() / 1000.0
+}
+
+/// `GET /v1/pools/{pool}/candles?interval=1m`: OHLC and volume of intervals that had trades,
+/// oldest first.
+pub async fn candles(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<CandlesQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let interval = query.interval.clone().unwrap_or_else(|| "1m".to_owned());
+    let interval_ms: i64 = match interval.as_str() {
+        "1m" => 60_000,
+        "5m" => 300_000,
+        "15m" => 900_000,
+        "1h" => 3_600_000,
+        "4h" => 14_400_000,
+        "1d" => 86_400_000,
+        _ => {
+            return Err(ApiError::InvalidQuery(
+                "interval must be one of 1m, 5m, 15m, 1h, 4h, 1d".into(),
+            ))
+        }
+    };
+    let limit = query.limit.unwrap_or(CANDLES_LIMIT_DEFAULT);
+    if !(1..=CANDLES_LIMIT_MAX).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {CANDLES_LIMIT_MAX}"
+        )));
+    }
+    let summary = pool_summary(&state, &path).await?;
+    let candles = state.market.candles(&summary.config.id, interval_ms, limit);
+    Ok(HttpResponse::Ok().json(CandlesJson {
+        pool: summary.config.id,
+        interval,
+        candles: candles
+            .iter()
+            .filter_map(|c| {
+                let [open, high, low, close] = c.bucket.ohlc?;
+                Some(CandleJson {
+                    start: c.start.into(),
+                    open: open.into(),
+                    high: high.into(),
+                    low: low.into(),
+                    close: close.into(),
+                    trades: c.bucket.trades,
+                    volume_gpus: c.bucket.gpus,
+                    volume_gpu_hours: gpu_hours(c.bucket.gpu_seconds),
+                })
+            })
+            .collect(),
+    }))
+}
+
+/// `?window=24h`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    window: Option<String>,
+}
+
+#[derive(Serialize)]
+struct StatsJson {
+    pool: String,
+    window_s: u64,
+    trades: u64,
+    volume_gpus: u64,
+    volume_gpu_hours: f64,
+    price_p50: Option<Usd>,
+    price_p95: Option<Usd>,
+    price_min: Option<Usd>,
+    price_max: Option<Usd>,
+    vwap: Option<Usd>,
+    last_price: Option<Usd>,
+    volatility: Option<f64>,
+    leases_ended: u64,
+    leases_preempted: u64,
+    preemption_rate: Option<f64>,
+}
+
+/// `GET /v1/pools/{pool}/stats?window=24h`: price percentiles, volatility, volume, preemptions.
+pub async fn stats(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<StatsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let text = query.window.as_deref().unwrap_or("24h");
+    let window = humantime::parse_duration(text)
+        .ok()
+        .filter(|w| (STATS_WINDOW_MIN..=STATS_WINDOW_MAX).contains(w))
+        .ok_or_else(|| {
+            ApiError::InvalidQuery(format!(
+                "window must be a duration such as 15m, 1h, 24h or 7d, between {} and {} s",
+                STATS_WINDOW_MIN.as_secs(),
+                STATS_WINDOW_MAX.as_secs()
+            ))
+        })?;
+    let summary = pool_summary(&state, &path).await?;
+    let window_ms = window.as_millis() as i64;
+    let stats = state.market.stats(&summary.config.id, now_ms(), window_ms);
+    let preemption_rate =
+        (stats.leases_ended > 0).then(|| stats.leases_preempted as f64 / stats.leases_ended as f64);
+    Ok(HttpResponse::Ok().json(StatsJson {
+        pool: summary.config.id,
+        window_s: window.as_secs(),
+        trades: stats.trades,
+        volume_gpus: stats.volume_gpus,
+        volume_gpu_hours: gpu_hours(stats.volume_gpu_seconds),
+        price_p50: stats.price_p50.map(Usd::from),
+        price_p95: stats.price_p95.map(Usd::from),
+        price_min: stats.price_min.map(Usd::from),
+        price_max: stats.price_max.map(Usd::from),
+        vwap: stats.vwap.map(Usd::from),
+        last_price: summary.last_price.map(Usd::from),
+        volatility: stats.volatility,
+        leases_ended: stats.leases_ended,
+        leases_preempted: stats.leases_preempted,
+        preemption_rate,
+    }))
+}
+
+/// `?gpus=8&duration_s=14400`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteQuery {
+    gpus: u32,
+    duration_s: u32,
+}
+
+#[derive(Serialize)]
+struct QuoteJson {
+    pool: String,
+    gpus: u32,
+    duration_s: u32,
+    fillable_gpus: u32,
+    average_price: Option<Usd>,
+    worst_price: Option<Usd>,
+    total_cost: Usd,
+    seq: u64,
+}
+
+/// `GET /v1/pools/{pool}/quote?gpus=8&duration_s=14400`: what a bid would get now.
+pub async fn quote(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<QuoteQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.gpus == 0 {
+        return Err(Rejection::GpusMustNotBeZero.into());
+    }
+    let pool = path.into_inner();
+    if pool.len() > POOL_ID_BYTES_MAX {
+        return Err(Rejection::UnknownPool.into());
+    }
+    let (id, gpus, duration_s) = (pool.clone(), query.gpus, query.duration_s);
+    let (seq, quote) = state
+        .sequencer
+        .read(move |v| (v.seq, v.engine.quote(&id, gpus, duration_s)))
+        .await?;
+    let quote = quote.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
+    Ok(HttpResponse::Ok().json(QuoteJson {
+        pool,
+        gpus,
+        duration_s,
+        fillable_gpus: quote.fillable_gpus,
+        average_price: quote.average_price.map(Usd::from),
+        worst_price: quote.worst_price.map(Usd::from),
+        total_cost: Usd(quote.total_cost_micros),
+        seq,
+    }))
+}

@@ -1,0 +1,744 @@
+//! The sequencer: the one task that owns the engine, and the only writer to the store.
+//!
+//! Requests arrive over two bounded channels: writes (a [`Command`] and a reply slot) and reads
+//! (a closure run against the engine). The sequencer takes every waiting write, up to
+//! [`BATCH_COMMANDS_MAX`], stamps each with the next sequence number and the wall-clock time
+//! (never earlier than the engine's clock, so engine time is monotonic), applies them, and
+//! writes the batch (journal rows and the rows its events produced) in one transaction. Only
+//! after the commit are the writers answered and the batch published to subscribers. Reads
+//! run between batches, so they only ever see committed state.
+//!
+//! Invariants:
+//! - `seq` numbers in the journal are 1, 2, 3... with no gap; the engine's state is exactly the
+//!   replay of the journal up to `seq`.
+//! - `base` (an encoded snapshot at `base_seq`) plus `tail` (the commands committed since)
+//!   rebuild the committed state without the database. When a commit fails, the engine is
+//!   rebuilt from them (dropping the uncommitted batch), writes are refused with 503, reads
+//!   keep being served, and the sequencer reloads from the database's snapshot and journal as
+//!   soon as it answers (the failed batch may in fact have committed; the journal decides).
+//! - Time moves only through journaled commands: an idle server journals a `Tick` every
+//!   [`IDLE_TICK_INTERVAL`], and one is sent when the engine's next timer is due.
+
+use crate::limits::{
+    BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, IDLE_TICK_INTERVAL, MARKET_HISTORY_MS,
+    READS_PER_TURN_MAX, READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN,
+    REPLAY_CHUNK_COMMANDS, SNAPSHOT_EVERY, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX,
+    TRADES_KEPT_PER_POOL_MAX, WRITE_QUEUE_CAPACITY,
+};
+use crate::market_data::MarketData;
+use crate::metrics::Metrics;
+use crate::store::{BatchRows, Store, StoredSnapshot};
+use crate::timestamp::now_ms;
+use anyhow::{bail, Context};
+use matching_engine::{Command, Engine, Event, PoolConfig, Snapshot, TimeMs};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// One applied command and what it did.
+#[derive(Debug)]
+pub struct CommandRecord {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The time it was applied at.
+    pub at: TimeMs,
+    /// The command.
+    pub command: Command,
+    /// Its events, in order (timer events that fired before it come first).
+    pub events: Vec<Event>,
+}
+
+/// A batch of commands, committed to the store in one transaction.
+#[derive(Debug)]
+pub struct CommittedBatch {
+    /// The commands in sequence order.
+    pub records: Vec<CommandRecord>,
+}
+
+impl CommittedBatch {
+    /// The last sequence number in the batch.
+    pub fn last_seq(&self) -> u64 {
+        self.records.last().map_or(0, |r| r.seq)
+    }
+}
+
+/// A write's acknowledgement: its command is durable.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    batch: Arc<CommittedBatch>,
+    index: usize,
+}
+
+impl Committed {
+    /// The command's record.
+    pub fn record(&self) -> &CommandRecord {
+        &self.batch.records[self.index]
+    }
+
+    /// The command's events.
+    pub fn events(&self) -> &[Event] {
+        &self.record().events
+    }
+}
+
+/// Why a write was not acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// Writes are refused until the database is back, or this batch's commit failed.
+    #[error("writes are unavailable")]
+    Unavailable,
+    /// The write queue stayed full.
+    #[error("the sequencer is overloaded")]
+    Overloaded,
+    /// The sequencer has stopped.
+    #[error("the sequencer has stopped")]
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Committed, SubmitError>>;
+
+struct WriteRequest {
+    command: Command,
+    reply: Option<Reply>,
+}
+
+/// What a read sees: the committed engine state and the last committed sequence number.
+pub struct ReadView<'a> {
+    /// The engine.
+    pub engine: &'a Engine,
+    /// The last committed command's sequence number.
+    pub seq: u64,
+    /// Whether writes are accepted right now.
+    pub writable: bool,
+}
+
+type ReadFn = Box<dyn FnOnce(&ReadView<'_>) + Send>;
+
+/// Shared status, readable without a round trip to the sequencer.
+#[derive(Debug, Default)]
+pub struct SequencerStatus {
+    writable: AtomicBool,
+    last_seq: AtomicU64,
+}
+
+/// The handle request handlers use to talk to the sequencer.
+#[derive(Clone)]
+pub struct SequencerHandle {
+    writes: mpsc::Sender<WriteRequest>,
+    reads: mpsc::Sender<ReadFn>,
+    events: broadcast::Sender<Arc<CommittedBatch>>,
+    status: Arc<SequencerStatus>,
+}
+
+impl SequencerHandle {
+    /// Submits a command; resolves once it is durable (or refused).
+    pub async fn submit(&self, command: Command) -> Result<Committed, SubmitError> {
+        if !self.writable() {
+            return Err(SubmitError::Unavailable);
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = WriteRequest {
+            command,
+            reply: Some(reply),
+        };
+        match tokio::time::timeout(SUBMIT_WAIT_MAX, self.writes.send(request)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(SubmitError::Stopped),
+            Err(_) => return Err(SubmitError::Overloaded),
+        }
+        answer.await.unwrap_or(Err(SubmitError::Stopped))
+    }
+
+    /// Runs `query` against the committed engine state, between batches.
+    pub async fn read<R, F>(&self, query: F) -> Result<R, SubmitError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&ReadView<'_>) -> R + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let read: ReadFn = Box::new(move |view| {
+            // The requester may have gone away (client disconnected): nothing to do.
+            let _ = reply.send(query(view));
+        });
+        match tokio::time::timeout(SUBMIT_WAIT_MAX, self.reads.send(read)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(SubmitError::Stopped),
+            Err(_) => return Err(SubmitError::Overloaded),
+        }
+        answer.await.map_err(|_| SubmitError::Stopped)
+    }
+
+    /// Every committed batch from now on (a lagging receiver misses batches: see `Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommittedBatch>> {
+        self.events.subscribe()
+    }
+
+    /// Whether writes are accepted (false while the database is unavailable).
+    pub fn writable(&self) -> bool {
+        self.status.writable.load(Ordering::Acquire)
+    }
+
+    /// The last committed sequence number.
+    pub fn last_seq(&self) -> u64 {
+        self.status.last_seq.load(Ordering::Acquire)
+    }
+}
+
+/// The running sequencer task; stop it after the HTTP server has stopped.
+pub struct SequencerTask {
+    stop: oneshot::Sender<()>,
+    join: JoinHandle<()>,
+}
+
+impl SequencerTask {
+    /// Drains what is queued, commits it, writes a final snapshot, and waits for the task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "the sequencer task failed");
+        }
+    }
+}
+
+/// Which pools to make sure exist at start.
+#[derive(Clone, Debug)]
+pub enum PoolsSetup {
+    /// Exactly these settings (journaled as `ConfigurePool` where the engine differs).
+    File(Vec<PoolConfig>),
+    /// The default pools, on a fresh journal only.
+    Defaults,
+}
+
+/// The default pools: H100 and A100 in two regions.
+pub fn default_pools() -> Vec<PoolConfig> {
+    let mut pools = Vec::new();
+    for gpu in ["h100-sxm", "a100-80gb"] {
+        for region in ["us-east", "eu-west"] {
+            pools.push(PoolConfig::with_defaults(gpu, region));
+        }
+    }
+    pools
+}
+
+/// Encodes a snapshot for storage.
+pub fn encode_snapshot(snapshot: &Snapshot) -> anyhow::Result<Vec<u8>> {
+    serde_json::to_vec(snapshot).context("encoding the engine snapshot")
+}
+
+/// Decodes a stored snapshot.
+pub fn decode_snapshot(bytes: &[u8]) -> anyhow::Result<Snapshot> {
+    serde_json::from_slice(bytes).context("decoding the engine snapshot")
+}
+
+/// Engine state rebuilt from the store.
+struct Loaded {
+    engine: Engine,
+    seq: u64,
+    replayed: u64,
+}
+
+/// Restores the newest usable snapshot and replays the journal after it.
+async fn load_state(store: &dyn Store) -> anyhow::Result<Loaded> {
+    let snapshot = store
+        .latest_snapshot()
+        .await
+        .context("loading the snapshot")?;
+    let (mut engine, mut seq) = match snapshot {
+        Some(stored) => match decode_snapshot(&stored.state) {
+            Ok(snapshot) => {
+                let engine = Engine::restore(snapshot);
+                if engine.state_hash() == stored.state_hash {
+                    (engine, stored.seq)
+                } else {
+                    // The journal is complete, so a snapshot that does not restore to the
+                    // state it was taken from is skipped rather than trusted.
+                    tracing::error!(
+                        seq = stored.seq,
+                        "snapshot restores to a different state hash; replaying the whole journal"
+                    );
+                    (Engine::new(), 0)
+                }
+            }
+            Err(e) => {
+                tracing::error!(seq = stored.seq, error = %e, "unusable snapshot; replaying the whole journal");
+                (Engine::new(), 0)
+            }
+        },
+        None => (Engine::new(), 0),
+    };
+    let mut scratch = Vec::new();
+    let mut replayed = 0u64;
+    loop {
+        let chunk = store
+            .journal_after(seq, REPLAY_CHUNK_COMMANDS)
+            .await
+            .context("reading the journal")?;
+        if chunk.is_empty() {
+            break;
+        }
+        for entry in chunk {
+            if entry.seq != seq + 1 {
+                bail!("the journal jumps from seq {seq} to {}", entry.seq);
+            }
+            let command: Command = serde_json::from_str(&entry.command_json)
+                .with_context(|| format!("decoding journal command {}", entry.seq))?;
+            engine.apply(entry.at, &command, &mut scratch);
+            scratch.clear();
+            seq = entry.seq;
+            replayed += 1;
+        }
+    }
+    Ok(Loaded {
+        engine,
+        seq,
+        replayed,
+    })
+}
+
+type RecoveryFuture = Pin<Box<dyn Future<Output = anyhow::Result<Loaded>> + Send>>;
+
+fn recovery(store: Arc<dyn Store>, wait: Duration) -> RecoveryFuture {
+    Box::pin(async move {
+        tokio::time::sleep(wait).await;
+        store.ping().await.context("pinging the database")?;
+        load_state(&*store).await
+    })
+}
+
+struct Sequencer {
+    engine: Engine,
+    store: Arc<dyn Store>,
+    seq: u64,
+    writable: bool,
+    /// Encoded snapshot of the committed state at `base_seq`.
+    base: Vec<u8>,
+    base_seq: u64,
+    /// Commands committed after `base_seq`, to rebuild the committed state without the store.
+    tail: Vec<(TimeMs, Command)>,
+    /// Commands other than ticks since the last snapshot (ticks alone do not warrant one).
+    significant_since_snapshot: u64,
+    last_snapshot: Instant,
+    snapshot_write: Option<JoinHandle<()>>,
+    last_write: Instant,
+    events: broadcast::Sender<Arc<CommittedBatch>>,
+    status: Arc<SequencerStatus>,
+    market: Arc<MarketData>,
+    metrics: Arc<Metrics>,
+}
+
+/// Loads the state, configures pools, and starts the sequencer task.
+pub async fn start(
+    store: Arc<dyn Store>,
+    pools: PoolsSetup,
+    market: Arc<MarketData>,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<(SequencerHandle, SequencerTask)> {
+    store.migrate().await.context("applying migrations")?;
+    let started = Instant::now();
+    let loaded = load_state(&*store).await?;
+    tracing::info!(
+        seq = loaded.seq,
+        replayed = loaded.replayed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "engine state loaded"
+    );
+    let history = store
+        .market_history(
+            TimeMs(now_ms().0 - MARKET_HISTORY_MS),
+            TRADES_KEPT_PER_POOL_MAX,
+        )
+        .await
+        .context("loading market history")?;
+    market.warm(history);
+
+    let (events, _) = broadcast::channel(EVENT_BROADCAST_BATCHES_MAX);
+    let status = Arc::new(SequencerStatus::default());
+    let base = encode_snapshot(&loaded.engine.snapshot())?;
+    let mut sequencer = Sequencer {
+        engine: loaded.engine,
+        store,
+        seq: loaded.seq,
+        writable: true,
+        base,
+        base_seq: loaded.seq,
+        tail: Vec::new(),
+        significant_since_snapshot: loaded.replayed,
+        last_snapshot: Instant::now(),
+        snapshot_write: None,
+        last_write: Instant::now(),
+        events: events.clone(),
+        status: status.clone(),
+        market,
+        metrics,
+    };
+    sequencer.publish_status();
+
+    let pool_commands = sequencer.pool_commands(&pools);
+    if !pool_commands.is_empty() {
+        let requests = pool_commands
+            .into_iter()
+            .map(|command| WriteRequest {
+                command,
+                reply: None,
+            })
+            .collect();
+        if !sequencer.process(requests).await {
+            bail!("could not journal the pool configuration");
+        }
+    }
+    if loaded.replayed >= SNAPSHOT_EVERY_COMMANDS {
+        // A long replay this time: make the next start short.
+        sequencer.write_snapshot_now().await;
+    }
+
+    let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+    let (reads_tx, reads_rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let join = tokio::spawn(sequencer.run(writes_rx, reads_rx, stop_rx));
+    Ok((
+        SequencerHandle {
+            writes: writes_tx,
+            reads: reads_tx,
+            events,
+            status,
+        },
+        SequencerTask {
+            stop: stop_tx,
+            join,
+        },
+    ))
+}
+
+impl Sequencer {
+    fn pool_commands(&self, pools: &PoolsSetup) -> Vec<Command> {
+        match pools {
+            PoolsSetup::File(list) => list
+                .iter()
+                .filter(|wanted| {
+                    self.engine.pool(&wanted.id).map(|p| p.config).as_ref() != Some(*wanted)
+                })
+                .cloned()
+                .map(Command::ConfigurePool)
+                .collect(),
+            PoolsSetup::Defaults if self.seq == 0 && self.engine.pools().is_empty() => {
+                default_pools()
+                    .into_iter()
+                    .map(Command::ConfigurePool)
+                    .collect()
+            }
+            PoolsSetup::Defaults => Vec::new(),
+        }
+    }
+
+    fn publish_status(&self) {
+        self.status.writable.store(self.writable, Ordering::Release);
+        self.status.last_seq.store(self.seq, Ordering::Release);
+        self.metrics.set_sequencer(self.seq, self.writable);
+    }
+
+    async fn run(
+        mut self,
+        mut writes: mpsc::Receiver<WriteRequest>,
+        mut reads: mpsc::Receiver<ReadFn>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut recovering: Option<RecoveryFuture> = None;
+        let mut retry_wait = RECOVERY_RETRY_MIN;
+        loop {
+            let tick_at = self.next_tick_at();
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(first) = writes.recv() => {
+                    let mut batch = Vec::with_capacity(writes.len().min(BATCH_COMMANDS_MAX) + 1);
+                    batch.push(first);
+                    while batch.len() < BATCH_COMMANDS_MAX {
+                        match writes.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.process(batch).await && recovering.is_none() {
+                        retry_wait = RECOVERY_RETRY_MIN;
+                        recovering = Some(recovery(self.store.clone(), retry_wait));
+                    }
+                }
+                Some(read) = reads.recv() => self.answer(read),
+                _ = tokio::time::sleep_until(tick_at), if self.writable => {
+                    let tick = WriteRequest { command: Command::Tick, reply: None };
+                    if !self.process(vec![tick]).await && recovering.is_none() {
+                        retry_wait = RECOVERY_RETRY_MIN;
+                        recovering = Some(recovery(self.store.clone(), retry_wait));
+                    }
+                }
+                loaded = async { match recovering.as_mut() {
+                    Some(future) => future.await,
+                    None => std::future::pending().await,
+                } }, if recovering.is_some() => {
+                    recovering = None;
+                    match loaded {
+                        Ok(loaded) => self.resume(loaded).await,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), retry_ms = retry_wait.as_millis() as u64, "database still unavailable");
+                            retry_wait = (retry_wait * 2).min(RECOVERY_RETRY_MAX);
+                            recovering = Some(recovery(self.store.clone(), retry_wait));
+                        }
+                    }
+                }
+                else => break,
+            }
+            for _ in 0..READS_PER_TURN_MAX {
+                match reads.try_recv() {
+                    Ok(read) => self.answer(read),
+                    Err(_) => break,
+                }
+            }
+            self.maybe_snapshot();
+        }
+        // Shutdown: the HTTP server has stopped; commit whatever is still queued.
+        writes.close();
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < BATCH_COMMANDS_MAX {
+                match writes.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            self.process(batch).await;
+        }
+        reads.close();
+        while let Ok(read) = reads.try_recv() {
+            self.answer(read);
+        }
+        if let Some(write) = self.snapshot_write.take() {
+            let _ = write.await;
+        }
+        if self.writable && (self.significant_since_snapshot > 0 || !self.tail.is_empty()) {
+            self.write_snapshot_now().await;
+        }
+        tracing::info!(seq = self.seq, "sequencer stopped");
+    }
+
+    fn next_tick_at(&self) -> tokio::time::Instant {
+        let idle = tokio::time::Instant::from_std(self.last_write + IDLE_TICK_INTERVAL);
+        match self.engine.next_timer_at() {
+            Some(timer) if timer > self.engine.now() => {
+                let wait_ms = (timer.0 - now_ms().0).max(0) as u64;
+                idle.min(tokio::time::Instant::now() + Duration::from_millis(wait_ms))
+            }
+            _ => idle,
+        }
+    }
+
+    fn answer(&self, read: ReadFn) {
+        read(&ReadView {
+            engine: &self.engine,
+            seq: self.seq,
+            writable: self.writable,
+        });
+    }
+
+    /// Applies and commits one batch; false when the commit failed (writes are now refused).
+    async fn process(&mut self, requests: Vec<WriteRequest>) -> bool {
+        if !self.writable {
+            self.metrics.writes_refused(requests.len() as u64);
+            for request in requests {
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(Err(SubmitError::Unavailable));
+                }
+            }
+            return true;
+        }
+        self.last_write = Instant::now();
+        let mut records = Vec::with_capacity(requests.len());
+        let mut replies = Vec::with_capacity(requests.len());
+        let mut rejections = 0u64;
+        for request in requests {
+            let at = TimeMs(now_ms().0.max(self.engine.now().0));
+            self.seq += 1;
+            let mut events = Vec::new();
+            self.engine.apply(at, &request.command, &mut events);
+            rejections += events
+                .iter()
+                .filter(|e| matches!(e, Event::Rejected { .. }))
+                .count() as u64;
+            records.push(CommandRecord {
+                seq: self.seq,
+                at,
+                command: request.command,
+                events,
+            });
+            replies.push(request.reply);
+        }
+        let batch = Arc::new(CommittedBatch { records });
+        let started = Instant::now();
+        let result = match BatchRows::from_batch(&batch) {
+            Ok(rows) => self.store.write_batch(&rows).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
+                self.metrics.batch_committed(
+                    batch.records.len() as u64,
+                    rejections,
+                    started.elapsed(),
+                );
+                for (index, reply) in replies.into_iter().enumerate() {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(Committed {
+                            batch: batch.clone(),
+                            index,
+                        }));
+                    }
+                }
+                for record in &batch.records {
+                    if !matches!(record.command, Command::Tick) {
+                        self.significant_since_snapshot += 1;
+                    }
+                    self.tail.push((record.at, record.command.clone()));
+                }
+                self.market.apply(&batch);
+                self.publish_status();
+                // No subscriber is not an error.
+                let _ = self.events.send(batch);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, first_seq = batch.records.first().map_or(0, |r| r.seq), commands = batch.records.len(), "batch commit failed; refusing writes until the database is back");
+                self.metrics.batch_failed();
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(SubmitError::Unavailable));
+                }
+                self.roll_back();
+                self.writable = false;
+                self.publish_status();
+                false
+            }
+        }
+    }
+
+    /// Rebuilds the committed state from `base` and `tail`, dropping the uncommitted batch.
+    fn roll_back(&mut self) {
+        let snapshot = match decode_snapshot(&self.base) {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot decode the in-memory base snapshot; reads may show the failed batch until recovery");
+                return;
+            }
+        };
+        let mut engine = Engine::restore(snapshot);
+        let mut scratch = Vec::new();
+        for (at, command) in &self.tail {
+            engine.apply(*at, command, &mut scratch);
+            scratch.clear();
+        }
+        self.engine = engine;
+        self.seq = self.base_seq + self.tail.len() as u64;
+    }
+
+    /// Takes over the state reloaded from the store and accepts writes again.
+    async fn resume(&mut self, loaded: Loaded) {
+        let base = match encode_snapshot(&loaded.engine.snapshot()) {
+            Ok(base) => base,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode the recovered state; staying read-only");
+                return;
+            }
+        };
+        tracing::info!(
+            seq = loaded.seq,
+            previous_seq = self.seq,
+            "database is back; state rebuilt from snapshot and journal, accepting writes"
+        );
+        self.engine = loaded.engine;
+        self.seq = loaded.seq;
+        self.base = base;
+        self.base_seq = loaded.seq;
+        self.tail.clear();
+        self.writable = true;
+        self.last_write = Instant::now();
+        self.metrics.recovered();
+        match self
+            .store
+            .market_history(
+                TimeMs(now_ms().0 - MARKET_HISTORY_MS),
+                TRADES_KEPT_PER_POOL_MAX,
+            )
+            .await
+        {
+            Ok(history) => self.market.warm(history),
+            Err(e) => tracing::warn!(error = %e, "could not reload market history after recovery"),
+        }
+        self.publish_status();
+    }
+
+    fn maybe_snapshot(&mut self) {
+        if !self.writable
+            || self
+                .snapshot_write
+                .as_ref()
+                .is_some_and(|write| !write.is_finished())
+        {
+            return;
+        }
+        let due = self.tail.len() as u64 >= SNAPSHOT_EVERY_COMMANDS
+            || (self.significant_since_snapshot > 0
+                && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
+        if !due {
+            return;
+        }
+        let Some(stored) = self.take_snapshot() else {
+            return;
+        };
+        let store = self.store.clone();
+        self.snapshot_write = Some(tokio::spawn(async move {
+            match store.write_snapshot(&stored).await {
+                Ok(()) => tracing::debug!(
+                    seq = stored.seq,
+                    bytes = stored.state.len(),
+                    "snapshot written"
+                ),
+                // The journal still has everything: the next start just replays more.
+                Err(e) => tracing::warn!(seq = stored.seq, error = %e, "snapshot not written"),
+            }
+        }));
+    }
+
+    /// Encodes the current (committed) state, makes it the rollback base, and returns it.
+    fn take_snapshot(&mut self) -> Option<StoredSnapshot> {
+        let state = match encode_snapshot(&self.engine.snapshot()) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot failed");
+                return None;
+            }
+        };
+        self.base = state.clone();
+        self.base_seq = self.seq;
+        self.tail.clear();
+        self.significant_since_snapshot = 0;
+        self.last_snapshot = Instant::now();
+        self.metrics.snapshot_taken(self.seq);
+        Some(StoredSnapshot {
+            seq: self.seq,
+            state_hash: self.engine.state_hash(),
+            state,
+        })
+    }
+
+    async fn write_snapshot_now(&mut self) {
+        if let Some(stored) = self.take_snapshot() {
+            match self.store.write_snapshot(&stored).await {
+                Ok(()) => tracing::info!(seq = stored.seq, "snapshot written"),
+                Err(e) => tracing::warn!(seq = stored.seq, error = %e, "snapshot not written"),
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! Wiring: settings in, a running server out.
+//!
+//! `Application::build` connects the store, loads the engine (snapshot + journal), starts the
+//! sequencer and binds the listener (port 0 picks a free port, for tests). `run_until` serves
+//! until its shutdown future resolves, then stops accepting, lets in-flight requests finish
+//! (their batches commit), stops the sequencer after it drained and wrote a final snapshot.
+
+use crate::auth::Verifier;
+use crate::config::Settings;
+use crate::limits::SHUTDOWN_GRACE;
+use crate::market_data::MarketData;
+use crate::metrics::Metrics;
+use crate::pool_spec::load_pools_file;
+use crate::rate_limit::RateLimiter;
+use crate::routes;
+use crate::sequencer::{self, PoolsSetup, SequencerTask};
+use crate::state::AppState;
+use crate::store::postgres;
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use anyhow::{bail, Context};
+use std::future::Future;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// A built, not yet running, server.
+pub struct Application {
+    port: u16,
+    server: Server,
+    sequencer: SequencerTask,
+    state: AppState,
+}
+
+impl Application {
+    /// Connects, recovers the engine state, and binds the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let verifier = Verifier::from_settings(&settings.jwt, &settings.data_dir)
+            .context("setting up JWT verification")?;
+        let store = match &settings.database_url {
+            Some(url) => postgres::connect(url.expose()).context("configuring PostgreSQL")?,
+            None => bail!(
+                "DATABASE_URL is not set: offpeak needs PostgreSQL (the embedded SQLite backend is not built yet)"
+            ),
+        };
+        let pools = match &settings.pools_file {
+            Some(path) => PoolsSetup::File(load_pools_file(path)?),
+            None => PoolsSetup::Defaults,
+        };
+        let market = Arc::new(MarketData::new());
+        let metrics = Arc::new(Metrics::default());
+        let (handle, sequencer) =
+            sequencer::start(store.clone(), pools, market.clone(), metrics.clone()).await?;
+        let ws = crate::ws::start(handle.clone());
+        let state = AppState {
+            sequencer: handle,
+            store,
+            verifier: Arc::new(verifier),
+            rate_limiter: Arc::new(RateLimiter::new(settings.rate_limit)),
+            market,
+            metrics,
+            ws,
+        };
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        let server = run(listener, state.clone(), settings.http_workers)?;
+        tracing::info!(address = %address, "listening on http://{address}");
+        Ok(Application {
+            port: address.port(),
+            server,
+            sequencer,
+            state,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The shared state (for in-process consumers such as a WebSocket feed or tests).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let mut server = tokio::spawn(self.server);
+        let served = tokio::select! {
+            served = &mut server => served,
+            _ = shutdown => {
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                handle.stop(true).await;
+                server.await
+            }
+        };
+        drop(self.state);
+        self.sequencer.stop().await;
+        served
+            .context("the HTTP server task failed")?
+            .context("the HTTP server failed")
+    }
+}
+
+/// The HTTP server over `listener`, sharing `state` with every worker.
+pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::Result<Server> {
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap_fn(|request, service| {
+                let (method, path) = (request.method().clone(), request.path().to_owned());
+                let started = std::time::Instant::now();
+                let response = service.call(request);
+                async move {
+                    let response = response.await?;
+                    tracing::debug!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+                    Ok(response)
+                }
+            })
+            .configure(crate::web::configure)
+            .configure(crate::ws::configure)
+            .configure(routes::configure)
+            .default_service(web::to(routes::not_found))
+    })
+    .workers(workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

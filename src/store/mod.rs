@@ -1,0 +1,298 @@
+//! Durable storage behind one trait: the command journal, snapshots, and the rows (orders,
+//! leases, trades, blocks, lease events) that each committed batch produced.
+//!
+//! The sequencer is the only writer. A batch is written in one transaction: its journal rows
+//! and the upserts derived from its events, so the journal and the tables never disagree.
+//! Request handlers read history (finished orders and leases) through the same trait.
+//! PostgreSQL lives in [`postgres`]; a SQLite backend can be added beside it.
+
+pub mod codes;
+pub mod postgres;
+
+use crate::sequencer::CommittedBatch;
+use async_trait::async_trait;
+use matching_engine::{
+    BlockView, Event, LeaseId, LeaseStatus, LeaseView, Name, OrderId, OrderView, PriceMicros, Side,
+    TimeMs, TradeView,
+};
+use std::collections::HashMap;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database did not answer (connection refused or lost, timeout): retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed for another reason (a bug, a constraint).
+    #[error("database query failed: {0}")]
+    Query(String),
+    /// Stored data could not be decoded.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// One journaled command.
+#[derive(Clone, Debug)]
+pub struct JournalEntry {
+    /// Its sequence number (1, 2, 3...: no gaps).
+    pub seq: u64,
+    /// The time the sequencer stamped on it.
+    pub at: TimeMs,
+    /// The command, as JSON.
+    pub command_json: String,
+}
+
+/// A serialized engine snapshot taken after command `seq`.
+#[derive(Clone, Debug)]
+pub struct StoredSnapshot {
+    /// The last command included.
+    pub seq: u64,
+    /// The engine's `state_hash()` at that point, to check a restore.
+    pub state_hash: u64,
+    /// The encoded `Snapshot`.
+    pub state: Vec<u8>,
+}
+
+/// A lease's lifecycle event, for the audit trail and the lease-events feed.
+#[derive(Clone, Debug)]
+pub struct LeaseEventRow {
+    /// The command that caused it.
+    pub seq: u64,
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its buyer.
+    pub buyer: Name,
+    /// `opened`, `forecast`, `notice`, `preempted`, `completed`, `released`.
+    pub kind: &'static str,
+    /// When.
+    pub at: TimeMs,
+    /// For `forecast`: the expected reclaim time; for `notice`: when the notice ends.
+    pub detail_at: Option<TimeMs>,
+}
+
+/// Everything one batch writes, in one transaction.
+#[derive(Debug, Default)]
+pub struct BatchRows {
+    /// The commands.
+    pub journal: Vec<JournalEntry>,
+    /// Orders, latest view per id.
+    pub orders: Vec<OrderView>,
+    /// Leases, latest view per id.
+    pub leases: Vec<LeaseView>,
+    /// Trades (insert only).
+    pub trades: Vec<TradeView>,
+    /// Blocks, latest view per (supplier, block id).
+    pub blocks: Vec<BlockView>,
+    /// Lease lifecycle events.
+    pub lease_events: Vec<LeaseEventRow>,
+}
+
+fn upsert<K: Eq + std::hash::Hash, V>(
+    rows: &mut Vec<V>,
+    index: &mut HashMap<K, usize>,
+    key: K,
+    row: V,
+) {
+    // ON CONFLICT DO UPDATE may touch a row once per statement: keep the latest view only.
+    match index.get(&key) {
+        Some(&i) => rows[i] = row,
+        None => {
+            index.insert(key, rows.len());
+            rows.push(row);
+        }
+    }
+}
+
+impl BatchRows {
+    /// The rows a committed batch produces.
+    pub fn from_batch(batch: &CommittedBatch) -> Result<BatchRows, StoreError> {
+        let mut rows = BatchRows::default();
+        let mut order_index = HashMap::new();
+        let mut lease_index = HashMap::new();
+        let mut block_index = HashMap::new();
+        for record in &batch.records {
+            rows.journal.push(JournalEntry {
+                seq: record.seq,
+                at: record.at,
+                command_json: serde_json::to_string(&record.command)
+                    .map_err(|e| StoreError::Corrupt(format!("encoding a command: {e}")))?,
+            });
+            for event in &record.events {
+                match event {
+                    Event::BidAccepted { order } | Event::OrderChanged { order } => {
+                        upsert(&mut rows.orders, &mut order_index, order.id, order.clone())
+                    }
+                    Event::Traded { trade } => rows.trades.push(trade.clone()),
+                    Event::LeaseOpened { lease } => {
+                        rows.lease_events
+                            .push(lease_event(record.seq, lease, "opened", None));
+                        upsert(&mut rows.leases, &mut lease_index, lease.id, lease.clone());
+                    }
+                    Event::LeaseChanged { lease } => {
+                        let (kind, detail_at) = match lease.status {
+                            LeaseStatus::Active => ("changed", None),
+                            LeaseStatus::Preempting => ("notice", lease.notice_ends_at),
+                            LeaseStatus::Preempted => ("preempted", None),
+                            LeaseStatus::Completed => ("completed", None),
+                            LeaseStatus::Released => ("released", None),
+                        };
+                        rows.lease_events
+                            .push(lease_event(record.seq, lease, kind, detail_at));
+                        upsert(&mut rows.leases, &mut lease_index, lease.id, lease.clone());
+                    }
+                    Event::ReclaimForecast {
+                        lease_id,
+                        buyer,
+                        reclaim_at,
+                    } => rows.lease_events.push(LeaseEventRow {
+                        seq: record.seq,
+                        lease_id: *lease_id,
+                        buyer: buyer.clone(),
+                        kind: "forecast",
+                        at: record.at,
+                        detail_at: Some(*reclaim_at),
+                    }),
+                    Event::BlockChanged { block } => upsert(
+                        &mut rows.blocks,
+                        &mut block_index,
+                        (block.supplier.clone(), block.block_id.clone()),
+                        block.clone(),
+                    ),
+                    Event::Rejected { .. }
+                    | Event::DuplicateClientOrderId { .. }
+                    | Event::ReclaimAccepted { .. }
+                    | Event::BookLevelChanged { .. }
+                    | Event::AuctionCleared { .. }
+                    | Event::PoolConfigured { .. }
+                    | Event::KillSwitchChanged { .. }
+                    | Event::AccountLimitsChanged { .. } => {}
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+fn lease_event(
+    seq: u64,
+    lease: &LeaseView,
+    kind: &'static str,
+    detail_at: Option<TimeMs>,
+) -> LeaseEventRow {
+    let at = match kind {
+        "opened" => lease.started_at,
+        "notice" => lease.preempted_at.unwrap_or(lease.started_at),
+        _ => lease.ended_at.unwrap_or(lease.started_at),
+    };
+    LeaseEventRow {
+        seq,
+        lease_id: lease.id,
+        buyer: lease.buyer.clone(),
+        kind,
+        at,
+        detail_at,
+    }
+}
+
+/// A page of a list: optional status filter, ids below a cursor, newest first.
+#[derive(Clone, Debug)]
+pub struct ListFilter {
+    /// Only rows with this status code (`open`, `active`, `closed`...).
+    pub status: Option<String>,
+    /// Only ids below this one (orders, leases) or block ids after this one (blocks).
+    pub cursor: Option<String>,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// A trade as kept for market data (no account names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PublicTrade {
+    /// Trade id.
+    pub id: u64,
+    /// Price.
+    pub price: PriceMicros,
+    /// GPUs.
+    pub gpus: u32,
+    /// Resting side.
+    pub maker_side: Side,
+    /// When.
+    pub at: TimeMs,
+}
+
+/// Per-minute lease counts for market data warm-up.
+#[derive(Clone, Debug)]
+pub struct LeaseMinute {
+    /// Pool.
+    pub pool: String,
+    /// Minute index (ms / 60,000).
+    pub minute: i64,
+    /// GPU-seconds of leases started in that minute (planned length).
+    pub gpu_seconds_started: u64,
+    /// Leases that ended in that minute.
+    pub ended: u64,
+    /// Of those, preempted.
+    pub preempted: u64,
+}
+
+/// Recent market history for warming the in-memory market data at start.
+#[derive(Clone, Debug, Default)]
+pub struct MarketHistory {
+    /// Recent trades by pool, oldest first.
+    pub trades: Vec<(String, PublicTrade)>,
+    /// Lease activity per minute.
+    pub lease_minutes: Vec<LeaseMinute>,
+}
+
+/// The durable store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending schema migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Answers if the database is reachable.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// The newest snapshot, if any.
+    async fn latest_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError>;
+    /// Journal entries after `after_seq`, in order, at most `limit`.
+    async fn journal_after(
+        &self,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<JournalEntry>, StoreError>;
+    /// Writes one batch atomically.
+    async fn write_batch(&self, rows: &BatchRows) -> Result<(), StoreError>;
+    /// Stores a snapshot.
+    async fn write_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError>;
+    /// One of `account`'s orders.
+    async fn order(&self, account: &str, id: OrderId) -> Result<Option<OrderView>, StoreError>;
+    /// `account`'s orders, newest first.
+    async fn orders(
+        &self,
+        account: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<OrderView>, StoreError>;
+    /// One of `buyer`'s leases.
+    async fn lease(&self, buyer: &str, id: LeaseId) -> Result<Option<LeaseView>, StoreError>;
+    /// `buyer`'s leases, newest first.
+    async fn leases(&self, buyer: &str, filter: &ListFilter) -> Result<Vec<LeaseView>, StoreError>;
+    /// The leases one of `buyer`'s orders opened, oldest first.
+    async fn leases_of_order(
+        &self,
+        buyer: &str,
+        order_id: OrderId,
+    ) -> Result<Vec<LeaseView>, StoreError>;
+    /// One of `supplier`'s blocks.
+    async fn block(&self, supplier: &str, block_id: &str) -> Result<Option<BlockView>, StoreError>;
+    /// `supplier`'s blocks, by block id.
+    async fn blocks(
+        &self,
+        supplier: &str,
+        filter: &ListFilter,
+    ) -> Result<Vec<BlockView>, StoreError>;
+    /// Trades and lease activity since `since`, at most `trades_per_pool` trades per pool.
+    async fn market_history(
+        &self,
+        since: TimeMs,
+        trades_per_pool: usize,
+    ) -> Result<MarketHistory, StoreError>;
+}

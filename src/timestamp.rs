@@ -1,0 +1,104 @@
+//! Time on the wire and on the wall: RFC 3339 UTC in JSON, milliseconds in the engine.
+//!
+//! The engine never reads a clock; the sequencer reads the wall clock here and stamps each
+//! command with it. Times far outside the calendar (an engine `TimeMs` saturated to
+//! `i64::MAX`) are clamped to the last representable instant instead of failing.
+
+use matching_engine::TimeMs;
+use serde::de::{self, Deserializer};
+use serde::{Deserialize, Serialize, Serializer};
+use std::time::{SystemTime, UNIX_EPOCH};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> TimeMs {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis().min(i64::MAX as u128) as i64)
+        .unwrap_or(0);
+    TimeMs(ms)
+}
+
+/// The calendar instant of an engine time, clamped to years 0001..=9999.
+pub fn to_datetime(at: TimeMs) -> OffsetDateTime {
+    let min = time::macros::datetime!(0001-01-01 0:00 UTC);
+    let max = time::macros::datetime!(9999-12-31 23:59:59.999 UTC);
+    let nanos = i128::from(at.0) * 1_000_000;
+    match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(dt) => dt.clamp(min, max),
+        Err(_) if at.0 < 0 => min,
+        Err(_) => max,
+    }
+}
+
+/// The engine time of a calendar instant, truncated to whole milliseconds.
+pub fn from_datetime(at: OffsetDateTime) -> TimeMs {
+    let ms = at.unix_timestamp_nanos().div_euclid(1_000_000);
+    TimeMs(ms.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
+
+/// Formats an engine time as RFC 3339 UTC, e.g. `2025-01-02T03:04:05.678Z`.
+pub fn format_rfc3339(at: TimeMs) -> String {
+    to_datetime(at)
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "9999-12-31T23:59:59.999Z".to_owned())
+}
+
+/// Parses an RFC 3339 timestamp (any offset) into an engine time.
+pub fn parse_rfc3339(text: &str) -> Result<TimeMs, String> {
+    OffsetDateTime::parse(text, &Rfc3339)
+        .map(from_datetime)
+        .map_err(|_| format!("{text:?} is not an RFC 3339 timestamp such as 2025-01-02T03:04:05Z"))
+}
+
+/// A timestamp in JSON: RFC 3339 text both ways.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rfc3339Time(pub TimeMs);
+
+impl Serialize for Rfc3339Time {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format_rfc3339(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Rfc3339Time {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        parse_rfc3339(&text)
+            .map(Rfc3339Time)
+            .map_err(de::Error::custom)
+    }
+}
+
+impl From<TimeMs> for Rfc3339Time {
+    fn from(at: TimeMs) -> Self {
+        Rfc3339Time(at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_milliseconds() {
+        let at = TimeMs(1_735_787_045_678);
+        let text = format_rfc3339(at);
+        assert_eq!(text, "2025-01-02T03:04:05.678Z");
+        assert_eq!(parse_rfc3339(&text), Ok(at));
+        assert_eq!(parse_rfc3339("2025-01-02T04:04:05.678+01:00"), Ok(at));
+    }
+
+    #[test]
+    fn clamps_times_outside_the_calendar() {
+        assert!(format_rfc3339(TimeMs(i64::MAX)).starts_with("9999-12-31T23:59:59"));
+        assert!(format_rfc3339(TimeMs(i64::MIN)).starts_with("0001-01-01T00:00:00"));
+    }
+
+    #[test]
+    fn refuses_non_rfc3339_text() {
+        assert!(parse_rfc3339("2025-01-02").is_err());
+        assert!(parse_rfc3339("1735787045").is_err());
+    }
+}
