@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use slab::Slab;
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::BinaryHeap;
 
 /// A bid resting in, or remembered by, the engine. Kept small: a million of them must fit in
 /// well under 160 bytes each, index included.
@@ -198,6 +198,26 @@ pub(crate) enum Timer {
     ForgetClientOrderId { account: u32, key: Name },
 }
 
+/// A timer in the queue: ordered by due time, then by when it was scheduled.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct Scheduled {
+    pub at: TimeMs,
+    pub seq: u64,
+    pub timer: Timer,
+}
+
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// A book level touched by the current command, with its totals before the first touch.
 #[derive(Clone, Copy, Debug)]
 struct Touched {
@@ -226,10 +246,12 @@ pub struct Engine {
     /// The key of each remembered bid that carried one, for its view.
     pub(crate) client_order_id_of: FxHashMap<OrderId, Name>,
     pub(crate) blocks: Slab<Block>,
-    pub(crate) block_index: FxHashMap<(u32, Name), u32>,
+    /// Per supplier, its block ids: looked up by `&str` without building a key.
+    pub(crate) block_index: FxHashMap<u32, FxHashMap<Name, u32>>,
     pub(crate) block_by_serial: FxHashMap<u64, u32>,
     pub(crate) leases: FxHashMap<LeaseId, Lease>,
-    pub(crate) timers: BTreeMap<(TimeMs, u64), Timer>,
+    /// Due timers, earliest first; ties in scheduling order.
+    pub(crate) timers: BinaryHeap<Reverse<Scheduled>>,
     touched: Vec<Touched>,
     fills: Vec<(u32, u32)>,
 }
@@ -273,7 +295,7 @@ impl Engine {
             block_index: FxHashMap::default(),
             block_by_serial: FxHashMap::default(),
             leases: FxHashMap::default(),
-            timers: BTreeMap::new(),
+            timers: BinaryHeap::new(),
             touched: Vec::new(),
             fills: Vec::new(),
         }
@@ -286,7 +308,7 @@ impl Engine {
 
     /// When the next timer is due, so the sequencer knows when to send a `Tick`.
     pub fn next_timer_at(&self) -> Option<TimeMs> {
-        self.timers.keys().next().map(|(at, _)| *at)
+        self.timers.peek().map(|Reverse(scheduled)| scheduled.at)
     }
 
     /// Applies one command stamped at `at`: first fires every timer due by then, in order,
@@ -328,12 +350,14 @@ impl Engine {
     // ----- time -------------------------------------------------------------------------------
 
     fn advance_to(&mut self, at: TimeMs, out: &mut Vec<Event>) {
-        while let Some(entry) = self.timers.first_entry() {
-            let (due, _) = *entry.key();
+        while let Some(Reverse(next)) = self.timers.peek() {
+            let due = next.at;
             if due > at {
                 break;
             }
-            let timer = entry.remove();
+            let Some(Reverse(Scheduled { timer, .. })) = self.timers.pop() else {
+                break;
+            };
             if due > self.now {
                 self.now = due;
             }
@@ -346,7 +370,11 @@ impl Engine {
     }
 
     fn schedule(&mut self, at: TimeMs, timer: Timer) {
-        self.timers.insert((at, self.next_timer), timer);
+        self.timers.push(Reverse(Scheduled {
+            at,
+            seq: self.next_timer,
+            timer,
+        }));
         self.next_timer += 1;
     }
 
@@ -438,14 +466,22 @@ impl Engine {
         }
         let levels = config.price_levels().unwrap_or(0) as usize;
         if let Some(&key) = self.pool_index.get(config.id.as_str()) {
-            let pool = &mut self.pools[key as usize];
+            let pool = &self.pools[key as usize];
             let ladder_moves = pool.config.tick != config.tick
                 || pool.config.price_min != config.price_min
                 || pool.config.price_max != config.price_max;
+            // Not only what rests now: a pending block, a block whose leased GPUs come back and
+            // a filled persistent bid would all rest later at a price of the old grid.
+            let in_use = self.bids.iter().any(|(_, bid)| bid.pool == key)
+                || self
+                    .blocks
+                    .iter()
+                    .any(|(_, block)| block.pool == key && block.status != BlockStatus::Closed);
+            if ladder_moves && in_use {
+                return reject(out, Rejection::PoolNotEmpty);
+            }
+            let pool = &mut self.pools[key as usize];
             if ladder_moves {
-                if !pool.bids.is_empty() || !pool.asks.is_empty() {
-                    return reject(out, Rejection::PoolNotEmpty);
-                }
                 pool.bids = Ladder::new(levels);
                 pool.asks = Ladder::new(levels);
             }
@@ -634,25 +670,21 @@ impl Engine {
             self.arm_auction(pool_key);
             return;
         }
+        self.match_or_cancel_remainder(key, out);
+    }
+
+    /// Matches an Open bid of a continuous pool; whatever of an IOC or FOK bid stays is
+    /// cancelled, so neither ever rests (also when a persistent one reopens).
+    fn match_or_cancel_remainder(&mut self, key: u32, out: &mut Vec<Event>) {
         if self.match_bid(key, out) {
             return;
         }
-        let bid = &self.bids[key as usize];
-        match bid.tif {
-            TimeInForce::Ioc => self.finish_bid(
-                key,
-                OrderStatus::Cancelled,
-                Some(CancelReason::IocRemainder),
-                out,
-            ),
-            TimeInForce::Fok => self.finish_bid(
-                key,
-                OrderStatus::Cancelled,
-                Some(CancelReason::FokNotFillable),
-                out,
-            ),
-            TimeInForce::Gtc | TimeInForce::Gtd => {}
-        }
+        let reason = match self.bids[key as usize].tif {
+            TimeInForce::Ioc => CancelReason::IocRemainder,
+            TimeInForce::Fok => CancelReason::FokNotFillable,
+            TimeInForce::Gtc | TimeInForce::Gtd => return,
+        };
+        self.finish_bid(key, OrderStatus::Cancelled, Some(reason), out);
     }
 
     fn owned_bid(&mut self, account: &str, order: OrderId) -> Result<u32, Rejection> {
@@ -1072,7 +1104,11 @@ impl Engine {
             return reject(out, Rejection::KillSwitch);
         }
         let block_id: Name = cmd.block_id.as_str().into();
-        if known.is_some_and(|s| self.block_index.contains_key(&(s, block_id.clone()))) {
+        if known.is_some_and(|s| {
+            self.block_index
+                .get(&s)
+                .is_some_and(|blocks| blocks.contains_key(cmd.block_id.as_str()))
+        }) {
             return reject(out, Rejection::BlockIdTaken);
         }
         if cmd.gpus == 0 {
@@ -1091,6 +1127,7 @@ impl Engine {
         if !cmd.nodes.is_empty()
             && (cmd.nodes.len() > NODES_PER_BLOCK_MAX
                 || cmd.nodes.iter().any(|n| n.gpus == 0)
+                || repeats_a_node(&cmd.nodes)
                 || cmd.nodes.iter().map(|n| n.gpus as u64).sum::<u64>() != cmd.gpus as u64)
         {
             return reject(out, Rejection::NodesDoNotMatchGpus);
@@ -1133,7 +1170,10 @@ impl Engine {
             links: Links::default(),
             updated_at: self.now,
         }) as u32;
-        self.block_index.insert((supplier, block_id), key);
+        self.block_index
+            .entry(supplier)
+            .or_default()
+            .insert(block_id, key);
         self.block_by_serial.insert(serial, key);
         self.schedule(cmd.available_until, Timer::BlockCloses { serial });
         if open_now {
@@ -1155,7 +1195,8 @@ impl Engine {
             .get(supplier)
             .ok_or(Rejection::UnknownBlock)?;
         self.block_index
-            .get(&(supplier, Name::from(block_id)))
+            .get(&supplier)
+            .and_then(|blocks| blocks.get(block_id))
             .copied()
             .ok_or(Rejection::UnknownBlock)
     }
@@ -1171,7 +1212,10 @@ impl Engine {
         }
         let pool_key = block.pool;
         let pool = &self.pools[pool_key as usize];
-        if cmd.reserve_price.is_none() && cmd.available_until.is_none() {
+        // As for an amend, naming the current values changes nothing.
+        let new_price = cmd.reserve_price.filter(|p| *p != block.reserve_price);
+        let new_until = cmd.available_until.filter(|t| *t != block.available_until);
+        if new_price.is_none() && new_until.is_none() {
             return reject(out, Rejection::NothingToChange);
         }
         if let Some(price) = cmd.reserve_price {
@@ -1302,7 +1346,9 @@ impl Engine {
             return reject(out, Rejection::GpusMustNotBeZero);
         }
         let notice_s = cmd.notice_s.unwrap_or(pool.config.notice_s);
-        if notice_s < pool.config.notice_s && !cmd.emergency {
+        // An emergency is a notice shorter than the pool's promise; the flag only allows one.
+        let emergency = notice_s < pool.config.notice_s;
+        if emergency && !cmd.emergency {
             return reject(out, Rejection::NoticeTooShort);
         }
         let active_leased: u32 = block
@@ -1346,7 +1392,7 @@ impl Engine {
             lease.status = LeaseStatus::Preempting;
             lease.notice_ends_at = Some(notice_ends_at);
             lease.preempted_at = Some(self.now);
-            lease.emergency = cmd.emergency;
+            lease.emergency = emergency;
             covered += lease.gpus;
             self.pools[pool_key as usize].reclaiming_gpus += lease.gpus as u64;
             preempted.push(lease_id);
@@ -1361,7 +1407,7 @@ impl Engine {
             gpus_from_book: from_book,
             leases_preempted: preempted.len() as u32,
             notice_ends_at,
-            emergency: cmd.emergency,
+            emergency,
         });
         for lease_id in preempted {
             self.schedule(notice_ends_at, Timer::NoticeEnds { lease: lease_id });
@@ -1412,7 +1458,9 @@ impl Engine {
         let block = &self.blocks[key as usize];
         if block.status == BlockStatus::Closed && block.leases.is_empty() {
             let block = self.blocks.remove(key as usize);
-            self.block_index.remove(&(block.supplier, block.block_id));
+            if let Some(blocks) = self.block_index.get_mut(&block.supplier) {
+                blocks.remove(&block.block_id);
+            }
             self.block_by_serial.remove(&block.serial);
         }
     }
@@ -1509,7 +1557,7 @@ impl Engine {
                 if self.pools[pool_key as usize].is_batch() {
                     self.arm_auction(pool_key);
                 } else {
-                    self.match_bid(bid_key, out);
+                    self.match_or_cancel_remainder(bid_key, out);
                 }
             } else {
                 self.forget_bid_if_done(bid_key);
@@ -2079,6 +2127,13 @@ fn check_bid_shape(pool: &Pool, cmd: &PlaceBid, now: TimeMs) -> Result<(), Rejec
         _ => return Err(Rejection::ExpiresAtInvalid),
     }
     Ok(())
+}
+
+/// Whether a node is listed twice: a lease's GPUs go back to their node by name, so names
+/// must be unique within a block.
+fn repeats_a_node(nodes: &[NodeGpus]) -> bool {
+    let mut seen = rustc_hash::FxHashSet::default();
+    nodes.iter().any(|n| !seen.insert(&n.node))
 }
 
 /// Assigns `gpus` from the block's free node GPUs, first node first.

@@ -57,6 +57,10 @@ pub(crate) struct Ladder {
     slots: Vec<Slot>,
     occupied: Vec<u64>,
     gpus_total: u64,
+    /// The highest and lowest occupied levels (`NIL` when empty), kept so the best price is
+    /// O(1) on every command instead of a scan from the far end of the band.
+    high: u32,
+    low: u32,
 }
 
 impl Ladder {
@@ -65,6 +69,8 @@ impl Ladder {
             slots: vec![EMPTY_SLOT; levels],
             occupied: vec![0; levels.div_ceil(64)],
             gpus_total: 0,
+            high: NIL,
+            low: NIL,
         }
     }
 
@@ -102,6 +108,12 @@ impl Ladder {
         slot.orders += 1;
         self.gpus_total += gpus;
         self.occupied[level as usize / 64] |= 1 << (level % 64);
+        if self.high == NIL || level > self.high {
+            self.high = level;
+        }
+        if self.low == NIL || level < self.low {
+            self.low = level;
+        }
     }
 
     /// Removes an entry holding `gpus` from its level.
@@ -129,6 +141,15 @@ impl Ladder {
         if slot.orders == 0 {
             debug_assert_eq!(slot.gpus, 0, "an empty level holds GPUs");
             self.occupied[level as usize / 64] &= !(1 << (level % 64));
+            if level == self.high {
+                self.high = level
+                    .checked_sub(1)
+                    .and_then(|below| self.highest_at_or_below(below))
+                    .unwrap_or(NIL);
+            }
+            if level == self.low {
+                self.low = self.lowest_at_or_above(level + 1).unwrap_or(NIL);
+            }
         }
     }
 
@@ -176,17 +197,17 @@ impl Ladder {
 
     /// The highest occupied level.
     pub fn highest(&self) -> Option<u32> {
-        self.highest_at_or_below(self.slots.len() as u32 - 1)
+        (self.high != NIL).then_some(self.high)
     }
 
     /// The lowest occupied level.
     pub fn lowest(&self) -> Option<u32> {
-        self.lowest_at_or_above(0)
+        (self.low != NIL).then_some(self.low)
     }
 
     /// Whether nothing rests here.
     pub fn is_empty(&self) -> bool {
-        self.occupied.iter().all(|word| *word == 0)
+        self.high == NIL
     }
 }
 

@@ -4,10 +4,11 @@
 //! ladder links are dropped (restore rebuilds each level by replaying time priority). So two
 //! engines in the same logical state have equal snapshots and equal [`Engine::state_hash`].
 
-use crate::engine::{Account, Bid, Block, Engine, Lease, Pool, Timer};
+use crate::engine::{Account, Bid, Block, Engine, Lease, Pool, Scheduled};
 use crate::ladder::{Ladder, Links};
 use crate::types::{AccountLimits, Name, OrderId, PoolConfig, PriceMicros, TimeMs};
 use serde::{Deserialize, Serialize};
+use std::cmp::Reverse;
 use std::hash::{Hash, Hasher};
 
 /// The engine's state, for `snapshot()` / `restore()` and the server's snapshot table.
@@ -23,7 +24,7 @@ pub struct Snapshot {
     bids: Vec<Bid>,
     blocks: Vec<Block>,
     leases: Vec<Lease>,
-    timers: Vec<(TimeMs, u64, Timer)>,
+    timers: Vec<Scheduled>,
     client_order_ids: Vec<(u32, Name, OrderId, TimeMs)>,
     client_order_id_of: Vec<(OrderId, Name)>,
 }
@@ -95,11 +96,12 @@ impl Engine {
             bids,
             blocks,
             leases,
-            timers: self
-                .timers
-                .iter()
-                .map(|((at, seq), timer)| (*at, *seq, timer.clone()))
-                .collect(),
+            timers: {
+                let mut timers: Vec<Scheduled> =
+                    self.timers.iter().map(|Reverse(t)| t.clone()).collect();
+                timers.sort_unstable();
+                timers
+            },
             client_order_ids,
             client_order_id_of,
         }
@@ -170,7 +172,11 @@ impl Engine {
                 block.unsold,
             );
             let key = engine.blocks.insert(block) as u32;
-            engine.block_index.insert((supplier, block_id), key);
+            engine
+                .block_index
+                .entry(supplier)
+                .or_default()
+                .insert(block_id, key);
             engine.block_by_serial.insert(serial, key);
             if on_book {
                 let pool = &mut engine.pools[pool as usize];
@@ -182,9 +188,7 @@ impl Engine {
         for lease in snapshot.leases {
             engine.leases.insert(lease.id, lease);
         }
-        for (at, seq, timer) in snapshot.timers {
-            engine.timers.insert((at, seq), timer);
-        }
+        engine.timers = snapshot.timers.into_iter().map(Reverse).collect();
         for (account, key, order, at) in snapshot.client_order_ids {
             engine.client_order_ids.insert((account, key), (order, at));
         }

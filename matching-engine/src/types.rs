@@ -305,7 +305,7 @@ pub enum Rejection {
     WindowInvalid,
     /// A block's window may be extended, never shortened (its leases were promised).
     WindowCannotShrink,
-    /// The nodes' GPUs do not add up to the block's GPUs.
+    /// The nodes' GPUs do not add up to the block's GPUs, or a node is empty or listed twice.
     NodesDoNotMatchGpus,
     /// More GPUs reclaimed than the block still holds.
     ReclaimOverBlock,
@@ -323,7 +323,7 @@ pub enum Rejection {
     ReclaimAtInPast,
     /// Pool settings that do not describe a usable price ladder.
     PoolConfigInvalid,
-    /// Tick or band changes on a pool that still has resting bids or blocks.
+    /// Tick or band changes on a pool that still has bids or blocks that rest, or may rest again.
     PoolNotEmpty,
     /// Nothing to change in an amend or update.
     NothingToChange,
