@@ -204,11 +204,6 @@ impl Ladder {
     pub fn lowest(&self) -> Option<u32> {
         (self.low != NIL).then_some(self.low)
     }
-
-    /// Whether nothing rests here.
-    pub fn is_empty(&self) -> bool {
-        self.high == NIL
-    }
 }
 
 #[cfg(test)]
