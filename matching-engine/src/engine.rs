@@ -1541,7 +1541,13 @@ impl Engine {
         if let Some(&bid_key) = self.bid_index.get(&lease.order_id) {
             let bid = &mut self.bids[bid_key as usize];
             bid.active_leases -= 1;
-            if status == LeaseStatus::Preempted && bid.persistent && !bid.status.is_terminal() {
+            let reopens =
+                status == LeaseStatus::Preempted && bid.persistent && !bid.status.is_terminal();
+            let past_its_date = bid.tif == TimeInForce::Gtd && bid.expires_at <= self.now.0;
+            if reopens && past_its_date {
+                // A GTD bid does not bid again after its date (no timer would ever expire it).
+                self.finish_bid(bid_key, OrderStatus::Expired, None, out);
+            } else if reopens {
                 // A persistent bid asks again for the GPUs it lost.
                 if bid.status == OrderStatus::Open {
                     self.unrest_bid(bid_key);
