@@ -121,6 +121,14 @@ pub const DB_WRITE_CONNECTIONS_MAX: usize = 2;
 
 /// Connections for request handlers' reads of history (orders, leases, blocks no longer live).
 pub const DB_READ_CONNECTIONS_MAX: usize = 8;
+/// Read-only SQLite connections for request handlers' history reads; WAL lets them read while
+/// the one write connection commits. Few: the embedded backend is for one machine.
+pub const SQLITE_READ_CONNECTIONS_MAX: usize = 4;
+
+/// How long a SQLite statement waits for a lock held by another connection (a checkpoint, a
+/// second process on the same file) before it fails as unavailable.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 
 /// First and last wait between attempts to rebuild from the database after a failed commit
 /// (doubling in between): quick recovery from a blip, no hammering of a database that is down.

@@ -15,10 +15,10 @@ use crate::rate_limit::RateLimiter;
 use crate::routes;
 use crate::sequencer::{self, PoolsSetup, SequencerTask};
 use crate::state::AppState;
-use crate::store::postgres;
+use crate::store::{postgres, sqlite};
 use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpServer};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -38,9 +38,12 @@ impl Application {
             .context("setting up JWT verification")?;
         let store = match &settings.database_url {
             Some(url) => postgres::connect(url.expose()).context("configuring PostgreSQL")?,
-            None => bail!(
-                "DATABASE_URL is not set: offpeak needs PostgreSQL (the embedded SQLite backend is not built yet)"
-            ),
+            None => sqlite::open(&settings.data_dir).with_context(|| {
+                format!(
+                    "opening the embedded SQLite store in {}",
+                    settings.data_dir.display()
+                )
+            })?,
         };
         let pools = match &settings.pools_file {
             Some(path) => PoolsSetup::File(load_pools_file(path)?),

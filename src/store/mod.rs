@@ -4,10 +4,12 @@
 //! The sequencer is the only writer. A batch is written in one transaction: its journal rows
 //! and the upserts derived from its events, so the journal and the tables never disagree.
 //! Request handlers read history (finished orders and leases) through the same trait.
-//! PostgreSQL lives in [`postgres`]; a SQLite backend can be added beside it.
+//! PostgreSQL lives in [`postgres`], the embedded SQLite default in [`sqlite`]; both pass the
+//! same conformance suite (`tests/api/store_conformance.rs`).
 
 pub mod codes;
 pub mod postgres;
+pub mod sqlite;
 
 use crate::sequencer::CommittedBatch;
 use async_trait::async_trait;
