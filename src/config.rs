@@ -8,10 +8,14 @@
 //! the server generates a random HS256 secret once and keeps it in
 //! `$OFFPEAK_DATA_DIR/jwt-secret` (mode 0600), where `offpeak token` finds it too.
 
-use crate::limits::{RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT};
+use crate::limits::SIGNALS_CLAIM_IDLE_DEFAULT;
+use crate::limits::{
+    IDLE_TICK_INTERVAL_DEFAULT, RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT,
+};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,6 +75,43 @@ pub struct RateLimitSettings {
     pub burst: u32,
 }
 
+/// The bus (DESIGN section 8): Redis when `REDIS_URL` is set, the in-process bus otherwise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusSettings {
+    /// `REDIS_URL` (`redis://[user:password@]host:port[/db]`); none: the in-process bus.
+    pub redis_url: Option<Secret>,
+    /// `OFFPEAK_REDIS_PREFIX` (default `offpeak`): every key starts with `{prefix}:`.
+    pub prefix: String,
+    /// `OFFPEAK_REDIS_CONSUMER`: this server's name in the consumer group, stable across
+    /// restarts so a restarted server drains its own pending signals (default
+    /// `offpeak-<hostname>`).
+    pub consumer: String,
+    /// `OFFPEAK_REDIS_CLAIM_IDLE_MS`: how long a signal may sit unacknowledged with another
+    /// consumer before this one claims it (default 30 s).
+    pub claim_idle: Duration,
+}
+
+/// This machine's host name, for the default consumer name.
+fn host_name(lookup: &impl Fn(&str) -> Option<String>) -> String {
+    lookup("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+/// A key prefix or consumer name: 1..=64 printable ASCII characters without spaces.
+fn bus_name(name: &'static str, text: String) -> Result<String, ConfigError> {
+    if text.is_empty() || text.len() > 64 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError {
+            name,
+            problem: format!("{text:?} must be 1..=64 printable characters without spaces"),
+        });
+    }
+    Ok(text)
+}
+
 /// Everything the server needs to start.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -88,6 +129,10 @@ pub struct Settings {
     pub http_workers: usize,
     /// Per-account rate limit.
     pub rate_limit: RateLimitSettings,
+    /// How long an idle sequencer waits before journaling a `Tick` (`OFFPEAK_IDLE_TICK_MS`).
+    pub idle_tick: Duration,
+    /// Capacity signals in, market data and lease events out.
+    pub bus: BusSettings,
 }
 
 /// A setting that could not be read.
@@ -142,6 +187,12 @@ impl Settings {
                 None => RATE_LIMIT_BURST_DEFAULT,
             },
         };
+        let idle_tick = match get("OFFPEAK_IDLE_TICK_MS") {
+            Some(text) => {
+                Duration::from_millis(u64::from(parse_positive("OFFPEAK_IDLE_TICK_MS", &text)?))
+            }
+            None => IDLE_TICK_INTERVAL_DEFAULT,
+        };
         Ok(Settings {
             listen,
             database_url: get("DATABASE_URL").map(Secret::new),
@@ -156,6 +207,26 @@ impl Settings {
             pools_file: get("OFFPEAK_POOLS_FILE").map(PathBuf::from),
             http_workers,
             rate_limit,
+            idle_tick,
+            bus: BusSettings {
+                redis_url: get("REDIS_URL").map(Secret::new),
+                prefix: bus_name(
+                    "OFFPEAK_REDIS_PREFIX",
+                    get("OFFPEAK_REDIS_PREFIX").unwrap_or_else(|| "offpeak".into()),
+                )?,
+                consumer: bus_name(
+                    "OFFPEAK_REDIS_CONSUMER",
+                    get("OFFPEAK_REDIS_CONSUMER")
+                        .unwrap_or_else(|| format!("offpeak-{}", host_name(&get))),
+                )?,
+                claim_idle: match get("OFFPEAK_REDIS_CLAIM_IDLE_MS") {
+                    Some(text) => Duration::from_millis(u64::from(parse_positive(
+                        "OFFPEAK_REDIS_CLAIM_IDLE_MS",
+                        &text,
+                    )?)),
+                    None => SIGNALS_CLAIM_IDLE_DEFAULT,
+                },
+            },
         })
     }
 }
@@ -191,6 +262,24 @@ mod tests {
         assert_eq!(s.jwt.audience, "offpeak");
         assert_eq!(s.jwt.key, JwtKeySource::Generated);
         assert!(s.database_url.is_none());
+        assert!(s.bus.redis_url.is_none());
+        assert_eq!(s.bus.prefix, "offpeak");
+        assert!(s.bus.consumer.starts_with("offpeak-"));
+        assert_eq!(s.bus.claim_idle, SIGNALS_CLAIM_IDLE_DEFAULT);
+    }
+
+    #[test]
+    fn bus_names_are_checked_and_the_redis_url_is_secret() {
+        let s = settings(&[
+            ("REDIS_URL", "redis://:hunter2@127.0.0.1:6379"),
+            ("OFFPEAK_REDIS_PREFIX", "t-1"),
+            ("OFFPEAK_REDIS_CONSUMER", "node-a"),
+        ])
+        .unwrap();
+        assert_eq!((s.bus.prefix.as_str(), s.bus.consumer.as_str()), ("t-1", "node-a"));
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(settings(&[("OFFPEAK_REDIS_PREFIX", "a b")]).is_err());
+        assert!(settings(&[("OFFPEAK_REDIS_CLAIM_IDLE_MS", "0")]).is_err());
     }
 
     #[test]

@@ -103,9 +103,10 @@ pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 /// Journal rows read per query during replay, so a long journal is streamed, not loaded whole.
 pub const REPLAY_CHUNK_COMMANDS: usize = 10_000;
 
-/// With no command for this long, the sequencer journals a `Tick` so the engine's clock (used
-/// by quotes and eligibility) stays within a second of the wall clock.
-pub const IDLE_TICK_INTERVAL: Duration = Duration::from_secs(1);
+/// Default for `OFFPEAK_IDLE_TICK_MS`: with no command for this long, the sequencer journals a
+/// `Tick` so the engine's clock (used by quotes and eligibility) stays within a second of the
+/// wall clock. Due timers (expiries, notice ends) get their own tick, whatever this is.
+pub const IDLE_TICK_INTERVAL_DEFAULT: Duration = Duration::from_secs(1);
 
 /// Longest a batch's transaction may take before it is treated as failed (outcome unknown).
 pub const DB_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -128,7 +129,24 @@ pub const SQLITE_READ_CONNECTIONS_MAX: usize = 4;
 /// How long a SQLite statement waits for a lock held by another connection (a checkpoint, a
 /// second process on the same file) before it fails as unavailable.
 pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+// ----- demo market (`demo`) -------------------------------------------------------------------
 
+/// How often the demo's simulated schedulers and buyers act: fast enough that the page moves
+/// continuously, slow enough that the demo is a few commands a second, not a load test.
+pub const DEMO_STEP: Duration = Duration::from_millis(100);
+
+/// Mean bids per wall-clock second across all simulated buyers (scaled by the time of day).
+pub const DEMO_BIDS_PER_S: f64 = 4.0;
+
+/// Commands the demo submits in one step at most, whatever the simulated load asks for.
+pub const DEMO_COMMANDS_PER_STEP_MAX: usize = 12;
+
+/// Largest block a simulated scheduler releases at once (it releases several to reach its
+/// idle capacity, so reclaims take back some blocks and not all).
+pub const DEMO_BLOCK_GPUS_MAX: u32 = 64;
+
+/// How long a simulated buyer leaves an unfilled bid resting before cancelling it.
+pub const DEMO_BID_AGE_MAX: Duration = Duration::from_secs(90);
 
 /// First and last wait between attempts to rebuild from the database after a failed commit
 /// (doubling in between): quick recovery from a blip, no hammering of a database that is down.
@@ -160,10 +178,13 @@ pub const WS_CONNECTIONS_MAX: usize = 10_000;
 /// Channels one connection may subscribe to: every pool's book and trades plus the rest.
 pub const WS_SUBSCRIPTIONS_MAX: usize = 64;
 
-/// Messages waiting for one client's socket. When it is full the client is coalesced: its
-/// book, trades and capacity channels skip updates and get a fresh snapshot (latest state
-/// wins) once there is room again.
-pub const WS_CLIENT_QUEUE_MESSAGES_MAX: usize = 256;
+/// Messages waiting for one client's socket, and their bytes. When either is reached the
+/// client is coalesced: its book, trades and capacity channels skip updates and get a fresh
+/// snapshot (latest state wins) once the queue is half empty again. Most frames are shared by
+/// every subscriber, so the bytes are an upper bound, not memory per client.
+pub const WS_CLIENT_QUEUE_MESSAGES_MAX: usize = 1_024;
+/// See [`WS_CLIENT_QUEUE_MESSAGES_MAX`]; a full 1,000-level snapshot is about 100 KB.
+pub const WS_CLIENT_QUEUE_BYTES_MAX: usize = 1024 * 1024;
 
 /// How long a client may stay coalesced (its queue full) before it is dropped. A reader that
 /// keeps reading catches up within a few publish intervals; one that stopped is cut off.
@@ -206,3 +227,66 @@ pub const FEED_PRIVATE_PENDING_MAX: usize = 100_000;
 
 /// First wait before the feed retries reading the engine (doubling up to 5 s).
 pub const FEED_RESET_RETRY_MIN: Duration = Duration::from_millis(50);
+
+// ----- bus: capacity signals in, market data and lease events out (`bus`) -------------------
+
+/// Capacity stream entries read (and committed) as one window: one `XREADGROUP`, one or a few
+/// sequencer batches, one settle script. Large enough to keep up with a burst of signals,
+/// small enough that a window's settle script stays well under a millisecond of Redis time.
+pub const SIGNALS_READ_COUNT_MAX: usize = 256;
+
+/// How long one `XREADGROUP` waits for a new entry; the consumer looks at its stop signal and
+/// claims idle entries between waits.
+pub const SIGNALS_READ_BLOCK: Duration = Duration::from_secs(1);
+
+/// Default for `OFFPEAK_REDIS_CLAIM_IDLE_MS`: an entry unacknowledged this long by another
+/// consumer is taken over. Far above the time a live consumer holds an entry (milliseconds),
+/// so a slow consumer is not raced.
+pub const SIGNALS_CLAIM_IDLE_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How often the consumer looks for entries left idle by dead consumers.
+pub const SIGNALS_CLAIM_EVERY: Duration = Duration::from_secs(5);
+
+/// Deliveries of one entry without it being applied after which it is poison ("keeps
+/// failing": each start that crashed on it delivered it again). High enough that restarts
+/// during a database outage do not condemn a good signal.
+pub const SIGNAL_DELIVERIES_MAX: u64 = 10;
+
+/// Fields and bytes one capacity signal may carry: a release listing its nodes is the
+/// biggest legitimate one, the same bound as a REST body.
+pub const SIGNAL_FIELDS_MAX: usize = 32;
+/// See [`SIGNAL_FIELDS_MAX`].
+pub const SIGNAL_BYTES_MAX: usize = REQUEST_BODY_BYTES_MAX;
+
+/// Applied signal ids the sequencer keeps in memory to tell a redelivery without a query
+/// (about 3 MB); redeliveries of older ones are looked up in the database.
+pub const APPLIED_SIGNALS_CACHED_MAX: usize = 100_000;
+
+/// Lengths the capped streams are trimmed to (`MAXLEN ~`): days of history at a busy rate,
+/// bounded memory in Redis.
+pub const LEASE_EVENTS_STREAM_LEN_MAX: usize = 100_000;
+/// See [`LEASE_EVENTS_STREAM_LEN_MAX`].
+pub const SIGNAL_RESULTS_STREAM_LEN_MAX: usize = 100_000;
+/// See [`LEASE_EVENTS_STREAM_LEN_MAX`]; dead letters are rare, and an operator reads them.
+pub const SIGNAL_DEAD_STREAM_LEN_MAX: usize = 100_000;
+
+/// Lease events read from the store per query when the stream catches up.
+pub const LEASE_EVENTS_READ_CHUNK: usize = 1_000;
+
+/// The lease-events publisher looks at the store this often even when no batch woke it.
+pub const LEASE_EVENTS_POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// First and last wait between attempts to reach the bus (doubling in between).
+pub const BUS_RETRY_MIN: Duration = Duration::from_millis(100);
+/// See [`BUS_RETRY_MIN`].
+pub const BUS_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Longest a Redis connection may take to open, and a reply to arrive (a blocking read gets
+/// its block time on top).
+pub const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// See [`REDIS_CONNECT_TIMEOUT`].
+pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Messages the in-process bus buffers per pub/sub subscriber; a slower one misses messages,
+/// like a Redis subscriber cut off for its output buffer.
+pub const MEMORY_BUS_CHANNEL_MESSAGES_MAX: usize = 4_096;

@@ -12,7 +12,8 @@ use matching_engine::{AuctionMode, PoolConfig};
 use serde::Deserialize;
 use std::path::Path;
 
-/// One pool's settings; missing fields take `PoolConfig::with_defaults`.
+/// One pool's settings; missing fields take `PoolConfig::with_defaults`, except that
+/// `price_min` defaults to the tick when a tick is given.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
@@ -68,8 +69,10 @@ impl PoolSpec {
         if let Some(p) = self.tick {
             config.tick = p.0;
         }
-        if let Some(p) = self.price_min {
-            config.price_min = p.0;
+        // The lowest price defaults to one tick: the default $0.01 is off a coarser grid.
+        match (self.price_min, self.tick) {
+            (Some(p), _) | (None, Some(p)) => config.price_min = p.0,
+            (None, None) => {}
         }
         if let Some(p) = self.price_max {
             config.price_max = p.0;

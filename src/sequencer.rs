@@ -16,21 +16,30 @@
 //!   rebuilt from them (dropping the uncommitted batch), writes are refused with 503, reads
 //!   keep being served, and the sequencer reloads from the database's snapshot and journal as
 //!   soon as it answers (the failed batch may in fact have committed; the journal decides).
+//! - A capacity signal ([`SequencerHandle::submit_signal`]) is applied at most once: its entry
+//!   id is recorded in the same transaction as its command, and an id already recorded (in
+//!   memory, [`AppliedSignals`], or else in the store) is refused with
+//!   [`SubmitError::AlreadyApplied`] without being applied or journaled. The journal holds only
+//!   applied commands, so a replay applies each signal once too.
 //! - Time moves only through journaled commands: an idle server journals a `Tick` every
-//!   [`IDLE_TICK_INTERVAL`], and one is sent when the engine's next timer is due.
+//!   `idle_tick` (`OFFPEAK_IDLE_TICK_MS`), and one is sent when the engine's next timer is due.
 
 use crate::limits::{
-    BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, IDLE_TICK_INTERVAL, MARKET_HISTORY_MS,
-    READS_PER_TURN_MAX, READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN,
-    REPLAY_CHUNK_COMMANDS, SNAPSHOT_EVERY, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX,
-    TRADES_KEPT_PER_POOL_MAX, WRITE_QUEUE_CAPACITY,
+    BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS, READS_PER_TURN_MAX,
+    READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN, REPLAY_CHUNK_COMMANDS,
+    SNAPSHOT_EVERY, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX, TRADES_KEPT_PER_POOL_MAX,
+    WRITE_QUEUE_CAPACITY,
 };
+use crate::bus::applied::{AppliedSignals, Seen};
+use crate::bus::EntryId;
+use crate::limits::APPLIED_SIGNALS_CACHED_MAX;
 use crate::market_data::MarketData;
 use crate::metrics::Metrics;
 use crate::store::{BatchRows, Store, StoredSnapshot};
 use crate::timestamp::now_ms;
 use anyhow::{bail, Context};
 use matching_engine::{Command, Engine, Event, PoolConfig, Snapshot, TimeMs};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -48,6 +57,8 @@ pub struct CommandRecord {
     pub at: TimeMs,
     /// The command.
     pub command: Command,
+    /// The capacity signal (stream entry id) it came from, if it came from one.
+    pub signal: Option<EntryId>,
     /// Its events, in order (timer events that fired before it come first).
     pub events: Vec<Event>,
 }
@@ -97,13 +108,27 @@ pub enum SubmitError {
     /// The sequencer has stopped.
     #[error("the sequencer has stopped")]
     Stopped,
+    /// This capacity signal was applied before (its effect is durable): nothing was done.
+    #[error("the signal was already applied")]
+    AlreadyApplied,
 }
 
 type Reply = oneshot::Sender<Result<Committed, SubmitError>>;
 
 struct WriteRequest {
     command: Command,
+    signal: Option<EntryId>,
     reply: Option<Reply>,
+}
+
+/// A queued write: resolves once its command is durable (or refused).
+pub struct PendingWrite(oneshot::Receiver<Result<Committed, SubmitError>>);
+
+impl PendingWrite {
+    /// Waits for the outcome.
+    pub async fn committed(self) -> Result<Committed, SubmitError> {
+        self.0.await.unwrap_or(Err(SubmitError::Stopped))
+    }
 }
 
 /// What a read sees: the committed engine state and the last committed sequence number.
@@ -137,20 +162,50 @@ pub struct SequencerHandle {
 impl SequencerHandle {
     /// Submits a command; resolves once it is durable (or refused).
     pub async fn submit(&self, command: Command) -> Result<Committed, SubmitError> {
+        self.queue(command, None).await?.committed().await
+    }
+
+    /// Submits the command a capacity signal became, with the signal's stream entry id: the id
+    /// is recorded in the same transaction, and an id recorded before is refused with
+    /// [`SubmitError::AlreadyApplied`] (nothing applied, nothing journaled).
+    pub async fn submit_signal(
+        &self,
+        command: Command,
+        signal: EntryId,
+    ) -> Result<Committed, SubmitError> {
+        self.queue_signal(command, signal).await?.committed().await
+    }
+
+    /// Queues a signal's command like [`SequencerHandle::submit_signal`] and returns once it is
+    /// queued: signals queued one after another are applied in that order, in as few batches
+    /// as their arrival allows.
+    pub async fn queue_signal(
+        &self,
+        command: Command,
+        signal: EntryId,
+    ) -> Result<PendingWrite, SubmitError> {
+        self.queue(command, Some(signal)).await
+    }
+
+    async fn queue(
+        &self,
+        command: Command,
+        signal: Option<EntryId>,
+    ) -> Result<PendingWrite, SubmitError> {
         if !self.writable() {
             return Err(SubmitError::Unavailable);
         }
         let (reply, answer) = oneshot::channel();
         let request = WriteRequest {
             command,
+            signal,
             reply: Some(reply),
         };
         match tokio::time::timeout(SUBMIT_WAIT_MAX, self.writes.send(request)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(SubmitError::Stopped),
-            Err(_) => return Err(SubmitError::Overloaded),
+            Ok(Ok(())) => Ok(PendingWrite(answer)),
+            Ok(Err(_)) => Err(SubmitError::Stopped),
+            Err(_) => Err(SubmitError::Overloaded),
         }
-        answer.await.unwrap_or(Err(SubmitError::Stopped))
     }
 
     /// Runs `query` against the committed engine state, between batches.
@@ -239,6 +294,7 @@ struct Loaded {
     engine: Engine,
     seq: u64,
     replayed: u64,
+    signals: AppliedSignals,
 }
 
 /// Restores the newest usable snapshot and replays the journal after it.
@@ -292,10 +348,16 @@ async fn load_state(store: &dyn Store) -> anyhow::Result<Loaded> {
             replayed += 1;
         }
     }
+    let newest = store
+        .applied_signals_newest(APPLIED_SIGNALS_CACHED_MAX)
+        .await
+        .context("loading applied signals")?;
+    let complete = newest.len() < APPLIED_SIGNALS_CACHED_MAX;
     Ok(Loaded {
         engine,
         seq,
         replayed,
+        signals: AppliedSignals::from_newest(newest, complete),
     })
 }
 
@@ -319,11 +381,17 @@ struct Sequencer {
     base_seq: u64,
     /// Commands committed after `base_seq`, to rebuild the committed state without the store.
     tail: Vec<(TimeMs, Command)>,
+    /// The newest applied capacity signals, to refuse a redelivered one.
+    signals: AppliedSignals,
     /// Commands other than ticks since the last snapshot (ticks alone do not warrant one).
     significant_since_snapshot: u64,
     last_snapshot: Instant,
     snapshot_write: Option<JoinHandle<()>>,
     last_write: Instant,
+    /// The time of the last `Tick` applied: a timer not after it was due then, so it must
+    /// have fired; waiting for it again would spin.
+    last_tick_at: TimeMs,
+    idle_tick: Duration,
     events: broadcast::Sender<Arc<CommittedBatch>>,
     status: Arc<SequencerStatus>,
     market: Arc<MarketData>,
@@ -336,6 +404,7 @@ pub async fn start(
     pools: PoolsSetup,
     market: Arc<MarketData>,
     metrics: Arc<Metrics>,
+    idle_tick: Duration,
 ) -> anyhow::Result<(SequencerHandle, SequencerTask)> {
     store.migrate().await.context("applying migrations")?;
     let started = Instant::now();
@@ -366,10 +435,13 @@ pub async fn start(
         base,
         base_seq: loaded.seq,
         tail: Vec::new(),
+        signals: loaded.signals,
         significant_since_snapshot: loaded.replayed,
         last_snapshot: Instant::now(),
         snapshot_write: None,
         last_write: Instant::now(),
+        last_tick_at: TimeMs(i64::MIN),
+        idle_tick,
         events: events.clone(),
         status: status.clone(),
         market,
@@ -383,6 +455,7 @@ pub async fn start(
             .into_iter()
             .map(|command| WriteRequest {
                 command,
+                signal: None,
                 reply: None,
             })
             .collect();
@@ -468,7 +541,7 @@ impl Sequencer {
                 }
                 Some(read) = reads.recv() => self.answer(read),
                 _ = tokio::time::sleep_until(tick_at), if self.writable => {
-                    let tick = WriteRequest { command: Command::Tick, reply: None };
+                    let tick = WriteRequest { command: Command::Tick, signal: None, reply: None };
                     if !self.process(vec![tick]).await && recovering.is_none() {
                         retry_wait = RECOVERY_RETRY_MIN;
                         recovering = Some(recovery(self.store.clone(), retry_wait));
@@ -527,9 +600,9 @@ impl Sequencer {
     }
 
     fn next_tick_at(&self) -> tokio::time::Instant {
-        let idle = tokio::time::Instant::from_std(self.last_write + IDLE_TICK_INTERVAL);
+        let idle = tokio::time::Instant::from_std(self.last_write + self.idle_tick);
         match self.engine.next_timer_at() {
-            Some(timer) if timer > self.engine.now() => {
+            Some(timer) if timer > self.last_tick_at => {
                 let wait_ms = (timer.0 - now_ms().0).max(0) as u64;
                 idle.min(tokio::time::Instant::now() + Duration::from_millis(wait_ms))
             }
@@ -556,6 +629,10 @@ impl Sequencer {
             }
             return true;
         }
+        let requests = self.without_applied_signals(requests).await;
+        if requests.is_empty() {
+            return true;
+        }
         self.last_write = Instant::now();
         let mut records = Vec::with_capacity(requests.len());
         let mut replies = Vec::with_capacity(requests.len());
@@ -569,10 +646,14 @@ impl Sequencer {
                 .iter()
                 .filter(|e| matches!(e, Event::Rejected { .. }))
                 .count() as u64;
+            if matches!(request.command, Command::Tick) {
+                self.last_tick_at = at;
+            }
             records.push(CommandRecord {
                 seq: self.seq,
                 at,
                 command: request.command,
+                signal: request.signal,
                 events,
             });
             replies.push(request.reply);
@@ -602,6 +683,9 @@ impl Sequencer {
                     if !matches!(record.command, Command::Tick) {
                         self.significant_since_snapshot += 1;
                     }
+                    if let Some(id) = record.signal {
+                        self.signals.insert(id);
+                    }
                     self.tail.push((record.at, record.command.clone()));
                 }
                 self.market.apply(&batch);
@@ -622,6 +706,61 @@ impl Sequencer {
                 false
             }
         }
+    }
+
+    /// Answers the capacity signals applied before (`AlreadyApplied`) and those that cannot be
+    /// checked now (`Unavailable`: the store did not answer, or the id came twice in one
+    /// batch); returns the other requests, in order.
+    async fn without_applied_signals(&mut self, requests: Vec<WriteRequest>) -> Vec<WriteRequest> {
+        if requests.iter().all(|r| r.signal.is_none()) {
+            return requests;
+        }
+        // Ids older than the memory's window: one question to the store for the whole batch.
+        let unknown: Vec<EntryId> = requests
+            .iter()
+            .filter_map(|r| r.signal)
+            .filter(|id| self.signals.seen(*id) == Seen::Unknown)
+            .collect();
+        let recorded: Option<HashSet<EntryId>> = if unknown.is_empty() {
+            Some(HashSet::new())
+        } else {
+            match self.store.applied_signals(&unknown).await {
+                Ok(rows) => Some(rows.into_iter().map(|r| r.id).collect()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check old signal ids; they wait");
+                    None
+                }
+            }
+        };
+        let mut in_batch = HashSet::new();
+        let mut kept = Vec::with_capacity(requests.len());
+        for request in requests {
+            let Some(id) = request.signal else {
+                kept.push(request);
+                continue;
+            };
+            let applied = match self.signals.seen(id) {
+                Seen::Applied => Some(true),
+                Seen::New => Some(false),
+                Seen::Unknown => recorded.as_ref().map(|ids| ids.contains(&id)),
+            };
+            let refusal = match applied {
+                Some(true) => Some(SubmitError::AlreadyApplied),
+                // The first of the two may yet fail to commit: the second asks again later.
+                Some(false) if !in_batch.insert(id) => Some(SubmitError::Unavailable),
+                Some(false) => None,
+                None => Some(SubmitError::Unavailable),
+            };
+            match refusal {
+                Some(refusal) => {
+                    if let Some(reply) = request.reply {
+                        let _ = reply.send(Err(refusal));
+                    }
+                }
+                None => kept.push(request),
+            }
+        }
+        kept
     }
 
     /// Rebuilds the committed state from `base` and `tail`, dropping the uncommitted batch.
@@ -659,6 +798,7 @@ impl Sequencer {
         );
         self.engine = loaded.engine;
         self.seq = loaded.seq;
+        self.signals = loaded.signals;
         self.base = base;
         self.base_seq = loaded.seq;
         self.tail.clear();

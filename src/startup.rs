@@ -6,6 +6,7 @@
 //! (their batches commit), stops the sequencer after it drained and wrote a final snapshot.
 
 use crate::auth::Verifier;
+use crate::bus::{self, BusTasks};
 use crate::config::Settings;
 use crate::limits::SHUTDOWN_GRACE;
 use crate::market_data::MarketData;
@@ -28,12 +29,16 @@ pub struct Application {
     port: u16,
     server: Server,
     sequencer: SequencerTask,
+    bus: BusTasks,
     state: AppState,
 }
 
 impl Application {
     /// Connects, recovers the engine state, and binds the listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        // Bind first: a taken port fails the start before anything is journaled.
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
         let verifier = Verifier::from_settings(&settings.jwt, &settings.data_dir)
             .context("setting up JWT verification")?;
         let store = match &settings.database_url {
@@ -51,9 +56,17 @@ impl Application {
         };
         let market = Arc::new(MarketData::new());
         let metrics = Arc::new(Metrics::default());
-        let (handle, sequencer) =
-            sequencer::start(store.clone(), pools, market.clone(), metrics.clone()).await?;
+        let (handle, sequencer) = sequencer::start(
+            store.clone(),
+            pools,
+            market.clone(),
+            metrics.clone(),
+            settings.idle_tick,
+        )
+        .await?;
         let ws = crate::ws::start(handle.clone());
+        let bus = bus::connect(&settings.bus).context("configuring the bus")?;
+        let bus_tasks = bus::start(&bus, &settings.bus, handle.clone(), store.clone());
         let state = AppState {
             sequencer: handle,
             store,
@@ -62,9 +75,8 @@ impl Application {
             market,
             metrics,
             ws,
+            bus,
         };
-        let listener = TcpListener::bind(settings.listen)
-            .with_context(|| format!("binding {}", settings.listen))?;
         let address = listener.local_addr()?;
         let server = run(listener, state.clone(), settings.http_workers)?;
         tracing::info!(address = %address, "listening on http://{address}");
@@ -72,6 +84,7 @@ impl Application {
             port: address.port(),
             server,
             sequencer,
+            bus: bus_tasks,
             state,
         })
     }
@@ -104,6 +117,8 @@ impl Application {
             }
         };
         drop(self.state);
+        // Signals in flight commit and are acknowledged before the sequencer stops.
+        self.bus.stop().await;
         self.sequencer.stop().await;
         served
             .context("the HTTP server task failed")?

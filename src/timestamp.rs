@@ -38,10 +38,15 @@ pub fn from_datetime(at: OffsetDateTime) -> TimeMs {
     TimeMs(ms.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
 
+/// RFC 3339 in UTC with exactly three fractional digits: fixed width, sorts as text.
+const RFC3339_MILLIS: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+
 /// Formats an engine time as RFC 3339 UTC, e.g. `2025-01-02T03:04:05.678Z`.
 pub fn format_rfc3339(at: TimeMs) -> String {
     to_datetime(at)
-        .format(&Rfc3339)
+        .format(&RFC3339_MILLIS)
         .unwrap_or_else(|_| "9999-12-31T23:59:59.999Z".to_owned())
 }
 
@@ -100,5 +105,17 @@ mod tests {
     fn refuses_non_rfc3339_text() {
         assert!(parse_rfc3339("2025-01-02").is_err());
         assert!(parse_rfc3339("1735787045").is_err());
+    }
+
+    #[test]
+    fn always_prints_three_fractional_digits() {
+        assert_eq!(
+            format_rfc3339(TimeMs(1_735_787_045_000)),
+            "2025-01-02T03:04:05.000Z"
+        );
+        assert_eq!(
+            format_rfc3339(TimeMs(1_735_787_045_300)),
+            "2025-01-02T03:04:05.300Z"
+        );
     }
 }

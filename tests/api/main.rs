@@ -1,0 +1,21 @@
+//! Black-box tests of the offpeak server: the real server on port 0, a fresh PostgreSQL
+//! database per test, HTTP in and out (plus SQL where the contract is a table).
+
+mod admin;
+mod auth;
+mod capacity;
+mod cli;
+mod crash;
+mod demo;
+mod embedded;
+mod first_start;
+mod health;
+mod helpers;
+mod leases;
+mod market_data;
+mod orders;
+mod outage;
+mod restart;
+mod store_conformance;
+mod validation;
+mod ws;
