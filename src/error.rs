@@ -231,6 +231,10 @@ impl From<crate::sequencer::SubmitError> for ApiError {
             crate::sequencer::SubmitError::Unavailable | crate::sequencer::SubmitError::Stopped => {
                 ApiError::Unavailable
             }
+            // Only capacity signals are refused as already applied; REST never sends one.
+            crate::sequencer::SubmitError::AlreadyApplied => {
+                ApiError::Internal("a REST write was refused as an already applied signal".into())
+            }
         }
     }
 }

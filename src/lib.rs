@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod error;
 pub mod feed;

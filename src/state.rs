@@ -25,4 +25,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The WebSocket feed's hub (`/v1/ws`).
     pub ws: crate::ws::Hub,
+    /// The bus (Redis or in-process) and what its tasks last saw.
+    pub bus: crate::bus::BusHandle,
 }

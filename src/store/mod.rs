@@ -11,6 +11,7 @@ pub mod codes;
 pub mod postgres;
 pub mod sqlite;
 
+use crate::bus::EntryId;
 use crate::sequencer::CommittedBatch;
 use async_trait::async_trait;
 use matching_engine::{
@@ -72,6 +73,38 @@ pub struct LeaseEventRow {
     pub detail_at: Option<TimeMs>,
 }
 
+/// A capacity signal recorded as applied, in the transaction of the batch that applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedSignal {
+    /// The capacity stream entry id.
+    pub id: EntryId,
+    /// The journal seq of the command it became.
+    pub seq: u64,
+    /// The engine's refusal code, if it refused the command.
+    pub rejection: Option<String>,
+}
+
+/// A lease event as stored, with its lease as it is now (for the lease-events stream).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseEventRecord {
+    /// The command that caused it.
+    pub seq: u64,
+    /// Its row id: increasing in commit order within and across commands.
+    pub row_id: u64,
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Its buyer.
+    pub buyer: Name,
+    /// `opened`, `forecast`, `notice`, `preempted`, `completed`, `released`, `changed`.
+    pub kind: String,
+    /// When.
+    pub at: TimeMs,
+    /// For `forecast`: the expected reclaim time; for `notice`: when the notice ends.
+    pub detail_at: Option<TimeMs>,
+    /// The lease's row now (`None` if it is missing).
+    pub lease: Option<LeaseView>,
+}
+
 /// Everything one batch writes, in one transaction.
 #[derive(Debug, Default)]
 pub struct BatchRows {
@@ -87,6 +120,8 @@ pub struct BatchRows {
     pub blocks: Vec<BlockView>,
     /// Lease lifecycle events.
     pub lease_events: Vec<LeaseEventRow>,
+    /// Capacity signals the batch applied (their entry ids, recorded with their commands).
+    pub applied_signals: Vec<AppliedSignal>,
 }
 
 fn upsert<K: Eq + std::hash::Hash, V>(
@@ -119,6 +154,16 @@ impl BatchRows {
                 command_json: serde_json::to_string(&record.command)
                     .map_err(|e| StoreError::Corrupt(format!("encoding a command: {e}")))?,
             });
+            if let Some(id) = record.signal {
+                rows.applied_signals.push(AppliedSignal {
+                    id,
+                    seq: record.seq,
+                    rejection: record.events.iter().find_map(|e| match e {
+                        Event::Rejected { reason } => Some(reason.as_str().to_owned()),
+                        _ => None,
+                    }),
+                });
+            }
             for event in &record.events {
                 match event {
                     Event::BidAccepted { order } | Event::OrderChanged { order } => {
@@ -291,6 +336,17 @@ pub trait Store: Send + Sync + 'static {
         supplier: &str,
         filter: &ListFilter,
     ) -> Result<Vec<BlockView>, StoreError>;
+    /// The newest `limit` applied capacity signal ids, newest first.
+    async fn applied_signals_newest(&self, limit: usize) -> Result<Vec<EntryId>, StoreError>;
+    /// The records of those of `ids` that were applied.
+    async fn applied_signals(&self, ids: &[EntryId]) -> Result<Vec<AppliedSignal>, StoreError>;
+    /// Lease events after `(after_seq, after_row_id)` in commit order, at most `limit`.
+    async fn lease_events_after(
+        &self,
+        after_seq: u64,
+        after_row_id: u64,
+        limit: usize,
+    ) -> Result<Vec<LeaseEventRecord>, StoreError>;
     /// Trades and lease activity since `since`, at most `trades_per_pool` trades per pool.
     async fn market_history(
         &self,

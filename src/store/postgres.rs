@@ -10,9 +10,10 @@
 
 use super::codes;
 use super::{
-    BatchRows, JournalEntry, LeaseMinute, ListFilter, MarketHistory, PublicTrade, Store,
-    StoreError, StoredSnapshot,
+    AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, LeaseMinute, ListFilter,
+    MarketHistory, PublicTrade, Store, StoreError, StoredSnapshot,
 };
+use crate::bus::EntryId;
 use crate::limits::{
     DB_CONNECT_TIMEOUT, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT, DB_WRITE_CONNECTIONS_MAX,
     DB_WRITE_TIMEOUT,
@@ -30,11 +31,18 @@ use time::OffsetDateTime;
 use tokio_postgres::{NoTls, Row};
 
 /// Numbered migrations, applied in order at start; each runs once, in its own transaction.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "applied_signals",
+        include_str!("../../migrations/postgres/0002_applied_signals.sql"),
+    ),
+];
 
 /// Serializes concurrent migrators (two servers starting on one database).
 const MIGRATION_LOCK_KEY: i64 = 0x6f66_6670_6561_6b01;
@@ -332,6 +340,38 @@ const INSERT_LEASE_EVENTS: &str = "INSERT INTO lease_events (seq, lease_id, buye
     detail_at) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], \
     $5::timestamptz[], $6::timestamptz[])";
 
+const INSERT_APPLIED_SIGNALS: &str = "INSERT INTO applied_signals (id_ms, id_seq, seq, \
+    rejection) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[])";
+
+const SELECT_LEASE_EVENTS_AFTER: &str = "SELECT e.id AS row_id, e.seq, e.lease_id AS event_lease, \
+    e.buyer AS event_buyer, e.kind, e.at AS event_at, e.detail_at, l.lease_no, l.order_id, \
+    l.buyer, l.supplier, l.pool, l.block_id, l.gpus, l.price_micros, l.status, l.started_at, \
+    l.ends_at, l.notice_ends_at, l.preempted_at, l.emergency, l.ended_at, l.cost_micros, \
+    l.nodes::text AS nodes \
+    FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id \
+    WHERE (e.seq, e.id) > ($1, $2) ORDER BY e.seq, e.id LIMIT $3";
+
+fn lease_event_of(row: &Row) -> Result<LeaseEventRecord, StoreError> {
+    let lease_id: &str = get(row, "event_lease")?;
+    Ok(LeaseEventRecord {
+        seq: u64_of(get(row, "seq")?, "seq")?,
+        row_id: u64_of(get(row, "row_id")?, "lease event id")?,
+        lease_id: LeaseId(
+            lease_id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("lease_id {lease_id:?}")))?,
+        ),
+        buyer: name_of(row, "event_buyer")?,
+        kind: get::<String>(row, "kind")?,
+        at: time_of(row, "event_at")?,
+        detail_at: opt_time_of(row, "detail_at")?,
+        lease: match get::<Option<i64>>(row, "lease_no")? {
+            Some(_) => Some(lease_of(row)?),
+            None => None,
+        },
+    })
+}
+
 fn dt(at: TimeMs) -> OffsetDateTime {
     to_datetime(at)
 }
@@ -622,6 +662,23 @@ async fn write_rows(
             &[&seq, &lease_id, &buyer, &kind, &at, &detail_at],
         )
         .await?;
+    }
+    if !rows.applied_signals.is_empty() {
+        let n = rows.applied_signals.len();
+        let mut id_ms = Vec::with_capacity(n);
+        let mut id_seq = Vec::with_capacity(n);
+        let mut seq = Vec::with_capacity(n);
+        let mut rejection = Vec::with_capacity(n);
+        for signal in &rows.applied_signals {
+            id_ms.push(i64_of(signal.id.ms, "signal id")?);
+            id_seq.push(i64_of(signal.id.seq, "signal id")?);
+            seq.push(i64_of(signal.seq, "seq")?);
+            rejection.push(signal.rejection.as_deref());
+        }
+        // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
+        let statement = tx.prepare_cached(INSERT_APPLIED_SIGNALS).await?;
+        tx.execute(&statement, &[&id_ms, &id_seq, &seq, &rejection])
+            .await?;
     }
     Ok(())
 }
@@ -924,6 +981,89 @@ impl Store for PgStore {
                 )
                 .await?;
             rows.iter().map(block_of).collect()
+        })
+        .await
+    }
+
+    async fn applied_signals_newest(&self, limit: usize) -> Result<Vec<EntryId>, StoreError> {
+        within(DB_WRITE_TIMEOUT * 6, "loading applied signals", async {
+            let client = self.write_pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT id_ms, id_seq FROM applied_signals \
+                     ORDER BY id_ms DESC, id_seq DESC LIMIT $1",
+                    &[&i64::try_from(limit).unwrap_or(i64::MAX)],
+                )
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(EntryId::new(
+                        u64_of(get(row, "id_ms")?, "signal id")?,
+                        u64_of(get(row, "id_seq")?, "signal id")?,
+                    ))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn applied_signals(&self, ids: &[EntryId]) -> Result<Vec<AppliedSignal>, StoreError> {
+        // An id beyond bigint was never recorded.
+        let (id_ms, id_seq): (Vec<i64>, Vec<i64>) = ids
+            .iter()
+            .filter(|id| id.fits_i64())
+            .map(|id| (id.ms as i64, id.seq as i64))
+            .unzip();
+        if id_ms.is_empty() {
+            return Ok(Vec::new());
+        }
+        within(DB_READ_TIMEOUT, "reading applied signals", async {
+            let client = self.read_pool.get().await?;
+            let rows = client
+                .query(
+                    "SELECT s.id_ms, s.id_seq, s.seq, s.rejection FROM applied_signals s \
+                     JOIN UNNEST($1::int8[], $2::int8[]) AS u(id_ms, id_seq) \
+                     ON s.id_ms = u.id_ms AND s.id_seq = u.id_seq",
+                    &[&id_ms, &id_seq],
+                )
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(AppliedSignal {
+                        id: EntryId::new(
+                            u64_of(get(row, "id_ms")?, "signal id")?,
+                            u64_of(get(row, "id_seq")?, "signal id")?,
+                        ),
+                        seq: u64_of(get(row, "seq")?, "seq")?,
+                        rejection: get(row, "rejection")?,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn lease_events_after(
+        &self,
+        after_seq: u64,
+        after_row_id: u64,
+        limit: usize,
+    ) -> Result<Vec<LeaseEventRecord>, StoreError> {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        within(DB_READ_TIMEOUT, "reading lease events", async {
+            let client = self.read_pool.get().await?;
+            let statement = client.prepare_cached(SELECT_LEASE_EVENTS_AFTER).await?;
+            let rows = client
+                .query(
+                    &statement,
+                    &[
+                        &clamp(after_seq),
+                        &clamp(after_row_id),
+                        &i64::try_from(limit).unwrap_or(i64::MAX),
+                    ],
+                )
+                .await?;
+            rows.iter().map(lease_event_of).collect()
         })
         .await
     }

@@ -16,9 +16,10 @@
 
 use super::codes;
 use super::{
-    BatchRows, JournalEntry, LeaseMinute, ListFilter, MarketHistory, PublicTrade, Store,
-    StoreError, StoredSnapshot,
+    AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, LeaseMinute, ListFilter,
+    MarketHistory, PublicTrade, Store, StoreError, StoredSnapshot,
 };
+use crate::bus::EntryId;
 use crate::limits::{
     DB_READ_TIMEOUT, DB_WRITE_TIMEOUT, SQLITE_BUSY_TIMEOUT, SQLITE_READ_CONNECTIONS_MAX,
 };
@@ -37,11 +38,18 @@ use std::time::Duration;
 pub const DATABASE_FILE: &str = "offpeak.sqlite3";
 
 /// Numbered migrations, applied in order at start; each runs once, in one transaction.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/sqlite/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "applied_signals",
+        include_str!("../../migrations/sqlite/0002_applied_signals.sql"),
+    ),
+];
 
 /// The SQLite store.
 pub struct SqliteStore {
@@ -508,7 +516,49 @@ fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &BatchRows) -> Result<(), St
             ])?;
         }
     }
+    if !rows.applied_signals.is_empty() {
+        // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
+        let mut statement = tx.prepare_cached(
+            "INSERT INTO applied_signals (id_ms, id_seq, seq, rejection) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for signal in &rows.applied_signals {
+            statement.execute(params![
+                i64_of(signal.id.ms, "signal id")?,
+                i64_of(signal.id.seq, "signal id")?,
+                i64_of(signal.seq, "seq")?,
+                signal.rejection.as_deref(),
+            ])?;
+        }
+    }
     Ok(())
+}
+
+const SELECT_LEASE_EVENTS_AFTER: &str = "SELECT e.id AS row_id, e.seq, e.lease_id AS event_lease, \
+    e.buyer AS event_buyer, e.kind, e.at AS event_at, e.detail_at, l.lease_no, l.order_id, \
+    l.buyer, l.supplier, l.pool, l.block_id, l.gpus, l.price_micros, l.status, l.started_at, \
+    l.ends_at, l.notice_ends_at, l.preempted_at, l.emergency, l.ended_at, l.cost_micros, l.nodes \
+    FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id \
+    WHERE (e.seq, e.id) > (?1, ?2) ORDER BY e.seq, e.id LIMIT ?3";
+
+fn lease_event_of(row: &Row<'_>) -> Result<LeaseEventRecord, StoreError> {
+    let lease_id: String = get(row, "event_lease")?;
+    Ok(LeaseEventRecord {
+        seq: u64_col(row, "seq")?,
+        row_id: u64_col(row, "row_id")?,
+        lease_id: LeaseId(
+            lease_id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("lease_id {lease_id:?}")))?,
+        ),
+        buyer: name_of(row, "event_buyer")?,
+        kind: get(row, "kind")?,
+        at: time_of(row, "event_at")?,
+        detail_at: opt_time_of(row, "detail_at")?,
+        lease: match get::<Option<i64>>(row, "lease_no")? {
+            Some(_) => Some(lease_of(row)?),
+            None => None,
+        },
+    })
 }
 
 fn limit_of(filter: &ListFilter) -> i64 {
@@ -639,6 +689,7 @@ impl Store for SqliteStore {
             trades: rows.trades.clone(),
             blocks: rows.blocks.clone(),
             lease_events: rows.lease_events.clone(),
+            applied_signals: rows.applied_signals.clone(),
         };
         self.write(DB_WRITE_TIMEOUT, "the batch transaction", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -808,80 +859,147 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn applied_signals_newest(&self, limit: usize) -> Result<Vec<EntryId>, StoreError> {
+        self.write(DB_WRITE_TIMEOUT * 6, "loading applied signals", move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id_ms, id_seq FROM applied_signals ORDER BY id_ms DESC, id_seq DESC LIMIT ?1",
+            )?;
+            let mut rows = statement.query(params![i64::try_from(limit).unwrap_or(i64::MAX)])?;
+            let mut ids = Vec::new();
+            while let Some(row) = rows.next()? {
+                ids.push(EntryId::new(u64_col(row, "id_ms")?, u64_col(row, "id_seq")?));
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn applied_signals(&self, ids: &[EntryId]) -> Result<Vec<AppliedSignal>, StoreError> {
+        // An id beyond i64 was never recorded.
+        let ids: Vec<EntryId> = ids.iter().copied().filter(|id| id.fits_i64()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read("reading applied signals", move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT id_ms, id_seq, seq, rejection FROM applied_signals \
+                 WHERE id_ms = ?1 AND id_seq = ?2",
+            )?;
+            let mut found = Vec::new();
+            for id in ids {
+                let mut rows = statement.query(params![id.ms as i64, id.seq as i64])?;
+                if let Some(row) = rows.next()? {
+                    found.push(AppliedSignal {
+                        id,
+                        seq: u64_col(row, "seq")?,
+                        rejection: get(row, "rejection")?,
+                    });
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn lease_events_after(
+        &self,
+        after_seq: u64,
+        after_row_id: u64,
+        limit: usize,
+    ) -> Result<Vec<LeaseEventRecord>, StoreError> {
+        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let (after_seq, after_row_id) = (clamp(after_seq), clamp(after_row_id));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read("reading lease events", move |conn| {
+            let mut statement = conn.prepare_cached(SELECT_LEASE_EVENTS_AFTER)?;
+            let mut rows = statement.query(params![after_seq, after_row_id, limit])?;
+            let mut events = Vec::new();
+            while let Some(row) = rows.next()? {
+                events.push(lease_event_of(row)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
     async fn market_history(
         &self,
         since: TimeMs,
         trades_per_pool: usize,
     ) -> Result<MarketHistory, StoreError> {
-        self.write(DB_WRITE_TIMEOUT * 6, "loading market history", move |conn| {
-            let per_pool = i64::try_from(trades_per_pool).unwrap_or(i64::MAX);
-            let mut history = MarketHistory::default();
-            {
-                let mut statement = conn.prepare_cached(
-                    "SELECT pool, id, price_micros, gpus, maker_side, at FROM ( \
+        self.write(
+            DB_WRITE_TIMEOUT * 6,
+            "loading market history",
+            move |conn| {
+                let per_pool = i64::try_from(trades_per_pool).unwrap_or(i64::MAX);
+                let mut history = MarketHistory::default();
+                {
+                    let mut statement = conn.prepare_cached(
+                        "SELECT pool, id, price_micros, gpus, maker_side, at FROM ( \
                        SELECT pool, id, price_micros, gpus, maker_side, at, \
                               row_number() OVER (PARTITION BY pool ORDER BY id DESC) AS n \
                        FROM trades WHERE at >= ?1) recent \
                      WHERE n <= ?2 ORDER BY id",
-                )?;
-                let mut rows = statement.query(params![since.0, per_pool])?;
-                while let Some(row) = rows.next()? {
-                    history.trades.push((
-                        get::<String>(row, "pool")?,
-                        PublicTrade {
-                            id: u64_col(row, "id")?,
-                            price: PriceMicros(u64_col(row, "price_micros")?),
-                            gpus: u32_col(row, "gpus")?,
-                            maker_side: decode(
-                                &get::<String>(row, "maker_side")?,
-                                codes::parse_side,
-                                "side",
-                            )?,
-                            at: time_of(row, "at")?,
-                        },
-                    ));
+                    )?;
+                    let mut rows = statement.query(params![since.0, per_pool])?;
+                    while let Some(row) = rows.next()? {
+                        history.trades.push((
+                            get::<String>(row, "pool")?,
+                            PublicTrade {
+                                id: u64_col(row, "id")?,
+                                price: PriceMicros(u64_col(row, "price_micros")?),
+                                gpus: u32_col(row, "gpus")?,
+                                maker_side: decode(
+                                    &get::<String>(row, "maker_side")?,
+                                    codes::parse_side,
+                                    "side",
+                                )?,
+                                at: time_of(row, "at")?,
+                            },
+                        ));
+                    }
                 }
-            }
-            {
-                // Planned GPU-seconds, rounded to whole seconds like PostgreSQL's
-                // `extract(epoch ...)::int8`.
-                let mut statement = conn.prepare_cached(&format!(
-                    "SELECT pool, {minute} AS minute, \
+                {
+                    // Planned GPU-seconds, rounded to whole seconds like PostgreSQL's
+                    // `extract(epoch ...)::int8`.
+                    let mut statement = conn.prepare_cached(&format!(
+                        "SELECT pool, {minute} AS minute, \
                        sum(gpus * ((max(ends_at - started_at, 0) + 500) / 1000)) AS gpu_seconds \
                      FROM leases WHERE started_at >= ?1 GROUP BY 1, 2",
-                    minute = minute_of("started_at")
-                ))?;
-                let mut rows = statement.query(params![since.0])?;
-                while let Some(row) = rows.next()? {
-                    history.lease_minutes.push(LeaseMinute {
-                        pool: get(row, "pool")?,
-                        minute: get(row, "minute")?,
-                        gpu_seconds_started: u64_col(row, "gpu_seconds")?,
-                        ended: 0,
-                        preempted: 0,
-                    });
+                        minute = minute_of("started_at")
+                    ))?;
+                    let mut rows = statement.query(params![since.0])?;
+                    while let Some(row) = rows.next()? {
+                        history.lease_minutes.push(LeaseMinute {
+                            pool: get(row, "pool")?,
+                            minute: get(row, "minute")?,
+                            gpu_seconds_started: u64_col(row, "gpu_seconds")?,
+                            ended: 0,
+                            preempted: 0,
+                        });
+                    }
                 }
-            }
-            {
-                let mut statement = conn.prepare_cached(&format!(
-                    "SELECT pool, {minute} AS minute, count(*) AS ended, \
+                {
+                    let mut statement = conn.prepare_cached(&format!(
+                        "SELECT pool, {minute} AS minute, count(*) AS ended, \
                        sum(status = 'preempted') AS preempted \
                      FROM leases WHERE ended_at >= ?1 GROUP BY 1, 2",
-                    minute = minute_of("ended_at")
-                ))?;
-                let mut rows = statement.query(params![since.0])?;
-                while let Some(row) = rows.next()? {
-                    history.lease_minutes.push(LeaseMinute {
-                        pool: get(row, "pool")?,
-                        minute: get(row, "minute")?,
-                        gpu_seconds_started: 0,
-                        ended: u64_col(row, "ended")?,
-                        preempted: u64_col(row, "preempted")?,
-                    });
+                        minute = minute_of("ended_at")
+                    ))?;
+                    let mut rows = statement.query(params![since.0])?;
+                    while let Some(row) = rows.next()? {
+                        history.lease_minutes.push(LeaseMinute {
+                            pool: get(row, "pool")?,
+                            minute: get(row, "minute")?,
+                            gpu_seconds_started: 0,
+                            ended: u64_col(row, "ended")?,
+                            preempted: u64_col(row, "preempted")?,
+                        });
+                    }
                 }
-            }
-            Ok(history)
-        })
+                Ok(history)
+            },
+        )
         .await
     }
 }

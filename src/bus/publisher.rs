@@ -1,0 +1,390 @@
+//! The publishers: market data and lease events out, after each commit.
+//!
+//! Market data ([`run_market`]) follows the committed batches through a [`Feed`] of its own,
+//! the same code that feeds the WebSocket, and sends what changed as the WebSocket's JSON:
+//! book deltas (`{"type":"delta","channel":"book:{pool}","prev_seq","seq",...}`) and trades on
+//! `{prefix}:md:{pool}`, and each pool's figures into the hash `{prefix}:capacity:{pool}`.
+//! Changes that pile up while a publish is in flight go out together in the next one. Pub/sub
+//! keeps nothing: a subscriber that was away sees a delta whose `prev_seq` is past its own seq,
+//! and takes a snapshot from REST (`GET /v1/pools/{pool}/book`, same seq), exactly as on the
+//! WebSocket. After an outage every pool's hash is written again in full.
+//!
+//! Lease events ([`run_lease_events`]) are read from the store's `lease_events` table, which
+//! the sequencer writes in each batch's transaction: the stream is an outbox of that table.
+//! Each event's stream id is `<journal seq>-<its row id>`, the same every time, so the stream's
+//! newest id says exactly how far it got: after a Redis outage, a lagging broadcast or an
+//! offpeak restart, the publisher carries on from there and nothing is lost or doubled. A
+//! committed batch with lease events wakes it; it also looks every [`LEASE_EVENTS_POLL_EVERY`].
+
+use super::{Backoff, Bus, BusStatus, BusTask, EntryId, LeaseEventEntry, MarketUpdate};
+use crate::feed::{self, CapacityFigures, Changes, Feed};
+use crate::limits::{
+    BUS_RETRY_MAX, BUS_RETRY_MIN, LEASE_EVENTS_POLL_EVERY, LEASE_EVENTS_READ_CHUNK,
+};
+use crate::money::Usd;
+use crate::sequencer::{CommittedBatch, SequencerHandle};
+use crate::store::{LeaseEventRecord, Store};
+use crate::timestamp::{format_rfc3339, now_ms};
+use crate::ws::protocol;
+use matching_engine::{Event, PriceMicros};
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// The pub/sub messages and hashes for one round of feed changes.
+pub fn market_update(
+    bus: &dyn Bus,
+    feed: &Feed,
+    changes: &Changes,
+    all_capacity: bool,
+) -> MarketUpdate {
+    let keys = bus.keys();
+    let mut update = MarketUpdate::default();
+    for (pool, delta) in &changes.books {
+        update
+            .messages
+            .push((keys.market(pool), protocol::book_delta(pool, delta)));
+    }
+    for (pool, trades) in &changes.trades {
+        let message = match trades {
+            Some(trades) => protocol::trades(pool, "trades", trades),
+            // Trades were lost to the pending bound: the latest ones, as a snapshot.
+            None => protocol::trades(
+                pool,
+                "snapshot",
+                &feed.recent_trades(pool).unwrap_or_default(),
+            ),
+        };
+        update.messages.push((keys.market(pool), message));
+    }
+    let figures = if all_capacity {
+        feed.capacity()
+    } else {
+        changes.capacity.clone()
+    };
+    let updated_at = format_rfc3339(now_ms());
+    for figures in &figures {
+        update.hashes.push((
+            keys.capacity_hash(&figures.pool),
+            capacity_fields(figures, &updated_at),
+        ));
+    }
+    update
+}
+
+/// A pool's capacity hash: counts, prices as USD strings (empty when there is none).
+fn capacity_fields(figures: &CapacityFigures, updated_at: &str) -> Vec<(String, String)> {
+    let usd = |p: Option<PriceMicros>| p.map(|p| Usd::from(p).to_string()).unwrap_or_default();
+    vec![
+        ("idle_gpus".into(), figures.idle_gpus.to_string()),
+        ("leased_gpus".into(), figures.leased_gpus.to_string()),
+        (
+            "reclaiming_gpus".into(),
+            figures.reclaiming_gpus.to_string(),
+        ),
+        ("best_bid".into(), usd(figures.best_bid)),
+        ("best_ask".into(), usd(figures.best_ask)),
+        ("last_price".into(), usd(figures.last_price)),
+        ("updated_at".into(), updated_at.to_owned()),
+    ]
+}
+
+/// Publishes book deltas, trades and capacity until the task is aborted.
+pub async fn run_market(bus: Arc<dyn Bus>, status: Arc<BusStatus>, sequencer: SequencerHandle) {
+    let feed = Arc::new(Feed::new());
+    let follower = tokio::spawn(feed::follow(feed.clone(), sequencer));
+    let mut backoff = Backoff::new(BUS_RETRY_MIN, BUS_RETRY_MAX);
+    // Everything once at start, and again after each outage.
+    let mut all_capacity = true;
+    let mut wait_for_changes = true;
+    loop {
+        if wait_for_changes {
+            feed.changed().await;
+        }
+        if follower.is_finished() {
+            return;
+        }
+        let changes = feed.take_changes();
+        let update = market_update(&*bus, &feed, &changes, all_capacity);
+        match bus.publish_market(&update).await {
+            Ok(()) => {
+                status.set(BusTask::Publisher, true);
+                backoff.reset();
+                all_capacity = false;
+                wait_for_changes = true;
+            }
+            Err(e) => {
+                // What changed meanwhile is dropped: pub/sub holds nothing for later anyway,
+                // and subscribers see the seq gap.
+                status.set(BusTask::Publisher, false);
+                all_capacity = true;
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "market data not published; retrying");
+                tokio::time::sleep(wait).await;
+                // The next round runs even if nothing else changes: the hashes are owed.
+                wait_for_changes = false;
+            }
+        }
+    }
+}
+
+/// The lease-events stream's fields for one recorded event.
+pub fn lease_event_entry(record: &LeaseEventRecord) -> LeaseEventEntry {
+    let mut fields: Vec<(String, String)> = Vec::with_capacity(16);
+    let mut put = |name: &str, value: String| fields.push((name.to_owned(), value));
+    let event = match record.kind.as_str() {
+        "opened" => "opened",
+        "forecast" => "reclaim_warning",
+        "notice" => "notice",
+        "preempted" | "completed" | "released" => "ended",
+        _ => "changed",
+    };
+    put("event", event.to_owned());
+    put("lease_id", record.lease_id.to_string());
+    put("buyer", record.buyer.to_string());
+    put("seq", record.seq.to_string());
+    put("at", format_rfc3339(record.at));
+    if let Some(lease) = &record.lease {
+        put("pool", lease.pool.to_string());
+        put("block_id", lease.block_id.to_string());
+        put("order_id", lease.order_id.to_string());
+        put("gpus", lease.gpus.to_string());
+        put("price", Usd::from(lease.price).to_string());
+    }
+    match event {
+        "opened" => {
+            if let Some(lease) = &record.lease {
+                put("started_at", format_rfc3339(lease.started_at));
+                put("ends_at", format_rfc3339(lease.ends_at));
+            }
+        }
+        "reclaim_warning" => {
+            if let Some(at) = record.detail_at {
+                put("reclaim_at", format_rfc3339(at));
+            }
+        }
+        "notice" => {
+            if let Some(at) = record.detail_at {
+                put("notice_ends_at", format_rfc3339(at));
+            }
+            if let Some(lease) = &record.lease {
+                put("emergency", lease.emergency.to_string());
+            }
+        }
+        "ended" => {
+            put("reason", record.kind.clone());
+            if let Some(lease) = &record.lease {
+                put("cost", Usd(lease.cost_micros).to_string());
+                if let Some(ended) = lease.ended_at {
+                    put("ended_at", format_rfc3339(ended));
+                }
+            }
+        }
+        _ => {
+            if let Some(lease) = &record.lease {
+                put("ends_at", format_rfc3339(lease.ends_at));
+            }
+        }
+    }
+    LeaseEventEntry {
+        id: EntryId::new(record.seq, record.row_id),
+        fields,
+    }
+}
+
+fn has_lease_events(batch: &CommittedBatch) -> bool {
+    batch.records.iter().any(|record| {
+        record.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::LeaseOpened { .. }
+                    | Event::LeaseChanged { .. }
+                    | Event::ReclaimForecast { .. }
+            )
+        })
+    })
+}
+
+/// Publishes the store's lease events to the lease-events stream until the sequencer stops.
+pub async fn run_lease_events(
+    bus: Arc<dyn Bus>,
+    status: Arc<BusStatus>,
+    sequencer: SequencerHandle,
+    store: Arc<dyn Store>,
+) {
+    // Subscribe first: a batch committed after this is seen, or read from the store.
+    let mut batches = sequencer.subscribe();
+    let started_at_seq = sequencer.last_seq();
+    let mut backoff = Backoff::new(BUS_RETRY_MIN, BUS_RETRY_MAX);
+    let mut cursor = loop {
+        match bus.last_lease_event().await {
+            Ok(Some(last)) => {
+                if last.ms > started_at_seq {
+                    tracing::error!(
+                        stream = %bus.keys().lease_events(),
+                        last = %last,
+                        journal_seq = started_at_seq,
+                        "the lease-events stream is ahead of this database's journal (another database?): events are published once the journal passes it"
+                    );
+                }
+                break last;
+            }
+            // A new stream starts with what happens from now on, not with the whole history.
+            Ok(None) => break EntryId::new(started_at_seq, u64::MAX),
+            Err(e) => {
+                status.set(BusTask::LeaseEvents, false);
+                let wait = backoff.next_wait();
+                tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "cannot read the lease-events stream; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    };
+    status.set(BusTask::LeaseEvents, true);
+    backoff.reset();
+    loop {
+        // Everything the store has after the cursor, a chunk at a time.
+        loop {
+            let records = match store
+                .lease_events_after(cursor.ms, cursor.seq, LEASE_EVENTS_READ_CHUNK)
+                .await
+            {
+                Ok(records) => records,
+                Err(e) => {
+                    let wait = backoff.next_wait();
+                    tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "cannot read lease events from the store; retrying");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                break;
+            }
+            let entries: Vec<LeaseEventEntry> = records.iter().map(lease_event_entry).collect();
+            loop {
+                match bus.append_lease_events(&entries).await {
+                    Ok(()) => {
+                        status.set(BusTask::LeaseEvents, true);
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        status.set(BusTask::LeaseEvents, false);
+                        let wait = backoff.next_wait();
+                        tracing::warn!(error = %e, retry_ms = wait.as_millis() as u64, "lease events not published; retrying");
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
+            cursor = entries.last().map_or(cursor, |e| e.id);
+            if records.len() < LEASE_EVENTS_READ_CHUNK {
+                break;
+            }
+        }
+        // Wait for a batch with lease events, a missed batch, or the periodic look.
+        let poll = tokio::time::sleep(LEASE_EVENTS_POLL_EVERY);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                batch = batches.recv() => match batch {
+                    Ok(batch) if has_lease_events(&batch) => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        // Stopped: publish what the last batches wrote, then end.
+                        if let Ok(records) = store.lease_events_after(cursor.ms, cursor.seq, LEASE_EVENTS_READ_CHUNK).await {
+                            let entries: Vec<LeaseEventEntry> = records.iter().map(lease_event_entry).collect();
+                            let _ = bus.append_lease_events(&entries).await;
+                        }
+                        return;
+                    }
+                },
+                _ = &mut poll => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use matching_engine::{LeaseId, LeaseStatus, LeaseView, Name, OrderId, TimeMs};
+
+    fn record(kind: &str) -> LeaseEventRecord {
+        LeaseEventRecord {
+            seq: 42,
+            row_id: 7,
+            lease_id: LeaseId(9),
+            buyer: Name::from("acme"),
+            kind: kind.to_owned(),
+            at: TimeMs(1_735_787_045_000),
+            detail_at: Some(TimeMs(1_735_787_165_000)),
+            lease: Some(LeaseView {
+                id: LeaseId(9),
+                order_id: OrderId(3),
+                buyer: Name::from("acme"),
+                supplier: Name::from("dc1"),
+                pool: Name::from("h100-sxm.us-east"),
+                block_id: Name::from("b1"),
+                gpus: 8,
+                price: PriceMicros(1_500_000),
+                status: LeaseStatus::Preempted,
+                started_at: TimeMs(1_735_787_000_000),
+                ends_at: TimeMs(1_735_790_600_000),
+                notice_ends_at: Some(TimeMs(1_735_787_165_000)),
+                preempted_at: Some(TimeMs(1_735_787_045_000)),
+                emergency: false,
+                ended_at: Some(TimeMs(1_735_787_165_000)),
+                cost_micros: 0,
+                nodes: vec![],
+            }),
+        }
+    }
+
+    fn field<'a>(entry: &'a LeaseEventEntry, name: &str) -> Option<&'a str> {
+        entry
+            .fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_notice_carries_when_it_ends_and_an_end_its_reason_and_cost() {
+        let notice = lease_event_entry(&record("notice"));
+        assert_eq!(notice.id, EntryId::new(42, 7));
+        assert_eq!(field(&notice, "event"), Some("notice"));
+        assert_eq!(
+            field(&notice, "notice_ends_at"),
+            Some("2025-01-02T03:06:05.000Z")
+        );
+        assert_eq!(field(&notice, "price"), Some("1.50"));
+        let ended = lease_event_entry(&record("preempted"));
+        assert_eq!(field(&ended, "event"), Some("ended"));
+        assert_eq!(field(&ended, "reason"), Some("preempted"));
+        assert_eq!(field(&ended, "cost"), Some("0.00"));
+        let warning = lease_event_entry(&record("forecast"));
+        assert_eq!(field(&warning, "event"), Some("reclaim_warning"));
+        assert!(field(&warning, "reclaim_at").is_some());
+        let opened = lease_event_entry(&record("opened"));
+        assert_eq!(field(&opened, "ends_at"), Some("2025-01-02T04:03:20.000Z"));
+    }
+
+    #[test]
+    fn capacity_hash_fields_are_strings_with_empty_prices_when_absent() {
+        let fields = capacity_fields(
+            &CapacityFigures {
+                pool: Name::from("p.x"),
+                idle_gpus: 8,
+                leased_gpus: 4,
+                reclaiming_gpus: 0,
+                best_bid: None,
+                best_ask: Some(PriceMicros(1_250_000)),
+                last_price: None,
+            },
+            "2030-01-01T00:00:00.000Z",
+        );
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1.as_str();
+        assert_eq!(get("idle_gpus"), "8");
+        assert_eq!(get("best_ask"), "1.25");
+        assert_eq!(get("best_bid"), "");
+    }
+}
