@@ -276,7 +276,10 @@ mod tests {
             ("OFFPEAK_REDIS_CONSUMER", "node-a"),
         ])
         .unwrap();
-        assert_eq!((s.bus.prefix.as_str(), s.bus.consumer.as_str()), ("t-1", "node-a"));
+        assert_eq!(
+            (s.bus.prefix.as_str(), s.bus.consumer.as_str()),
+            ("t-1", "node-a")
+        );
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(settings(&[("OFFPEAK_REDIS_PREFIX", "a b")]).is_err());
         assert!(settings(&[("OFFPEAK_REDIS_CLAIM_IDLE_MS", "0")]).is_err());

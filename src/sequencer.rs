@@ -24,15 +24,14 @@
 //! - Time moves only through journaled commands: an idle server journals a `Tick` every
 //!   `idle_tick` (`OFFPEAK_IDLE_TICK_MS`), and one is sent when the engine's next timer is due.
 
-use crate::limits::{
-    BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS, READS_PER_TURN_MAX,
-    READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN, REPLAY_CHUNK_COMMANDS,
-    SNAPSHOT_EVERY, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX, TRADES_KEPT_PER_POOL_MAX,
-    WRITE_QUEUE_CAPACITY,
-};
 use crate::bus::applied::{AppliedSignals, Seen};
 use crate::bus::EntryId;
-use crate::limits::APPLIED_SIGNALS_CACHED_MAX;
+use crate::limits::{
+    APPLIED_SIGNALS_CACHED_MAX, BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS,
+    READS_PER_TURN_MAX, READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN,
+    REPLAY_CHUNK_COMMANDS, SNAPSHOT_EVERY, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX,
+    TRADES_KEPT_PER_POOL_MAX, WRITE_QUEUE_CAPACITY,
+};
 use crate::market_data::MarketData;
 use crate::metrics::Metrics;
 use crate::store::{BatchRows, Store, StoredSnapshot};
