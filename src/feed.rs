@@ -61,6 +61,8 @@ pub(crate) struct PoolFeed {
     pending: BTreeMap<(Side, u64), (u64, u32)>,
     /// When the book last changed (the committing batch's time).
     pub(crate) changed_at: TimeMs,
+    /// When the oldest change not yet sent was made.
+    pending_since: Option<TimeMs>,
     /// The latest trades, oldest first, for a new subscriber's snapshot.
     recent_trades: VecDeque<TradeView>,
     /// Trades not sent yet.
@@ -129,6 +131,8 @@ pub struct BookDelta {
     pub seq: u64,
     /// When the book last changed.
     pub at: TimeMs,
+    /// When the oldest change in the delta was made (how long it waited is the feed's lag).
+    pub first_at: TimeMs,
     /// The levels that changed, bids then asks, each by price.
     pub changes: Vec<LevelChange>,
 }
@@ -353,6 +357,10 @@ impl Feed {
             }
             if changed {
                 feed.seq = seq;
+                feed.pending_since.get_or_insert(at);
+            }
+            // A book that never changed still gets a real time, not the epoch.
+            if changed || feed.changed_at == TimeMs(0) {
                 feed.changed_at = at;
             }
             if feed.leased_gpus != summary.leased_gpus
@@ -485,6 +493,7 @@ impl Feed {
             let feed = &mut market.pools[at_index].1;
             feed.seq = seq;
             feed.changed_at = at;
+            feed.pending_since.get_or_insert(at);
         }
     }
 
@@ -504,6 +513,7 @@ impl Feed {
                     prev_seq: feed.sent_seq,
                     seq: feed.seq,
                     at: feed.changed_at,
+                    first_at: feed.pending_since.take().unwrap_or(feed.changed_at),
                     changes: pending
                         .into_iter()
                         .map(|((side, price), (gpus, orders))| LevelChange {

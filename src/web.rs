@@ -5,7 +5,7 @@
 //! this origin, so nothing is ever loaded from the internet.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpResponse, Resource};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
@@ -16,12 +16,20 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-/// Registers `/`, `/index.html`, `/app.js` and `/style.css`.
+/// Registers `/`, `/index.html`, `/app.js` and `/style.css` (GET and HEAD).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/index.html", web::get().to(index))
-        .route("/app.js", web::get().to(app_js))
-        .route("/style.css", web::get().to(style_css));
+    cfg.service(asset("/", "text/html; charset=utf-8", INDEX_HTML))
+        .service(asset("/index.html", "text/html; charset=utf-8", INDEX_HTML))
+        .service(asset("/app.js", "text/javascript; charset=utf-8", APP_JS))
+        .service(asset("/style.css", "text/css; charset=utf-8", STYLE_CSS));
+}
+
+/// One embedded file; HEAD as well as GET, since uptime checks and `curl -I` probe the page.
+fn asset(path: &str, content_type: &'static str, body: &'static str) -> Resource {
+    let serve = move || async move { file(content_type, body) };
+    web::resource(path)
+        .route(web::get().to(serve))
+        .route(web::head().to(serve))
 }
 
 fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
@@ -33,16 +41,4 @@ fn file(content_type: &'static str, body: &'static str) -> HttpResponse {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .insert_header((header::REFERRER_POLICY, "no-referrer"))
         .body(body)
-}
-
-async fn index() -> HttpResponse {
-    file("text/html; charset=utf-8", INDEX_HTML)
-}
-
-async fn app_js() -> HttpResponse {
-    file("text/javascript; charset=utf-8", APP_JS)
-}
-
-async fn style_css() -> HttpResponse {
-    file("text/css; charset=utf-8", STYLE_CSS)
 }

@@ -101,7 +101,9 @@ async function loadPools() {
     }
   }
   const wanted = new URLSearchParams(location.hash.slice(1)).get('pool') || current || state.pool;
-  const pick = state.pools.find((p) => p.id === wanted) || state.pools[0];
+  // Without a choice, open the busiest pool: the one with the most GPUs offered or leased.
+  const busiest = [...state.pools].sort((a, b) => (b.idle_gpus + b.leased_gpus) - (a.idle_gpus + a.leased_gpus))[0];
+  const pick = state.pools.find((p) => p.id === wanted) || busiest;
   if (pick) select.value = pick.id;
   return pick ? pick.id : null;
 }
@@ -400,16 +402,20 @@ function withCumulative(levels) {
   return levels.map((l) => { total += l.gpus; return { ...l, cum: total }; });
 }
 
-function levelRow(side, level, maxCum, now) {
+function levelRow(side, level, maxCum, maxOwn, now) {
   const row = document.createElement('div');
   row.className = 'lvl';
   row.setAttribute('role', 'row');
   row.dataset.price = String(level.price);
   const changedAt = state.book.changed.get(`${side}:${level.price}`);
   if (changedAt && now - changedAt < 600) row.classList.add('flash');
+  // A faint bar for the cumulative depth, a stronger one for the level's own size.
   const bar = document.createElement('div');
-  bar.className = 'bar';
+  bar.className = 'bar cum';
   bar.style.width = `${maxCum ? (100 * level.cum) / maxCum : 0}%`;
+  const own = document.createElement('div');
+  own.className = 'bar own';
+  own.style.width = `${maxOwn ? (100 * level.gpus) / maxOwn : 0}%`;
   const px = document.createElement('span');
   px.className = 'px';
   px.setAttribute('role', 'cell');
@@ -422,7 +428,7 @@ function levelRow(side, level, maxCum, now) {
   cum.setAttribute('role', 'cell');
   cum.className = 'cum';
   cum.textContent = fmtInt(level.cum);
-  row.append(bar, px, gpus, cum);
+  row.append(bar, own, px, gpus, cum);
   return row;
 }
 
@@ -433,9 +439,10 @@ function drawLadder() {
   const asks = withCumulative(sortedLevels('ask').slice(0, rows));
   const bids = withCumulative(sortedLevels('bid').slice(0, rows));
   const maxCum = Math.max(asks.length ? asks[asks.length - 1].cum : 0, bids.length ? bids[bids.length - 1].cum : 0);
+  const maxOwn = Math.max(0, ...asks.map((l) => l.gpus), ...bids.map((l) => l.gpus));
   const now = performance.now();
-  const askRows = asks.map((l) => levelRow('ask', l, maxCum, now)).reverse();
-  const bidRows = bids.map((l) => levelRow('bid', l, maxCum, now));
+  const askRows = asks.map((l) => levelRow('ask', l, maxCum, maxOwn, now)).reverse();
+  const bidRows = bids.map((l) => levelRow('bid', l, maxCum, maxOwn, now));
   asksEl.replaceChildren(...(askRows.length ? askRows : [emptyNote(state.book.seq === null ? 'Loading…' : 'No idle capacity offered')]));
   bidsEl.replaceChildren(...(bidRows.length ? bidRows : [emptyNote(state.book.seq === null ? 'Loading…' : 'No bids')]));
   const bestBid = bids.length ? bids[0].price : null;
@@ -589,9 +596,11 @@ function drawCandles() {
   const volH = Math.max(20, (h - timeH) * 0.18);
   const priceH = h - timeH - volH - 8;
   const width = INTERVALS[state.interval];
-  const slot = 10;
-  const slots = Math.max(5, Math.floor((plotW - 8) / slot));
   const nowBucket = Math.floor(Date.now() / width) * width;
+  // Fit the history there is: wide candles for a young market, 6 px ones for a long one.
+  const history = state.candles.length ? (nowBucket - state.candles[0].start) / width + 1 : 1;
+  const slots = Math.max(24, Math.min(Math.floor((plotW - 8) / 6), Math.ceil(history * 1.15)));
+  const slot = (plotW - 8) / slots;
   const firstBucket = nowBucket - (slots - 1) * width;
   const shown = state.candles.filter((c) => c.start >= firstBucket);
   if (!shown.length) {
@@ -621,8 +630,9 @@ function drawCandles() {
   // Time axis.
   ctx.textAlign = 'center';
   const labelEvery = Math.ceil(70 / slot);
-  for (let i = 0; i < slots; i += labelEvery) {
+  for (let i = slots - 1; i >= 0; i -= labelEvery) {
     const start = firstBucket + i * width;
+    if (x(start) < 24) break;
     ctx.fillText(new Date(start).toTimeString().slice(0, 5), x(start), h - timeH / 2);
   }
   // Volume.

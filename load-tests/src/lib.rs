@@ -1,5 +1,6 @@
 //! offpeak's load tests: seeded command streams and the side-by-side engine benchmarks run by
-//! the `engine-bench` binary (see BENCHMARKS.md at the repository root).
+//! the `engine-bench` binary, and the scenarios `offpeak-load` runs against a live server (one
+//! module each, e.g. `ws_fanout`; see BENCHMARKS.md at the repository root).
 //!
 //! Every stream is generated from a printed seed with a portable generator (ChaCha8), so a run
 //! can be repeated exactly. Commands are built outside the timed sections; the timed sections
@@ -15,3 +16,5 @@ pub mod mix;
 pub mod ours_stream;
 pub mod setup;
 pub mod stream;
+pub mod target;
+pub mod ws_fanout;

@@ -8,16 +8,120 @@
 
 use super::protocol::{self, Channel, Frame};
 use crate::feed::{Changes, Feed};
-use crate::limits::{FEED_PUBLISH_INTERVAL, WS_CLIENT_LAG_MAX, WS_HUB_COMMANDS_MAX};
+use crate::limits::{
+    FEED_PUBLISH_INTERVAL, WS_CLIENT_LAG_MAX, WS_CLIENT_QUEUE_BYTES_MAX,
+    WS_CLIENT_QUEUE_MESSAGES_MAX, WS_HUB_COMMANDS_MAX,
+};
+use actix_web::web::Bytes;
 use matching_engine::Name;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// A connection's id, unique for the hub's life.
 pub type ClientId = u64;
+
+/// A client's bounded send queue: at most [`WS_CLIENT_QUEUE_MESSAGES_MAX`] frames and
+/// [`WS_CLIENT_QUEUE_BYTES_MAX`] bytes wait for its socket.
+pub fn client_queue() -> (QueueSender, QueueReceiver) {
+    let (frames, receiver) = mpsc::channel(WS_CLIENT_QUEUE_MESSAGES_MAX);
+    let bytes = Arc::new(Semaphore::new(WS_CLIENT_QUEUE_BYTES_MAX));
+    (
+        QueueSender {
+            frames,
+            bytes: bytes.clone(),
+        },
+        QueueReceiver {
+            frames: receiver,
+            bytes,
+        },
+    )
+}
+
+/// What waits in a client's queue for its socket.
+pub enum Outgoing {
+    /// A JSON message.
+    Text(Frame),
+    /// A WebSocket ping (heartbeat).
+    Ping,
+    /// The answer to the client's ping.
+    Pong(Bytes),
+}
+
+impl Outgoing {
+    /// What it costs of the byte budget (a frame larger than the budget costs all of it).
+    fn cost(&self) -> u32 {
+        let bytes = match self {
+            Outgoing::Text(frame) => frame.len(),
+            Outgoing::Ping => 0,
+            Outgoing::Pong(payload) => payload.len(),
+        };
+        // Framing overhead, so that even empty frames count.
+        (bytes + 8).min(WS_CLIENT_QUEUE_BYTES_MAX) as u32
+    }
+}
+
+/// The sending end of a client queue: the hub's, and the session's for its own answers.
+#[derive(Clone)]
+pub struct QueueSender {
+    frames: mpsc::Sender<Outgoing>,
+    bytes: Arc<Semaphore>,
+}
+
+/// The session's end of a client queue.
+pub struct QueueReceiver {
+    frames: mpsc::Receiver<Outgoing>,
+    bytes: Arc<Semaphore>,
+}
+
+/// Why a frame was not queued.
+#[derive(Debug)]
+pub enum TrySend {
+    /// The queue is at its bound.
+    Full,
+    /// The session is gone.
+    Closed,
+}
+
+impl QueueSender {
+    /// Queues a JSON message without waiting.
+    pub fn try_send(&self, frame: Frame) -> Result<(), TrySend> {
+        self.try_send_outgoing(Outgoing::Text(frame))
+    }
+
+    /// Queues any frame without waiting.
+    pub fn try_send_outgoing(&self, frame: Outgoing) -> Result<(), TrySend> {
+        let slot = self.frames.try_reserve().map_err(|e| match e {
+            mpsc::error::TrySendError::Full(()) => TrySend::Full,
+            mpsc::error::TrySendError::Closed(()) => TrySend::Closed,
+        })?;
+        let bytes = self
+            .bytes
+            .try_acquire_many(frame.cost())
+            .map_err(|_| TrySend::Full)?;
+        // The session gives the bytes back when it takes the frame out.
+        bytes.forget();
+        slot.send(frame);
+        Ok(())
+    }
+
+    /// Whether the queue has drained enough to be worth building snapshots for.
+    fn has_room(&self) -> bool {
+        self.frames.capacity() > 0
+            && self.bytes.available_permits() >= WS_CLIENT_QUEUE_BYTES_MAX / 2
+    }
+}
+
+impl QueueReceiver {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        let frame = self.frames.recv().await?;
+        self.bytes.add_permits(frame.cost() as usize);
+        Some(frame)
+    }
+}
 
 /// Why the hub cut a client off: sent to its session, which closes the socket with it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,7 +146,7 @@ impl Kick {
 enum Command {
     Join {
         client: ClientId,
-        queue: mpsc::Sender<Frame>,
+        queue: QueueSender,
         kick: oneshot::Sender<Kick>,
     },
     Authenticated {
@@ -71,6 +175,39 @@ pub struct HubStats {
     pub clients_dropped: AtomicU64,
     /// Times a client's queue was full and it was coalesced, since start.
     pub clients_coalesced: AtomicU64,
+}
+
+impl HubStats {
+    /// The counters in the Prometheus text format, for `/metrics`.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let rows: [(&str, &str, &str, u64); 3] = [
+            (
+                "offpeak_ws_connections",
+                "gauge",
+                "Open WebSocket connections.",
+                self.connections.load(Ordering::Relaxed) as u64,
+            ),
+            (
+                "offpeak_ws_clients_dropped_total",
+                "counter",
+                "WebSocket clients dropped for being too slow or losing private events.",
+                self.clients_dropped.load(Ordering::Relaxed),
+            ),
+            (
+                "offpeak_ws_clients_coalesced_total",
+                "counter",
+                "Times a WebSocket client's queue was full and its updates were coalesced.",
+                self.clients_coalesced.load(Ordering::Relaxed),
+            ),
+        ];
+        for (name, kind, help, value) in rows {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+        out
+    }
 }
 
 /// The sessions' handle on the hub.
@@ -110,7 +247,7 @@ impl Hub {
     }
 
     /// Registers a client and its queue; the hub sends it `Kick` if it cuts it off.
-    pub async fn join(&self, queue: mpsc::Sender<Frame>) -> (ClientId, oneshot::Receiver<Kick>) {
+    pub async fn join(&self, queue: QueueSender) -> (ClientId, oneshot::Receiver<Kick>) {
         let client = self.next_client.fetch_add(1, Ordering::Relaxed);
         let (kick, kicked) = oneshot::channel();
         self.send(Command::Join {
@@ -150,7 +287,7 @@ impl Hub {
 }
 
 struct Client {
-    queue: mpsc::Sender<Frame>,
+    queue: QueueSender,
     kick: Option<oneshot::Sender<Kick>>,
     account: Option<Name>,
     channels: HashSet<Channel>,
@@ -200,15 +337,18 @@ impl Client {
         }
         match self.queue.try_send(frame.clone()) {
             Ok(()) => Delivery::Sent,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(TrySend::Full) => {
                 if channel.is_private() {
                     self.kick(Kick::PrivateEventsLost);
                     return Delivery::Gone;
                 }
+                if self.lagging_since.is_none() {
+                    tracing::debug!(channel = %channel.name(), "WebSocket client queue full; coalescing");
+                }
                 self.owe(channel.clone(), now);
                 Delivery::Coalesced
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(TrySend::Closed) => {
                 self.kick = None;
                 Delivery::Gone
             }
@@ -293,6 +433,7 @@ impl HubTask {
                     for channel in channels {
                         c.channels.remove(&channel);
                         c.owed.retain(|owed| owed != &channel);
+                        // Best effort: a client too slow to take it will see its updates stop.
                         let _ = c.queue.try_send(protocol::unsubscribed(&channel));
                     }
                 }
@@ -332,12 +473,14 @@ impl HubTask {
             let Some(c) = self.clients.get(&client) else {
                 return;
             };
-            // Reserve a slot before building the snapshot: no work for a full queue.
-            let Ok(permit) = c.queue.try_reserve() else {
+            // No snapshot is built for a queue that is still mostly full.
+            if !c.queue.has_room() {
                 break;
-            };
-            permit.send(self.snapshot(channel));
-            settled += 1;
+            }
+            match c.queue.try_send(self.snapshot(channel)) {
+                Ok(()) => settled += 1,
+                Err(_) => break,
+            }
         }
         let Some(c) = self.clients.get_mut(&client) else {
             return;
@@ -349,6 +492,11 @@ impl HubTask {
             .lagging_since
             .is_some_and(|since| now.duration_since(since) > WS_CLIENT_LAG_MAX)
         {
+            tracing::info!(
+                client,
+                lag_ms = WS_CLIENT_LAG_MAX.as_millis() as u64,
+                "dropping a WebSocket client that stopped reading"
+            );
             c.kick(Kick::SlowConsumer);
             self.remove(client);
         }

@@ -165,7 +165,8 @@ pub fn book_snapshot(pool: &str, book: &BookSnapshot) -> Frame {
     })
 }
 
-/// `{"type":"delta","channel":"book:p","prev_seq","seq","at","changes":[{side,price,gpus,orders}]}`.
+/// `{"type":"delta","channel":"book:p","prev_seq","seq","at","first_at","changes":[...]}`:
+/// `at` is when the book last changed, `first_at` when the oldest change in it was made.
 pub fn book_delta(pool: &str, delta: &BookDelta) -> Frame {
     #[derive(Serialize)]
     struct Msg {
@@ -174,6 +175,7 @@ pub fn book_delta(pool: &str, delta: &BookDelta) -> Frame {
         prev_seq: u64,
         seq: u64,
         at: Rfc3339Time,
+        first_at: Rfc3339Time,
         changes: Vec<ChangeJson>,
     }
     frame(&Msg {
@@ -182,6 +184,7 @@ pub fn book_delta(pool: &str, delta: &BookDelta) -> Frame {
         prev_seq: delta.prev_seq,
         seq: delta.seq,
         at: delta.at.into(),
+        first_at: delta.first_at.into(),
         changes: delta.changes.iter().map(ChangeJson::from).collect(),
     })
 }
@@ -488,6 +491,7 @@ mod tests {
             prev_seq: 4,
             seq: 7,
             at: TimeMs(1_735_787_045_678),
+            first_at: TimeMs(1_735_787_045_600),
             changes: vec![LevelChange {
                 side: Side::Ask,
                 price: PriceMicros(1_250_000),
@@ -498,7 +502,7 @@ mod tests {
         let text = book_delta("p", &delta);
         assert_eq!(
             &*text,
-            r#"{"type":"delta","channel":"book:p","prev_seq":4,"seq":7,"at":"2025-01-02T03:04:05.678Z","changes":[{"side":"ask","price":"1.25","gpus":0,"orders":0}]}"#
+            r#"{"type":"delta","channel":"book:p","prev_seq":4,"seq":7,"at":"2025-01-02T03:04:05.678Z","first_at":"2025-01-02T03:04:05.600Z","changes":[{"side":"ask","price":"1.25","gpus":0,"orders":0}]}"#
         );
     }
 }

@@ -1,18 +1,17 @@
 //! One WebSocket connection: writes its queue to the socket, reads and answers its requests,
 //! pings it, and closes it when the hub cuts it off or it goes silent.
 
-use super::hub::{ClientId, Kick};
+use super::hub::{client_queue, ClientId, Kick, Outgoing, QueueSender};
 use super::protocol::{self, Channel, ClientOp, Frame};
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
 use crate::limits::{
-    WS_CLIENT_MESSAGE_BYTES_MAX, WS_CLIENT_OPS_BURST, WS_CLIENT_OPS_PER_S,
-    WS_CLIENT_QUEUE_MESSAGES_MAX, WS_CLIENT_SILENCE_MAX, WS_PING_INTERVAL, WS_SUBSCRIPTIONS_MAX,
+    WS_CLIENT_MESSAGE_BYTES_MAX, WS_CLIENT_OPS_BURST, WS_CLIENT_OPS_PER_S, WS_CLIENT_SILENCE_MAX,
+    WS_PING_INTERVAL, WS_SUBSCRIPTIONS_MAX,
 };
-use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Closed, Session};
+use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use std::collections::HashSet;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
 /// How long a closing handshake may take before the connection is simply dropped.
@@ -53,9 +52,16 @@ struct Connection {
     principal: Option<Principal>,
     channels: HashSet<Channel>,
     ops: OpsBucket,
+    /// The client's queue, for answers to its requests.
+    replies: QueueSender,
 }
 
 /// Runs the connection until either side ends it.
+///
+/// Two halves run concurrently in this one task: the writer moves the client's queue to the
+/// socket (and is the only one that waits on it), the reader answers the client's requests
+/// and queues the answers. A client that stops reading therefore still has its requests
+/// handled, and whatever they produce piles up in its bounded queue, where the hub sees it.
 pub(super) async fn run(
     state: WsState,
     principal: Option<Principal>,
@@ -64,8 +70,8 @@ pub(super) async fn run(
     slot: ConnectionSlot,
 ) {
     let _slot = slot;
-    let (queue_tx, mut queue) = mpsc::channel::<Frame>(WS_CLIENT_QUEUE_MESSAGES_MAX);
-    let (client, mut kicked) = state.hub.join(queue_tx).await;
+    let (queue_tx, mut queue) = client_queue();
+    let (client, mut kicked) = state.hub.join(queue_tx.clone()).await;
     let mut incoming = incoming
         .max_frame_size(WS_CLIENT_MESSAGE_BYTES_MAX)
         .aggregate_continuations()
@@ -76,75 +82,77 @@ pub(super) async fn run(
             .authenticated(client, principal.account.clone())
             .await;
     }
+    let hub = state.hub.clone();
     let mut conn = Connection {
         client,
         state,
         principal,
         channels: HashSet::new(),
         ops: OpsBucket::new(),
+        replies: queue_tx,
     };
-    let mut ping = tokio::time::interval_at(Instant::now() + WS_PING_INTERVAL, WS_PING_INTERVAL);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
 
-    let close: Option<CloseReason> = loop {
-        tokio::select! {
-            biased;
-            kick = &mut kicked => break kick.ok().map(kick_reason),
-            frame = queue.recv() => {
-                let Some(frame) = frame else { break None };
-                // Writing waits for the socket; the hub may cut a stuck client off meanwhile.
-                tokio::select! {
-                    biased;
-                    kick = &mut kicked => break kick.ok().map(kick_reason),
-                    sent = ws.text(&*frame) => if sent.is_err() { break None },
-                }
+    let writer = async {
+        while let Some(frame) = queue.recv().await {
+            let sent = match frame {
+                Outgoing::Text(text) => ws.text(&*text).await,
+                Outgoing::Ping => ws.ping(b"").await,
+                Outgoing::Pong(payload) => ws.pong(&payload).await,
+            };
+            if sent.is_err() {
+                return None;
             }
-            message = incoming.recv() => {
-                last_heard = Instant::now();
-                match message {
-                    Some(Ok(AggregatedMessage::Text(text))) => {
-                        if conn.handle(&text, &mut ws).await.is_err() {
-                            break None;
+        }
+        None
+    };
+    let reader = async {
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + WS_PING_INTERVAL, WS_PING_INTERVAL);
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                message = incoming.recv() => {
+                    last_heard = Instant::now();
+                    match message {
+                        Some(Ok(AggregatedMessage::Text(text))) => conn.handle(&text).await,
+                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                            conn.reply(protocol::error("invalid_message", "send JSON text messages", None));
                         }
-                    }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
-                        let reply = protocol::error("invalid_message", "send JSON text messages", None);
-                        if ws.text(&*reply).await.is_err() {
-                            break None;
+                        Some(Ok(AggregatedMessage::Ping(payload))) => {
+                            let _ = conn.replies.try_send_outgoing(Outgoing::Pong(payload));
                         }
-                    }
-                    Some(Ok(AggregatedMessage::Ping(payload))) => {
-                        if ws.pong(&payload).await.is_err() {
-                            break None;
+                        Some(Ok(AggregatedMessage::Pong(_))) => {}
+                        Some(Ok(AggregatedMessage::Close(_))) => return Some(CloseCode::Normal.into()),
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "WebSocket protocol error");
+                            return Some(CloseReason {
+                                code: CloseCode::Protocol,
+                                description: Some("protocol_error".to_owned()),
+                            });
                         }
+                        None => return None,
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) => break Some(CloseCode::Normal.into()),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "WebSocket protocol error");
-                        break Some(CloseReason {
-                            code: CloseCode::Protocol,
-                            description: Some("protocol_error".to_owned()),
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > WS_CLIENT_SILENCE_MAX {
+                        return Some(CloseReason {
+                            code: CloseCode::Away,
+                            description: Some("silent_too_long".to_owned()),
                         });
                     }
-                    None => break None,
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > WS_CLIENT_SILENCE_MAX {
-                    break Some(CloseReason {
-                        code: CloseCode::Away,
-                        description: Some("silent_too_long".to_owned()),
-                    });
-                }
-                if ws.ping(b"").await.is_err() {
-                    break None;
+                    let _ = conn.replies.try_send_outgoing(Outgoing::Ping);
                 }
             }
         }
     };
-    conn.state.hub.leave(client).await;
+    let close: Option<CloseReason> = tokio::select! {
+        biased;
+        kick = &mut kicked => kick.ok().map(kick_reason),
+        close = writer => close,
+        close = reader => close,
+    };
+    hub.leave(client).await;
     let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(close)).await;
 }
 
@@ -156,77 +164,83 @@ fn kick_reason(kick: Kick) -> CloseReason {
 }
 
 impl Connection {
+    /// Queues an answer; a client too slow to have room for it would not read it anyway.
+    fn reply(&self, frame: Frame) {
+        let _ = self.replies.try_send(frame);
+    }
+
     /// Answers one client request.
-    async fn handle(&mut self, text: &str, ws: &mut Session) -> Result<(), Closed> {
+    async fn handle(&mut self, text: &str) {
         if !self.ops.take() {
-            let reply = protocol::error(
+            self.reply(protocol::error(
                 "rate_limited",
                 &format!("at most {WS_CLIENT_OPS_PER_S} requests a second"),
                 None,
-            );
-            return ws.text(&*reply).await;
+            ));
+            return;
         }
         let op = match serde_json::from_str::<ClientOp>(text) {
             Ok(op) => op,
             Err(e) => {
-                let reply = protocol::error("invalid_message", &e.to_string(), None);
-                return ws.text(&*reply).await;
+                self.reply(protocol::error("invalid_message", &e.to_string(), None));
+                return;
             }
         };
         match op {
-            ClientOp::Ping => ws.text(&*protocol::pong()).await,
-            ClientOp::Auth { token } => self.authenticate(&token, ws).await,
-            ClientOp::Subscribe { channels } => self.subscribe(channels, ws).await,
+            ClientOp::Ping => self.reply(protocol::pong()),
+            ClientOp::Auth { token } => self.authenticate(&token).await,
+            ClientOp::Subscribe { channels } => self.subscribe(channels).await,
             ClientOp::Unsubscribe { channels } => {
                 let mut leaving = Vec::new();
                 for name in channels {
                     match Channel::parse(&name) {
                         Some(channel) if self.channels.remove(&channel) => leaving.push(channel),
-                        _ => {
-                            let reply =
-                                protocol::error("not_subscribed", "not subscribed", Some(&name));
-                            ws.text(&*reply).await?;
-                        }
+                        _ => self.reply(protocol::error(
+                            "not_subscribed",
+                            "not subscribed",
+                            Some(&name),
+                        )),
                     }
                 }
                 if !leaving.is_empty() {
                     self.state.hub.unsubscribe(self.client, leaving).await;
                 }
-                Ok(())
             }
         }
     }
 
-    async fn authenticate(&mut self, token: &str, ws: &mut Session) -> Result<(), Closed> {
+    async fn authenticate(&mut self, token: &str) {
         let principal = match self.state.verifier.verify(token) {
             Ok(principal) => principal,
             Err(_) => {
-                let reply =
-                    protocol::error("unauthorized", "a valid bearer token is required", None);
-                return ws.text(&*reply).await;
+                self.reply(protocol::error(
+                    "unauthorized",
+                    "a valid bearer token is required",
+                    None,
+                ));
+                return;
             }
         };
         if let Some(current) = &self.principal {
             if current.account != principal.account {
                 // Private subscriptions belong to the first account; no switching mid-stream.
-                let reply = protocol::error(
+                self.reply(protocol::error(
                     "already_authenticated",
                     "this connection is authenticated as another account",
                     None,
-                );
-                return ws.text(&*reply).await;
+                ));
+                return;
             }
         }
-        let reply = protocol::authenticated(&principal.account, principal.role);
         self.state
             .hub
             .authenticated(self.client, principal.account.clone())
             .await;
+        self.reply(protocol::authenticated(&principal.account, principal.role));
         self.principal = Some(principal);
-        ws.text(&*reply).await
     }
 
-    async fn subscribe(&mut self, names: Vec<String>, ws: &mut Session) -> Result<(), Closed> {
+    async fn subscribe(&mut self, names: Vec<String>) {
         let mut joining = Vec::new();
         for name in names {
             let refusal = match Channel::parse(&name) {
@@ -258,13 +272,11 @@ impl Connection {
                 }
             };
             if let Some((code, message)) = refusal {
-                ws.text(&*protocol::error(code, message, Some(&name)))
-                    .await?;
+                self.reply(protocol::error(code, message, Some(&name)));
             }
         }
         if !joining.is_empty() {
             self.state.hub.subscribe(self.client, joining).await;
         }
-        Ok(())
     }
 }
