@@ -71,5 +71,5 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render() + &state.bus.status.render())
+        .body(state.metrics.render() + &state.ws.stats.render() + &state.bus.status.render())
 }
