@@ -10,7 +10,9 @@
 
 pub mod auth;
 pub mod bus;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod feed;
 pub mod limits;
