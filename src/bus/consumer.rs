@@ -483,6 +483,7 @@ fn settlement(work: &Work, outcome: &Outcome) -> Settlement {
         ("type".to_owned(), work.summary.kind.clone()),
         ("supplier".to_owned(), work.summary.supplier.clone()),
         ("block_id".to_owned(), work.summary.block_id.clone()),
+        ("redelivered".to_owned(), outcome.redelivered.to_string()),
         ("at".to_owned(), at.clone()),
     ];
     let dead_letter = (outcome.status == "dead").then(|| {

@@ -10,8 +10,8 @@
 //! events with their fixed ids (skipping those already appended). Repeating either after a lost
 //! reply writes nothing twice.
 //!
-//! Every connection announces itself as `CLIENT SETINFO LIB-NAME offpeak:{prefix}`, so an
-//! operator (or a test) can find this server's connections in `CLIENT LIST`.
+//! Every connection is named `offpeak:{prefix}` (`CLIENT SETNAME`, again after each reconnect),
+//! so an operator (or a test) can find this server's connections in `CLIENT LIST`.
 
 use super::{
     Bus, BusError, EntryId, Fields, Keys, LeaseEventEntry, MarketUpdate, Settlement, SignalEntry,
@@ -23,7 +23,8 @@ use crate::limits::{
 };
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script, Value};
+use redis::{Client, FromRedisValue, RedisError, RedisResult, Script, ScriptInvocation, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Acknowledges entries; appends the result (and dead letter) only for a first acknowledgement.
@@ -72,11 +73,50 @@ end
 return added
 "#;
 
+/// A managed connection that names itself before its first command and again after each
+/// error: the manager reconnects after an error, and a new connection has no name.
+struct Named {
+    manager: ConnectionManager,
+    named: AtomicBool,
+}
+
+impl Named {
+    fn new(manager: ConnectionManager) -> Named {
+        Named {
+            manager,
+            named: AtomicBool::new(false),
+        }
+    }
+
+    async fn get(&self, name: &str) -> Result<ConnectionManager, BusError> {
+        let mut conn = self.manager.clone();
+        if !self.named.load(Ordering::Acquire) {
+            let named: RedisResult<()> = redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            self.check(named)?;
+            self.named.store(true, Ordering::Release);
+        }
+        Ok(conn)
+    }
+
+    fn check<T>(&self, result: RedisResult<T>) -> Result<T, BusError> {
+        result.map_err(|e| {
+            self.named.store(false, Ordering::Release);
+            bus_error(e)
+        })
+    }
+}
+
 /// The Redis bus.
 pub struct RedisBus {
     keys: Keys,
-    consumer: ConnectionManager,
-    publisher: ConnectionManager,
+    /// `offpeak:{prefix}`, the connections' name.
+    name: String,
+    consumer: Named,
+    publisher: Named,
     settle: Script,
     append: Script,
 }
@@ -94,13 +134,6 @@ impl RedisBus {
     /// the server from starting.
     pub fn new(url: &str, prefix: &str) -> anyhow::Result<RedisBus> {
         let client = Client::open(url).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
-        let info = client.get_connection_info().clone();
-        let named = info.clone().set_redis_settings(
-            info.redis_settings()
-                .clone()
-                .set_lib_name(format!("offpeak:{prefix}"), env!("CARGO_PKG_VERSION")),
-        );
-        let client = Client::open(named).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?;
         let config = |response: Duration| {
             ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
@@ -118,11 +151,32 @@ impl RedisBus {
                 .map_err(|e| anyhow::anyhow!("configuring the Redis publisher connection: {e}"))?;
         Ok(RedisBus {
             keys: Keys::new(prefix),
-            consumer,
-            publisher,
+            name: format!("offpeak:{prefix}"),
+            consumer: Named::new(consumer),
+            publisher: Named::new(publisher),
             settle: Script::new(SETTLE_SCRIPT),
             append: Script::new(APPEND_SCRIPT),
         })
+    }
+
+    /// Runs a command on one of the connections.
+    async fn query<T: FromRedisValue>(
+        &self,
+        on: &Named,
+        command: &redis::Cmd,
+    ) -> Result<T, BusError> {
+        let mut conn = on.get(&self.name).await?;
+        on.check(command.query_async(&mut conn).await)
+    }
+
+    /// Runs a script on one of the connections.
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        on: &Named,
+        invocation: &ScriptInvocation<'_>,
+    ) -> Result<T, BusError> {
+        let mut conn = on.get(&self.name).await?;
+        on.check(invocation.invoke_async(&mut conn).await)
     }
 
     /// Delivery counts of `consumer`'s pending entries between `first` and `last`.
@@ -133,16 +187,18 @@ impl RedisBus {
         last: &str,
         count: usize,
     ) -> Result<Vec<(String, u64)>, BusError> {
-        let reply: Value = redis::cmd("XPENDING")
-            .arg(self.keys.capacity())
-            .arg(CONSUMER_GROUP)
-            .arg(first)
-            .arg(last)
-            .arg(count)
-            .arg(consumer)
-            .query_async(&mut self.consumer.clone())
-            .await
-            .map_err(bus_error)?;
+        let reply: Value = self
+            .query(
+                &self.consumer,
+                redis::cmd("XPENDING")
+                    .arg(self.keys.capacity())
+                    .arg(CONSUMER_GROUP)
+                    .arg(first)
+                    .arg(last)
+                    .arg(count)
+                    .arg(consumer),
+            )
+            .await?;
         let Value::Array(rows) = reply else {
             return Err(shape("XPENDING"));
         };
@@ -286,18 +342,18 @@ impl Bus for RedisBus {
     }
 
     async fn create_group(&self) -> Result<(), BusError> {
+        let mut conn = self.consumer.get(&self.name).await?;
         let created: Result<Value, RedisError> = redis::cmd("XGROUP")
             .arg("CREATE")
             .arg(self.keys.capacity())
             .arg(CONSUMER_GROUP)
             .arg("0")
             .arg("MKSTREAM")
-            .query_async(&mut self.consumer.clone())
+            .query_async(&mut conn)
             .await;
         match created {
-            Ok(_) => Ok(()),
             Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-            Err(e) => Err(bus_error(e)),
+            other => self.consumer.check(other).map(|_| ()),
         }
     }
 
@@ -307,18 +363,20 @@ impl Bus for RedisBus {
         after: EntryId,
         count: usize,
     ) -> Result<Vec<SignalEntry>, BusError> {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("STREAMS")
-            .arg(self.keys.capacity())
-            .arg(after.to_string())
-            .query_async(&mut self.consumer.clone())
-            .await
-            .map_err(bus_error)?;
+        let reply: Value = self
+            .query(
+                &self.consumer,
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(CONSUMER_GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("STREAMS")
+                    .arg(self.keys.capacity())
+                    .arg(after.to_string()),
+            )
+            .await?;
         let entries = signal_entries(read_reply(&reply)?, 1);
         self.with_deliveries(consumer, entries).await
     }
@@ -330,17 +388,19 @@ impl Bus for RedisBus {
         cursor: EntryId,
         count: usize,
     ) -> Result<(EntryId, Vec<SignalEntry>), BusError> {
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(self.keys.capacity())
-            .arg(CONSUMER_GROUP)
-            .arg(consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg(cursor.to_string())
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut self.consumer.clone())
-            .await
-            .map_err(bus_error)?;
+        let reply: Value = self
+            .query(
+                &self.consumer,
+                redis::cmd("XAUTOCLAIM")
+                    .arg(self.keys.capacity())
+                    .arg(CONSUMER_GROUP)
+                    .arg(consumer)
+                    .arg(min_idle.as_millis() as u64)
+                    .arg(cursor.to_string())
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
         let Value::Array(parts) = reply else {
             return Err(shape("XAUTOCLAIM"));
         };
@@ -361,20 +421,22 @@ impl Bus for RedisBus {
         count: usize,
         block: Duration,
     ) -> Result<Vec<SignalEntry>, BusError> {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(CONSUMER_GROUP)
-            .arg(consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(self.keys.capacity())
-            .arg(">")
-            .query_async(&mut self.consumer.clone())
-            .await
-            .map_err(bus_error)?;
+        let reply: Value = self
+            .query(
+                &self.consumer,
+                redis::cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg(CONSUMER_GROUP)
+                    .arg(consumer)
+                    .arg("COUNT")
+                    .arg(count)
+                    .arg("BLOCK")
+                    .arg(block.as_millis() as u64)
+                    .arg("STREAMS")
+                    .arg(self.keys.capacity())
+                    .arg(">"),
+            )
+            .await?;
         Ok(signal_entries(read_reply(&reply)?, 1))
     }
 
@@ -403,10 +465,7 @@ impl Bus for RedisBus {
                 invocation.arg(name).arg(value);
             }
         }
-        let settled: u64 = invocation
-            .invoke_async(&mut self.consumer.clone())
-            .await
-            .map_err(bus_error)?;
+        let settled: u64 = self.invoke(&self.consumer, &invocation).await?;
         Ok(settled as usize)
     }
 
@@ -425,9 +484,9 @@ impl Bus for RedisBus {
             }
             command.ignore();
         }
-        pipe.query_async::<()>(&mut self.publisher.clone())
-            .await
-            .map_err(bus_error)
+        let mut conn = self.publisher.get(&self.name).await?;
+        self.publisher
+            .check(pipe.query_async::<()>(&mut conn).await)
     }
 
     async fn append_lease_events(&self, events: &[LeaseEventEntry]) -> Result<(), BusError> {
@@ -446,23 +505,23 @@ impl Bus for RedisBus {
                 invocation.arg(name).arg(value);
             }
         }
-        invocation
-            .invoke_async::<u64>(&mut self.publisher.clone())
+        self.invoke::<u64>(&self.publisher, &invocation)
             .await
             .map(|_| ())
-            .map_err(bus_error)
     }
 
     async fn last_lease_event(&self) -> Result<Option<EntryId>, BusError> {
-        let reply: Value = redis::cmd("XREVRANGE")
-            .arg(self.keys.lease_events())
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query_async(&mut self.publisher.clone())
-            .await
-            .map_err(bus_error)?;
+        let reply: Value = self
+            .query(
+                &self.publisher,
+                redis::cmd("XREVRANGE")
+                    .arg(self.keys.lease_events())
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
         let entries = entries_of(&reply)?;
         match entries.first() {
             None => Ok(None),

@@ -15,6 +15,7 @@ mod leases;
 mod market_data;
 mod orders;
 mod outage;
+mod redis;
 mod restart;
 mod store_conformance;
 mod validation;
