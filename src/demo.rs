@@ -9,7 +9,7 @@
 //! a block's buyers first with a reclaim forecast.
 //!
 //! Buyers are startups with their own valuation of a GPU-hour. They arrive at a rate that also
-//! follows the day, and bid for 1 to 64 GPUs for 1 to 8 hours: mostly good-till-cancelled
+//! follows the day, and bid for 1 to 32 GPUs for 1 to 8 hours: mostly good-till-cancelled
 //! all-or-none bids, some partial, immediate-or-cancel, fill-or-kill or persistent. Bids left
 //! unfilled for a while are cancelled; some leases are released early.
 //!
@@ -358,9 +358,19 @@ impl Simulation {
             .collect();
         // Oldest first: the nodes lent out longest are the first the scheduler wants back.
         live.sort_by_key(|b| b.available_from);
-        let released: u32 = live
+        // GPUs the market holds (under notice included: they come back only when it ends),
+        // and those of them not already being taken back.
+        let held: u32 = live
             .iter()
-            .map(|b| b.gpus - b.gpus_reclaimed.min(b.gpus) - b.gpus_reclaiming.min(b.gpus))
+            .map(|b| b.gpus.saturating_sub(b.gpus_reclaimed))
+            .sum();
+        let offered: u32 = live
+            .iter()
+            .map(|b| {
+                b.gpus
+                    .saturating_sub(b.gpus_reclaimed)
+                    .saturating_sub(b.gpus_reclaiming)
+            })
             .sum();
 
         let noise_step = normal(&mut self.rng);
@@ -368,12 +378,13 @@ impl Simulation {
         scheduler.noise = 0.9 * scheduler.noise + 0.04 * noise_step;
         let load = (daily_load(hour) + scheduler.noise).clamp(0.0, 1.0);
         let cluster_gpus = scheduler.nodes * NODE_GPUS;
-        // The scheduler keeps a node or two of headroom for its own bursts.
+        // The scheduler keeps two nodes of headroom for its own bursts.
         let idle_gpus = ((1.0 - load) * f64::from(cluster_gpus)) as u32;
         let target = idle_gpus.saturating_sub(2 * NODE_GPUS) / NODE_GPUS * NODE_GPUS;
 
-        if released + NODE_GPUS <= target {
-            let gpus = (target - released).min(DEMO_BLOCK_GPUS_MAX) / NODE_GPUS * NODE_GPUS;
+        // A node of hysteresis each way, so noise does not release and reclaim in turn.
+        if held + NODE_GPUS <= target.saturating_sub(NODE_GPUS) {
+            let gpus = (target - held).min(DEMO_BLOCK_GPUS_MAX) / NODE_GPUS * NODE_GPUS;
             if gpus == 0 {
                 return Some(0);
             }
@@ -392,7 +403,7 @@ impl Simulation {
                 Outcome::Refused => Some(1),
             };
         }
-        if released > target + NODE_GPUS {
+        if offered >= target + 2 * NODE_GPUS {
             // Whole blocks back, oldest first: the scheduler needs those machines.
             let Some(block) = live
                 .iter()
@@ -447,7 +458,7 @@ impl Simulation {
         let longest_bid_s = real_seconds(&scheduler.pool, 8.0 * 3600.0, speed);
         let window_s = real_seconds(&scheduler.pool, window_sim_s, speed)
             .max(longest_bid_s.saturating_mul(2))
-            .max(600);
+            .max(120);
         let nodes = (0..gpus / NODE_GPUS)
             .map(|n| NodeGpus {
                 node: format!("rack{rack}-n{}", scheduler.next_block * 8 + u64::from(n)).into(),
@@ -478,7 +489,7 @@ impl Simulation {
             .clone();
         let reference = reference_usd(&pool);
         let price_usd = reference * self.valuations[who] * (0.08 * normal(&mut self.rng)).exp();
-        let gpus = [1u32, 2, 4, 8, 8, 16, 16, 32, 64][self.rng.random_range(0..9)]
+        let gpus = [1u32, 2, 4, 4, 8, 8, 16, 32][self.rng.random_range(0..8)]
             .min(pool.gpus_per_order_max.max(1));
         let hours = [1.0, 2.0, 2.0, 4.0, 4.0, 8.0][self.rng.random_range(0..6)];
         let duration_s = real_seconds(&pool, hours * 3600.0, self.options.speed);
