@@ -33,11 +33,13 @@ fn redis_url() -> String {
 /// A stream entry as text.
 type Entry = (String, HashMap<String, String>);
 
+struct RedisSide {
+    client: redis::Client,
+    conn: MultiplexedConnection,
+}
+
 enum Side {
-    Redis {
-        client: redis::Client,
-        conn: MultiplexedConnection,
-    },
+    Redis(Box<RedisSide>),
     Memory(Arc<MemoryBus>),
 }
 
@@ -88,7 +90,7 @@ impl Signals {
             .unwrap_or_else(|e| panic!("cannot connect to Redis at {}: {e}", redis_url()));
         Signals {
             keys: Keys::new(&format!("t{:016x}", rand::random::<u64>())),
-            side: Side::Redis { client, conn },
+            side: Side::Redis(Box::new(RedisSide { client, conn })),
         }
     }
 
@@ -102,7 +104,7 @@ impl Signals {
     }
 
     fn is_redis(&self) -> bool {
-        matches!(self.side, Side::Redis { .. })
+        matches!(self.side, Side::Redis(_))
     }
 
     /// The environment a server on this bus gets.
@@ -120,11 +122,11 @@ impl Signals {
     }
 
     async fn query(&self, command: &mut redis::Cmd) -> Value {
-        let Side::Redis { conn, .. } = &self.side else {
+        let Side::Redis(redis) = &self.side else {
             unreachable!("a Redis command on the in-process bus");
         };
         command
-            .query_async(&mut conn.clone())
+            .query_async(&mut redis.conn.clone())
             .await
             .unwrap_or_else(|e| panic!("{command:?}: {e}"))
     }
@@ -133,7 +135,7 @@ impl Signals {
     pub async fn add(&self, fields: &[(&str, &str)]) -> String {
         match &self.side {
             Side::Memory(bus) => bus.add(&self.keys.capacity(), fields).to_string(),
-            Side::Redis { .. } => {
+            Side::Redis(_) => {
                 let mut command = redis::cmd("XADD");
                 command.arg(self.keys.capacity()).arg("*");
                 for (name, value) in fields {
@@ -152,7 +154,7 @@ impl Signals {
                 .into_iter()
                 .map(|(id, fields)| (id.to_string(), fields.into_iter().collect()))
                 .collect(),
-            Side::Redis { .. } => entries(
+            Side::Redis(_) => entries(
                 &self
                     .query(redis::cmd("XRANGE").arg(key).arg("-").arg("+"))
                     .await,
@@ -180,7 +182,7 @@ impl Signals {
         let key = self.keys.capacity_hash(pool);
         match &self.side {
             Side::Memory(bus) => bus.hash(&key),
-            Side::Redis { .. } => match self.query(redis::cmd("HGETALL").arg(&key)).await {
+            Side::Redis(_) => match self.query(redis::cmd("HGETALL").arg(&key)).await {
                 Value::Array(flat) => flat
                     .chunks(2)
                     .map(|pair| (text(&pair[0]), text(&pair[1])))
@@ -206,8 +208,12 @@ impl Signals {
                     }
                 });
             }
-            Side::Redis { client, .. } => {
-                let mut pubsub = client.get_async_pubsub().await.expect("pub/sub connection");
+            Side::Redis(redis) => {
+                let mut pubsub = redis
+                    .client
+                    .get_async_pubsub()
+                    .await
+                    .expect("pub/sub connection");
                 pubsub.subscribe(&channel).await.expect("SUBSCRIBE");
                 tokio::spawn(async move {
                     use futures_util::StreamExt;
@@ -231,7 +237,7 @@ impl Signals {
                 use offpeak::bus::Bus;
                 bus.create_group().await.expect("group");
             }
-            Side::Redis { .. } => {
+            Side::Redis(_) => {
                 self.query(
                     redis::cmd("XGROUP")
                         .arg("CREATE")
@@ -254,7 +260,7 @@ impl Signals {
                 .into_iter()
                 .map(|id| id.to_string())
                 .collect(),
-            Side::Redis { .. } => {
+            Side::Redis(_) => {
                 let reply = self
                     .query(
                         redis::cmd("XREADGROUP")
@@ -283,7 +289,7 @@ impl Signals {
     pub async fn rewind(&self) {
         match &self.side {
             Side::Memory(bus) => bus.rewind_group(EntryId::default()),
-            Side::Redis { .. } => {
+            Side::Redis(_) => {
                 self.query(
                     redis::cmd("XGROUP")
                         .arg("SETID")
@@ -300,7 +306,7 @@ impl Signals {
     pub async fn pending(&self) -> usize {
         match &self.side {
             Side::Memory(bus) => bus.pending_count(),
-            Side::Redis { .. } => {
+            Side::Redis(_) => {
                 let reply = self
                     .query(
                         redis::cmd("XPENDING")
@@ -664,9 +670,15 @@ async fn a_signal_left_pending_by_a_dead_consumer_is_applied_once_by_the_next(si
     signals.create_group().await;
     let until = rfc3339_in(3 * 3600);
     let own = signals.add(&release("own", "2", "1.20", &until)).await;
-    assert_eq!(signals.read_as(CONSUMER, 1).await, [own.clone()]);
+    assert_eq!(
+        signals.read_as(CONSUMER, 1).await,
+        std::slice::from_ref(&own)
+    );
     let other = signals.add(&release("other", "3", "1.30", &until)).await;
-    assert_eq!(signals.read_as("a-dead-consumer", 1).await, [other.clone()]);
+    assert_eq!(
+        signals.read_as("a-dead-consumer", 1).await,
+        std::slice::from_ref(&other)
+    );
     assert_eq!(signals.pending().await, 2);
 
     let app = TestApp::spawn_with(|env| {
@@ -694,7 +706,10 @@ async fn a_signal_left_pending_by_a_dead_consumer_is_applied_once_by_the_next(si
             ("gpus", "1"),
         ])
         .await;
-    assert_eq!(signals.read_as(CONSUMER, 10).await, [reclaim.clone()]);
+    assert_eq!(
+        signals.read_as(CONSUMER, 10).await,
+        std::slice::from_ref(&reclaim)
+    );
     let mut env = crate::helpers::base_env(&db.url());
     signals.configure(&mut env);
     let app = TestApp::spawn_on(db, env).await;
