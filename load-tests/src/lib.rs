@@ -15,6 +15,7 @@ pub mod memory;
 pub mod mix;
 pub mod ours_stream;
 pub mod setup;
+pub mod signals;
 pub mod stream;
 pub mod target;
 pub mod ws_fanout;

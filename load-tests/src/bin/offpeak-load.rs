@@ -20,6 +20,9 @@ struct Cli {
 enum Scenario {
     /// WebSocket viewers of one pool's book while the book changes at a fixed rate.
     WsFanout(load_tests::ws_fanout::Args),
+    /// A scheduler releasing and reclaiming capacity through the Redis stream while buyers
+    /// bid: signal-to-book and reclaim-to-notice latency, nothing lost or applied twice.
+    Signals(load_tests::signals::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::WsFanout(args) => {
             runtime.block_on(load_tests::ws_fanout::run(args))?;
+        }
+        Scenario::Signals(args) => {
+            runtime.block_on(load_tests::signals::run(args))?;
         }
     }
     Ok(())
