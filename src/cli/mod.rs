@@ -336,7 +336,7 @@ fn print_banner(settings: &Settings, port: u16, demo: bool) {
     let url = format!("http://{host}:{port}");
     // Under `cargo run` the binary is not on the PATH: show the command that works.
     let me = if std::env::var_os("CARGO").is_some() {
-        "cargo run --release --"
+        "cargo run -q --release --"
     } else {
         "offpeak"
     };
