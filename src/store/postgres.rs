@@ -21,14 +21,17 @@ use crate::limits::{
 use crate::timestamp::{from_datetime, to_datetime};
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use futures_util::future::join_all;
 use matching_engine::{
     BlockView, LeaseId, LeaseView, Name, NodeGpus, OrderId, OrderView, PriceMicros, TimeMs, TradeId,
 };
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row, Statement};
 
 /// Numbered migrations, applied in order at start; each runs once, in its own transaction.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
@@ -49,6 +52,8 @@ const MIGRATION_LOCK_KEY: i64 = 0x6f66_6670_6561_6b01;
 
 /// The PostgreSQL store.
 pub struct PgStore {
+    config: tokio_postgres::Config,
+    batch: tokio::sync::Mutex<Option<BatchConnection>>,
     write_pool: Pool,
     read_pool: Pool,
 }
@@ -80,8 +85,10 @@ impl PgStore {
         config.connect_timeout(DB_CONNECT_TIMEOUT);
         config.application_name("offpeak");
         Ok(PgStore {
+            batch: tokio::sync::Mutex::new(None),
             write_pool: pool(&config, DB_WRITE_CONNECTIONS_MAX)?,
             read_pool: pool(&config, DB_READ_CONNECTIONS_MAX)?,
+            config,
         })
     }
 }
@@ -380,10 +387,23 @@ fn opt_dt(at: Option<TimeMs>) -> Option<OffsetDateTime> {
     at.map(to_datetime)
 }
 
-async fn write_rows(
-    tx: &deadpool_postgres::Transaction<'_>,
-    rows: &BatchRows,
-) -> Result<(), StoreError> {
+/// One statement of a batch and its (array) parameters.
+struct Write<'a> {
+    sql: &'static str,
+    params: Vec<Box<dyn ToSql + Sync + Send + 'a>>,
+}
+
+/// The sequencer's own connection for batches, with its prepared statements. Not pooled: a
+/// batch is a hand-made transaction, and a connection whose batch failed or timed out is
+/// dropped (closing it rolls the transaction back) instead of being reused in an unknown state.
+struct BatchConnection {
+    client: tokio_postgres::Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// The statements of one batch, with their parameters: one per table that has rows.
+fn batch_writes(rows: &BatchRows) -> Result<Vec<Write<'_>>, StoreError> {
+    let mut writes = Vec::new();
     if !rows.journal.is_empty() {
         let mut seqs = Vec::with_capacity(rows.journal.len());
         let mut ats = Vec::with_capacity(rows.journal.len());
@@ -393,8 +413,10 @@ async fn write_rows(
             ats.push(entry.at.0);
             commands.push(entry.command_json.as_str());
         }
-        let statement = tx.prepare_cached(INSERT_JOURNAL).await?;
-        tx.execute(&statement, &[&seqs, &ats, &commands]).await?;
+        writes.push(Write {
+            sql: INSERT_JOURNAL,
+            params: vec![Box::new(seqs), Box::new(ats), Box::new(commands)],
+        });
     }
     if !rows.orders.is_empty() {
         let n = rows.orders.len();
@@ -443,31 +465,29 @@ async fn write_rows(
             created_at.push(dt(o.created_at));
             updated_at.push(dt(o.updated_at));
         }
-        let statement = tx.prepare_cached(UPSERT_ORDERS).await?;
-        tx.execute(
-            &statement,
-            &[
-                &id,
-                &account,
-                &pool,
-                &price,
-                &gpus,
-                &remaining,
-                &filled,
-                &min_gpus,
-                &duration,
-                &max_duration,
-                &tif,
-                &expires_at,
-                &persistent,
-                &client_order_id,
-                &status,
-                &cancel_reason,
-                &created_at,
-                &updated_at,
+        writes.push(Write {
+            sql: UPSERT_ORDERS,
+            params: vec![
+                Box::new(id),
+                Box::new(account),
+                Box::new(pool),
+                Box::new(price),
+                Box::new(gpus),
+                Box::new(remaining),
+                Box::new(filled),
+                Box::new(min_gpus),
+                Box::new(duration),
+                Box::new(max_duration),
+                Box::new(tif),
+                Box::new(expires_at),
+                Box::new(persistent),
+                Box::new(client_order_id),
+                Box::new(status),
+                Box::new(cancel_reason),
+                Box::new(created_at),
+                Box::new(updated_at),
             ],
-        )
-        .await?;
+        });
     }
     if !rows.leases.is_empty() {
         let n = rows.leases.len();
@@ -509,31 +529,29 @@ async fn write_rows(
             emergency.push(l.emergency);
             nodes.push(nodes_json(&l.nodes)?);
         }
-        let statement = tx.prepare_cached(UPSERT_LEASES).await?;
-        tx.execute(
-            &statement,
-            &[
-                &id,
-                &order_id,
-                &buyer,
-                &pool,
-                &block_id,
-                &gpus,
-                &price,
-                &status,
-                &started_at,
-                &ends_at,
-                &notice_ends_at,
-                &ended_at,
-                &cost,
-                &lease_no,
-                &supplier,
-                &preempted_at,
-                &emergency,
-                &nodes,
+        writes.push(Write {
+            sql: UPSERT_LEASES,
+            params: vec![
+                Box::new(id),
+                Box::new(order_id),
+                Box::new(buyer),
+                Box::new(pool),
+                Box::new(block_id),
+                Box::new(gpus),
+                Box::new(price),
+                Box::new(status),
+                Box::new(started_at),
+                Box::new(ends_at),
+                Box::new(notice_ends_at),
+                Box::new(ended_at),
+                Box::new(cost),
+                Box::new(lease_no),
+                Box::new(supplier),
+                Box::new(preempted_at),
+                Box::new(emergency),
+                Box::new(nodes),
             ],
-        )
-        .await?;
+        });
     }
     if !rows.trades.is_empty() {
         let n = rows.trades.len();
@@ -561,24 +579,22 @@ async fn write_rows(
             maker_side.push(codes::side(t.maker_side));
             at.push(dt(t.at));
         }
-        let statement = tx.prepare_cached(INSERT_TRADES).await?;
-        tx.execute(
-            &statement,
-            &[
-                &id,
-                &pool,
-                &price,
-                &gpus,
-                &order_id,
-                &lease_id,
-                &buyer,
-                &supplier,
-                &block_id,
-                &maker_side,
-                &at,
+        writes.push(Write {
+            sql: INSERT_TRADES,
+            params: vec![
+                Box::new(id),
+                Box::new(pool),
+                Box::new(price),
+                Box::new(gpus),
+                Box::new(order_id),
+                Box::new(lease_id),
+                Box::new(buyer),
+                Box::new(supplier),
+                Box::new(block_id),
+                Box::new(maker_side),
+                Box::new(at),
             ],
-        )
-        .await?;
+        });
     }
     if !rows.blocks.is_empty() {
         let n = rows.blocks.len();
@@ -616,29 +632,27 @@ async fn write_rows(
             nodes.push(nodes_json(&b.nodes)?);
             updated_at.push(dt(b.updated_at));
         }
-        let statement = tx.prepare_cached(UPSERT_BLOCKS).await?;
-        tx.execute(
-            &statement,
-            &[
-                &supplier,
-                &block_id,
-                &pool,
-                &status,
-                &gpus,
-                &sold,
-                &unsold,
-                &reclaimed,
-                &reclaiming,
-                &reserve,
-                &from,
-                &until,
-                &revenue,
-                &forecast,
-                &nodes,
-                &updated_at,
+        writes.push(Write {
+            sql: UPSERT_BLOCKS,
+            params: vec![
+                Box::new(supplier),
+                Box::new(block_id),
+                Box::new(pool),
+                Box::new(status),
+                Box::new(gpus),
+                Box::new(sold),
+                Box::new(unsold),
+                Box::new(reclaimed),
+                Box::new(reclaiming),
+                Box::new(reserve),
+                Box::new(from),
+                Box::new(until),
+                Box::new(revenue),
+                Box::new(forecast),
+                Box::new(nodes),
+                Box::new(updated_at),
             ],
-        )
-        .await?;
+        });
     }
     if !rows.lease_events.is_empty() {
         let n = rows.lease_events.len();
@@ -656,12 +670,17 @@ async fn write_rows(
             at.push(dt(e.at));
             detail_at.push(opt_dt(e.detail_at));
         }
-        let statement = tx.prepare_cached(INSERT_LEASE_EVENTS).await?;
-        tx.execute(
-            &statement,
-            &[&seq, &lease_id, &buyer, &kind, &at, &detail_at],
-        )
-        .await?;
+        writes.push(Write {
+            sql: INSERT_LEASE_EVENTS,
+            params: vec![
+                Box::new(seq),
+                Box::new(lease_id),
+                Box::new(buyer),
+                Box::new(kind),
+                Box::new(at),
+                Box::new(detail_at),
+            ],
+        });
     }
     if !rows.applied_signals.is_empty() {
         let n = rows.applied_signals.len();
@@ -676,11 +695,17 @@ async fn write_rows(
             rejection.push(signal.rejection.as_deref());
         }
         // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
-        let statement = tx.prepare_cached(INSERT_APPLIED_SIGNALS).await?;
-        tx.execute(&statement, &[&id_ms, &id_seq, &seq, &rejection])
-            .await?;
+        writes.push(Write {
+            sql: INSERT_APPLIED_SIGNALS,
+            params: vec![
+                Box::new(id_ms),
+                Box::new(id_seq),
+                Box::new(seq),
+                Box::new(rejection),
+            ],
+        });
     }
-    Ok(())
+    Ok(writes)
 }
 
 fn limit_of(filter: &ListFilter) -> i64 {
@@ -805,10 +830,59 @@ impl Store for PgStore {
 
     async fn write_batch(&self, rows: &BatchRows) -> Result<(), StoreError> {
         within(DB_WRITE_TIMEOUT, "the batch transaction", async {
-            let mut client = self.write_pool.get().await?;
-            let tx = client.transaction().await?;
-            write_rows(&tx, rows).await?;
-            tx.commit().await?;
+            let writes = batch_writes(rows)?;
+            let mut slot = self.batch.lock().await;
+            // Taken out of the slot: if this future fails or is dropped (timeout), the
+            // connection goes with it and PostgreSQL rolls back whatever was open.
+            let mut connection = match slot.take() {
+                Some(connection) if !connection.client.is_closed() => connection,
+                _ => {
+                    let (client, driver) = self.config.connect(NoTls).await?;
+                    tokio::spawn(async move {
+                        if let Err(e) = driver.await {
+                            tracing::debug!(error = %e, "batch connection closed");
+                        }
+                    });
+                    BatchConnection {
+                        client,
+                        statements: HashMap::new(),
+                    }
+                }
+            };
+            for write in &writes {
+                if !connection.statements.contains_key(write.sql) {
+                    let statement = connection.client.prepare(write.sql).await?;
+                    connection.statements.insert(write.sql, statement);
+                }
+            }
+            let params: Vec<Vec<&(dyn ToSql + Sync)>> = writes
+                .iter()
+                .map(|w| {
+                    w.params
+                        .iter()
+                        .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                        .collect()
+                })
+                .collect();
+            // One round trip: BEGIN, every statement and COMMIT are sent together (the
+            // driver pipelines requests polled together, in order). After a failed statement
+            // the transaction is aborted and COMMIT only rolls it back, so every result is
+            // checked.
+            let client = &connection.client;
+            let statements = &connection.statements;
+            let (begun, executed, committed) = tokio::join!(
+                client.batch_execute("BEGIN"),
+                join_all(writes.iter().zip(&params).map(|(write, params)| {
+                    client.execute(&statements[write.sql], params.as_slice())
+                })),
+                client.batch_execute("COMMIT"),
+            );
+            begun?;
+            for result in executed {
+                result?;
+            }
+            committed?;
+            *slot = Some(connection);
             Ok(())
         })
         .await
