@@ -94,8 +94,11 @@ pub fn text(value: &Value) -> String {
 /// An RFC 3339 timestamp as `YYYY-MM-DD HH:MM:SS` (UTC), or `-`.
 pub fn time(value: &Value) -> String {
     match value.as_str() {
-        Some(t) if t.len() >= 19 => format!("{} {}", &t[..10], &t[11..19]),
-        Some(t) => t.to_owned(),
+        // `get` and not indexing: whatever a server sends, a table never panics on it.
+        Some(t) => match (t.get(..10), t.get(11..19)) {
+            (Some(date), Some(clock)) => format!("{date} {clock}"),
+            _ => t.to_owned(),
+        },
         None => "-".to_owned(),
     }
 }
