@@ -40,11 +40,10 @@ impl Process {
         let stdout = child.stdout.take().expect("stdout");
         let (lines, banner_lines) = mpsc::channel();
         std::thread::spawn(move || {
+            // Keep draining stdout for the child's whole life, so it never blocks on a pipe.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
+                let _ = lines.send(line);
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -99,6 +98,14 @@ impl Process {
                 None => std::thread::sleep(Duration::from_millis(50)),
             }
         }
+    }
+}
+
+impl Process {
+    /// SIGKILL: no shutdown, no final snapshot, whatever was in flight is cut.
+    pub fn kill_hard(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -236,4 +243,71 @@ async fn the_demo_binary_makes_the_market_trade_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     server.stop_with("INT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_on_sqlite_loses_no_acknowledged_order() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Process::start(dir.path(), &[]);
+    let url = server.url.clone();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let token = mint(dir.path(), &format!("buyer-{writer}"), "buyer");
+        let (url, acknowledged) = (url.clone(), acknowledged.clone());
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 0u32.. {
+                let body = json!({"pool": "h100-sxm.us-east", "gpus": 1 + n % 4,
+                    "price": format!("1.{:02}", n % 100), "duration_s": 3600});
+                let Ok(response) = http
+                    .post(format!("{url}/v1/orders"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    // The server is gone: stop.
+                    return;
+                };
+                if response.status().as_u16() == 201 {
+                    if let Ok(placed) = response.json::<Value>().await {
+                        if let Some(id) = placed["order"]["id"].as_str() {
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .push((token.clone(), id.to_owned()));
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(move || server.kill_hard())
+        .await
+        .expect("kill");
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(
+        acknowledged.len() >= 20,
+        "only {} orders acknowledged",
+        acknowledged.len()
+    );
+
+    let dir_path = dir.path().to_owned();
+    let server = tokio::task::spawn_blocking(move || Process::start(&dir_path, &[]))
+        .await
+        .expect("restart");
+    for (token, id) in &acknowledged {
+        let (status, order) = get(&format!("{}/v1/orders/{id}", server.url), Some(token)).await;
+        assert_eq!(
+            status, 200,
+            "acknowledged order {id} survived the kill: {order}"
+        );
+        assert_eq!(order["order"]["status"], "open");
+    }
+    server.stop_with("TERM");
 }
