@@ -2041,14 +2041,26 @@ pub mod random {
             let (tick, min, max) = (config.tick.0, config.price_min.0, config.price_max.0);
             let levels = (max - min) / tick;
             let on_grid = min + tick * self.rng.gen_range(0..=levels);
-            let depth = model.depth(pool, 1).expect("known pool");
+            let depth = model.depth(pool, usize::MAX).expect("known pool");
             let touch = depth
                 .asks
                 .first()
                 .or(depth.bids.first())
                 .map_or(on_grid, |level| level.price.0);
+            // A level something already rests at: joining its queue is where time priority
+            // decides.
+            let levels_in_use: Vec<u64> = depth
+                .bids
+                .iter()
+                .chain(&depth.asks)
+                .map(|level| level.price.0)
+                .collect();
             let price = match self.rng.gen_range(0..100) {
-                0..=44 => on_grid,
+                0..=24 => on_grid,
+                25..=44 => levels_in_use
+                    .choose(&mut self.rng)
+                    .copied()
+                    .unwrap_or(on_grid),
                 45..=64 => {
                     let offset = tick * self.rng.gen_range(0..=2);
                     if self.chance(50) {
@@ -2499,7 +2511,12 @@ pub mod random {
                         PriceMicros(config.price_min.0 + tick * self.rng.gen_range(5..=30));
                 }
                 85..=89 => config.auction = AuctionMode::Batch { interval_ms: 0 },
-                90..=94 => config.price_min = PriceMicros(config.price_max.0 + config.tick.0),
+                90..=92 => config.price_min = PriceMicros(config.price_max.0 + config.tick.0),
+                93..=94 => {
+                    // One level more than a dense ladder may hold.
+                    let levels = matching_engine::limits::PRICE_LEVELS_MAX;
+                    config.price_max = PriceMicros(config.price_min.0 + config.tick.0 * levels);
+                }
                 _ => config.id = format!("{}.elsewhere", config.gpu),
             }
             Command::ConfigurePool(config)
