@@ -31,6 +31,8 @@ pub enum ApiError {
     Forbidden,
     /// No such resource (or not the caller's: the two are never told apart).
     NotFound(&'static str),
+    /// The path exists but not with this method.
+    MethodNotAllowed,
     /// Too many requests from this account; retry after this many seconds.
     RateLimited {
         /// Seconds until a request will be accepted again.
@@ -112,6 +114,7 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound(code) => code,
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable => "unavailable",
             ApiError::Overloaded => "overloaded",
@@ -138,6 +141,7 @@ impl ApiError {
                 "unknown_pool" => "no such pool".to_owned(),
                 _ => "not found".to_owned(),
             },
+            ApiError::MethodNotAllowed => "this path does not serve this method".to_owned(),
             ApiError::RateLimited { retry_after_s } => {
                 format!("too many requests; retry in {retry_after_s} s")
             }
@@ -171,6 +175,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable | ApiError::Overloaded | ApiError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -28,58 +28,58 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .app_data(web::QueryConfig::default().error_handler(error::query_error))
     .app_data(web::PathConfig::default().error_handler(error::path_error))
-    .route("/healthz", web::get().to(health::healthz))
-    .route("/readyz", web::get().to(health::readyz))
-    .route("/metrics", web::get().to(health::metrics))
-    .route("/v1/pools", web::get().to(pools::list))
-    .route("/v1/pools/{pool}", web::get().to(pools::one))
-    .route("/v1/pools/{pool}/book", web::get().to(pools::book))
-    .route("/v1/pools/{pool}/trades", web::get().to(pools::trades))
-    .route("/v1/pools/{pool}/candles", web::get().to(pools::candles))
-    .route("/v1/pools/{pool}/stats", web::get().to(pools::stats))
-    .route("/v1/pools/{pool}/quote", web::get().to(pools::quote))
+    .service(resource("/healthz").route(web::get().to(health::healthz)))
+    .service(resource("/readyz").route(web::get().to(health::readyz)))
+    .service(resource("/metrics").route(web::get().to(health::metrics)))
+    .service(resource("/v1/pools").route(web::get().to(pools::list)))
+    .service(resource("/v1/pools/{pool}").route(web::get().to(pools::one)))
+    .service(resource("/v1/pools/{pool}/book").route(web::get().to(pools::book)))
+    .service(resource("/v1/pools/{pool}/trades").route(web::get().to(pools::trades)))
+    .service(resource("/v1/pools/{pool}/candles").route(web::get().to(pools::candles)))
+    .service(resource("/v1/pools/{pool}/stats").route(web::get().to(pools::stats)))
+    .service(resource("/v1/pools/{pool}/quote").route(web::get().to(pools::quote)))
     .service(
-        web::resource("/v1/orders")
+        resource("/v1/orders")
             .route(web::post().to(orders::place))
             .route(web::get().to(orders::list)),
     )
     .service(
-        web::resource("/v1/orders/{id}")
+        resource("/v1/orders/{id}")
             .route(web::get().to(orders::one))
             .route(web::patch().to(orders::amend))
             .route(web::delete().to(orders::cancel)),
     )
-    .route("/v1/leases", web::get().to(leases::list))
-    .route("/v1/leases/{id}", web::get().to(leases::one))
-    .route("/v1/leases/{id}/release", web::post().to(leases::release))
+    .service(resource("/v1/leases").route(web::get().to(leases::list)))
+    .service(resource("/v1/leases/{id}").route(web::get().to(leases::one)))
+    .service(resource("/v1/leases/{id}/release").route(web::post().to(leases::release)))
     .service(
-        web::resource("/v1/capacity")
+        resource("/v1/capacity")
             .route(web::post().to(capacity::release))
             .route(web::get().to(capacity::list)),
     )
     .service(
-        web::resource("/v1/capacity/{block_id}")
+        resource("/v1/capacity/{block_id}")
             .route(web::get().to(capacity::one))
             .route(web::patch().to(capacity::update)),
     )
-    .route(
-        "/v1/capacity/{block_id}/reclaim",
-        web::post().to(capacity::reclaim),
-    )
-    .route(
-        "/v1/capacity/{block_id}/forecast",
-        web::post().to(capacity::forecast),
-    )
-    .route("/v1/admin/state-hash", web::get().to(admin::state_hash))
-    .route(
-        "/v1/admin/pools/{pool}",
-        web::put().to(admin::configure_pool),
-    )
-    .route("/v1/admin/kill-switch", web::post().to(admin::kill_switch))
-    .route(
-        "/v1/admin/accounts/{account}/limits",
-        web::put().to(admin::account_limits),
+    .service(resource("/v1/capacity/{block_id}/reclaim").route(web::post().to(capacity::reclaim)))
+    .service(resource("/v1/capacity/{block_id}/forecast").route(web::post().to(capacity::forecast)))
+    .service(resource("/v1/admin/state-hash").route(web::get().to(admin::state_hash)))
+    .service(resource("/v1/admin/pools/{pool}").route(web::put().to(admin::configure_pool)))
+    .service(resource("/v1/admin/kill-switch").route(web::post().to(admin::kill_switch)))
+    .service(
+        resource("/v1/admin/accounts/{account}/limits").route(web::put().to(admin::account_limits)),
     );
+}
+
+/// A resource whose unsupported methods get a JSON 405 like every other error.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+/// The answer to a known path with a method it does not serve.
+pub async fn method_not_allowed() -> actix_web::HttpResponse {
+    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
 }
 
 /// The answer to any path no route matches.

@@ -102,7 +102,8 @@ async fn expired_tokens_are_refused_beyond_the_small_leeway() {
 #[tokio::test]
 async fn wrong_or_missing_audience_issuer_expiry_or_subject_is_refused() {
     let app = TestApp::spawn().await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Change = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Change)> = vec![
         ("wrong aud", Box::new(|c| c["aud"] = json!("someone-else"))),
         (
             "missing aud",

@@ -47,11 +47,14 @@ async fn metrics_count_committed_commands() {
 }
 
 #[tokio::test]
-async fn unknown_paths_are_a_json_404() {
+async fn unknown_paths_and_methods_are_json_errors() {
     let app = TestApp::spawn().await;
     let (status, body) = app.get("/v1/nothing-here", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(code(&body), "not_found");
+    let (status, body) = app.delete("/v1/pools", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(code(&body), "method_not_allowed");
 }
 
 #[tokio::test]
