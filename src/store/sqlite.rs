@@ -1008,3 +1008,54 @@ impl Store for SqliteStore {
 pub fn open(data_dir: &Path) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(SqliteStore::open(data_dir)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commits_are_durable_wal_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.migrate().await.unwrap();
+        let (mode, sync) = store
+            .write(DB_WRITE_TIMEOUT, "pragmas", |conn| {
+                let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+                Ok((mode, sync))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        // 2 is FULL: the WAL is fsynced at every commit.
+        assert_eq!(sync, 2);
+        assert_eq!(store.path(), dir.path().join(DATABASE_FILE));
+    }
+
+    #[tokio::test]
+    async fn a_database_from_a_newer_binary_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.migrate().await.unwrap();
+        store
+            .write(DB_WRITE_TIMEOUT, "a future migration", |conn| {
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let error = store.migrate().await.unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error:?}");
+    }
+
+    #[test]
+    fn a_data_dir_that_is_a_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        assert!(SqliteStore::open(&file).is_err());
+    }
+}
