@@ -96,7 +96,14 @@ impl Named {
                 .arg(name)
                 .query_async(&mut conn)
                 .await;
-            self.check(named)?;
+            match named {
+                // A server that refuses the command (an ACL, a managed service) still serves
+                // the rest: the name is only a convenience.
+                Err(e) if e.code().is_some() => {
+                    tracing::warn!(error = %e, "Redis refused CLIENT SETNAME; connections stay unnamed");
+                }
+                other => self.check(other)?,
+            }
             self.named.store(true, Ordering::Release);
         }
         Ok(conn)
