@@ -456,9 +456,53 @@ async fn cli_errors_carry_the_server_code_and_a_trustworthy_exit_code() {
         "{}",
         unreachable.stderr
     );
+    // 3: a server that fails (5xx) or answers something that is not the API. A plain TCP
+    // listener stands in for it: a real offpeak answers 503 only while its database is down.
+    for (status, body) in [
+        (
+            "503 Service Unavailable",
+            r#"{"error":{"code":"unavailable","message":"writes are unavailable"}}"#,
+        ),
+        ("200 OK", "<html>not the API</html>"),
+    ] {
+        let url = answer_once(status, body);
+        let run = buyer_at(&url).run(&["orders"]).await;
+        assert_eq!(run.code, 3, "{status}: {}", run.stderr);
+        if status.starts_with("503") {
+            assert!(run.stderr.contains("unavailable"), "{}", run.stderr);
+        }
+    }
+
     // The exit codes are documented where a script writer looks first.
     let help = offpeak(&[], &["--help"]).await;
     assert_eq!(help.code, 0);
     assert!(help.stdout.contains("Exit codes"), "{}", help.stdout);
     app.stop().await;
+}
+
+/// A buyer's CLI pointed at `url`.
+fn buyer_at(url: &str) -> As<'_> {
+    As {
+        url,
+        token: token("acme", "buyer"),
+    }
+}
+
+/// A one-shot HTTP server on a free port that answers one request with `status` and `body`.
+fn answer_once(status: &'static str, body: &'static str) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        if let Ok((mut socket, _)) = listener.accept() {
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request);
+            let _ = write!(
+                socket,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
 }
