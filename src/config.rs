@@ -119,7 +119,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// PostgreSQL URL (`postgres://user@host:port/db`).
     pub database_url: Option<Secret>,
-    /// Directory for local state (the generated JWT secret; the SQLite file later).
+    /// Directory for local state: the SQLite store (without `DATABASE_URL`) and the generated
+    /// JWT secret.
     pub data_dir: PathBuf,
     /// JWT verification.
     pub jwt: JwtSettings,
