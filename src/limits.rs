@@ -100,6 +100,10 @@ pub const SNAPSHOT_EVERY_COMMANDS: u64 = 250_000;
 /// A snapshot is also taken this often when anything happened, so a quiet server restarts fast.
 pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
 
+/// Snapshots kept in the store; older ones are deleted when a new one is written (the journal
+/// is kept whole, so any state can still be rebuilt; snapshots only shorten the replay).
+pub const SNAPSHOTS_KEPT: i64 = 2;
+
 /// Journal rows read per query during replay, so a long journal is streamed, not loaded whole.
 pub const REPLAY_CHUNK_COMMANDS: usize = 10_000;
 

@@ -16,7 +16,7 @@ use super::{
 use crate::bus::EntryId;
 use crate::limits::{
     DB_CONNECT_TIMEOUT, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT, DB_WRITE_CONNECTIONS_MAX,
-    DB_WRITE_TIMEOUT,
+    DB_WRITE_TIMEOUT, SNAPSHOTS_KEPT,
 };
 use crate::timestamp::{from_datetime, to_datetime};
 use async_trait::async_trait;
@@ -890,19 +890,26 @@ impl Store for PgStore {
 
     async fn write_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
         within(DB_WRITE_TIMEOUT * 6, "writing the snapshot", async {
-            let client = self.write_pool.get().await?;
-            client
-                .execute(
-                    "INSERT INTO snapshots (seq, state_hash, state) VALUES ($1, $2, $3) \
-                     ON CONFLICT (seq) DO NOTHING",
-                    &[
-                        &i64_of(snapshot.seq, "seq")?,
-                        // The hash is 64 opaque bits; bigint keeps them (two's complement).
-                        &(snapshot.state_hash as i64),
-                        &snapshot.state,
-                    ],
-                )
-                .await?;
+            let mut client = self.write_pool.get().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO snapshots (seq, state_hash, state) VALUES ($1, $2, $3) \
+                 ON CONFLICT (seq) DO NOTHING",
+                &[
+                    &i64_of(snapshot.seq, "seq")?,
+                    // The hash is 64 opaque bits; bigint keeps them (two's complement).
+                    &(snapshot.state_hash as i64),
+                    &snapshot.state,
+                ],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM snapshots WHERE seq NOT IN \
+                 (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT $1)",
+                &[&SNAPSHOTS_KEPT],
+            )
+            .await?;
+            tx.commit().await?;
             Ok(())
         })
         .await

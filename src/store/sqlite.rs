@@ -713,6 +713,12 @@ impl Store for SqliteStore {
                 snapshot.state,
                 now_ms().0
             ])?;
+            // Older snapshots only cost space: the journal is kept whole.
+            conn.prepare_cached(
+                "DELETE FROM snapshots WHERE seq NOT IN \
+                 (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT ?1)",
+            )?
+            .execute(params![crate::limits::SNAPSHOTS_KEPT])?;
             Ok(())
         })
         .await

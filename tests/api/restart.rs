@@ -142,3 +142,27 @@ async fn the_journal_is_gapless_and_matches_the_rows() {
         .get(0);
     assert!(applied >= 1);
 }
+
+#[tokio::test]
+async fn only_the_newest_snapshots_are_kept() {
+    let mut app = TestApp::spawn().await;
+    let buyer = app.token("acme", "buyer");
+    for _ in 0..3 {
+        assert_eq!(app.bid(&buyer, 1, "1.00").await.0, StatusCode::CREATED);
+        let db = app.stop().await;
+        app = restarted(db).await;
+    }
+    let expected = app.state_hash().await;
+    let seqs: Vec<i64> = app
+        .db()
+        .client()
+        .await
+        .query("SELECT seq FROM snapshots ORDER BY seq", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(seqs.len(), 2, "three stops wrote three snapshots: {seqs:?}");
+    assert_eq!(seqs[1] as u64, expected.1, "the newest is the last stop's");
+}
