@@ -52,10 +52,10 @@ function decimalsOf(tickText) {
   return Math.max(2, frac.replace(/0+$/, '').length);
 }
 
-function fmtPrice(micros) {
+function fmtPrice(micros, decimals = state.decimals) {
   if (micros === null || micros === undefined) return '—';
   const whole = Math.floor(micros / 1e6);
-  const frac = String(micros % 1e6).padStart(6, '0').slice(0, state.decimals);
+  const frac = String(micros % 1e6).padStart(6, '0').slice(0, decimals);
   return `${whole}.${frac}`;
 }
 
@@ -73,6 +73,8 @@ function setStatus(kind, text) {
   const el = $('status');
   el.dataset.state = kind;
   $('status-text').textContent = text;
+  // Until the feed is live again, what is on screen may be stale: say so by dimming it.
+  document.body.classList.toggle('stale', kind !== 'live');
 }
 
 // ----- REST ------------------------------------------------------------------------------
@@ -287,7 +289,30 @@ function addTrades(list, live) {
 }
 
 function onTrades(list, live) {
-  if (addTrades(list, live)) render.schedule('tape', 'candles', 'ticker');
+  if (addTrades(list, live)) {
+    render.schedule('tape', 'candles', 'ticker');
+    if (live) refreshStatsSoon();
+  }
+}
+
+// The 24-hour figures come from REST; trades make them move, at most every two seconds.
+let statsTimer = null;
+let statsAt = 0;
+function refreshStatsSoon() {
+  if (statsTimer) return;
+  const wait = Math.max(300, statsAt + 2000 - Date.now());
+  statsTimer = setTimeout(async () => {
+    statsAt = Date.now();
+    statsTimer = null;
+    const pool = state.pool;
+    try {
+      const stats = await getJson(`/v1/pools/${encodeURIComponent(pool)}/stats?window=24h`);
+      if (pool === state.pool) {
+        state.stats = stats;
+        render.schedule('ticker');
+      }
+    } catch (e) { /* the next trade tries again */ }
+  }, wait);
 }
 
 function addToCandles(trade) {
@@ -453,7 +478,8 @@ function drawLadder() {
   mid.className = 'mid';
   const spread = document.createElement('span');
   if (bestBid !== null && bestAsk !== null) {
-    mid.textContent = fmtPrice(Math.round((bestBid + bestAsk) / 2));
+    // The mid can fall between ticks: one more decimal, always, so the column does not jump.
+    mid.textContent = fmtPrice(Math.round((bestBid + bestAsk) / 2), Math.min(6, state.decimals + 1));
     spread.textContent = `spread ${fmtPrice(bestAsk - bestBid)}`;
   } else {
     mid.textContent = '—';
@@ -571,12 +597,16 @@ function prepareCanvas(canvas) {
   return { ctx, w, h };
 }
 
-function niceStep(range, target) {
-  const raw = range / Math.max(1, target);
+// A round step near range/target: 1, 2 or 5 times a power of ten, and never below `least`
+// (for prices, one tick, so that every label is a price that can be shown exactly).
+function niceStep(range, target, least = 1) {
+  const raw = Math.max(range / Math.max(1, target), least);
   const pow = 10 ** Math.floor(Math.log10(raw));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * pow >= raw) return m * pow;
+  for (const m of [1, 2, 5, 10]) if (m * pow >= raw) return m * pow;
   return 10 * pow;
 }
+
+const tickMicros = () => 10 ** (6 - state.decimals);
 
 function placeholder(ctx, w, h, text) {
   ctx.fillStyle = color('--faint');
@@ -617,7 +647,7 @@ function drawCandles() {
   const x = (start) => 4 + ((start - firstBucket) / width) * slot + slot / 2;
 
   // Grid and price axis.
-  const step = niceStep(hi - lo, 5);
+  const step = niceStep(hi - lo, 5, tickMicros());
   ctx.strokeStyle = color('--line');
   ctx.fillStyle = color('--muted');
   ctx.textAlign = 'left';
@@ -648,9 +678,10 @@ function drawCandles() {
     ctx.strokeStyle = ctx.fillStyle = up ? color('--bid') : color('--ask');
     const cx = Math.round(x(c.start)) + 0.5;
     ctx.beginPath(); ctx.moveTo(cx, y(c.high)); ctx.lineTo(cx, y(c.low)); ctx.stroke();
-    const top = y(Math.max(c.open, c.close));
-    const bodyH = Math.max(1.5, Math.abs(y(c.open) - y(c.close)));
-    ctx.fillRect(cx - slot * 0.35, top, slot * 0.7, bodyH);
+    // A candle that did not move still gets a visible 3 px body, centred on its price.
+    const span = Math.abs(y(c.open) - y(c.close));
+    const top = span >= 3 ? y(Math.max(c.open, c.close)) : y(c.close) - 1.5;
+    ctx.fillRect(cx - slot * 0.35, top, slot * 0.7, Math.max(3, span));
   }
   // Last price marker.
   const last = shown[shown.length - 1].close;
@@ -727,7 +758,7 @@ function drawDepth() {
   // Price axis.
   ctx.fillStyle = color('--muted');
   ctx.textAlign = 'center';
-  const pstep = niceStep(hi - lo, Math.max(2, Math.floor(plotW / 90)));
+  const pstep = niceStep(hi - lo, Math.max(2, Math.floor(plotW / 90)), tickMicros());
   for (let p = Math.ceil(lo / pstep) * pstep; p <= hi; p += pstep) {
     ctx.fillText(fmtPrice(Math.round(p)), x(p), h - axisH / 2);
   }
