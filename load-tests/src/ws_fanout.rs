@@ -361,7 +361,10 @@ async fn viewer(
 /// object: the generator then parses a few dozen bytes per delta instead of every change, so
 /// its own CPU does not inflate the lag it measures.
 fn head(text: &str) -> std::borrow::Cow<'_, str> {
-    match text.find(",\"changes\":").or_else(|| text.find(",\"bids\":")) {
+    match text
+        .find(",\"changes\":")
+        .or_else(|| text.find(",\"bids\":"))
+    {
         Some(at) => format!("{}}}", &text[..at]).into(),
         None => text.into(),
     }
@@ -478,7 +481,10 @@ mod tests {
         let text = r#"{"type":"delta","channel":"book:p","prev_seq":4,"seq":7,"at":"2025-01-02T03:04:05.678Z","first_at":"2025-01-02T03:04:05.600Z","changes":[{"side":"ask","price":"1.25","gpus":0,"orders":0}]}"#;
         let delta = head(text);
         let msg: Msg<'_> = serde_json::from_str(&delta).unwrap();
-        assert_eq!((msg.kind, msg.prev_seq, msg.seq), ("delta", Some(4), Some(7)));
+        assert_eq!(
+            (msg.kind, msg.prev_seq, msg.seq),
+            ("delta", Some(4), Some(7))
+        );
         assert_eq!(msg.first_at, Some("2025-01-02T03:04:05.600Z"));
         let snapshot = r#"{"type":"snapshot","channel":"book:p","seq":9,"at":"2025-01-02T03:04:05.678Z","bids":[],"asks":[]}"#;
         let snapshot = head(snapshot);
