@@ -366,7 +366,7 @@ async fn private_channels_carry_only_the_tokens_own_account() {
     // Someone without a token watches the public trades and is refused the private channels.
     let mut public = WsClient::connect(&app, None).await.expect("connect");
     public
-        .subscribe(&["leases", &format!("trades:{POOL}")])
+        .subscribe(&["leases", &format!("trades:{POOL}"), "capacity"])
         .await;
     let refused = public.until("refusal", |m| m["type"] == "error").await;
     assert_eq!(refused["code"], "unauthorized", "{refused}");
@@ -430,6 +430,24 @@ async fn private_channels_carry_only_the_tokens_own_account() {
     assert!(
         text_a.contains(&format!("\"order_id\":\"{acme_order}\"")),
         "acme sees its lease and fill: {text_a}"
+    );
+    // The public capacity feed saw the lease and then its notice: 4 GPUs leased, all 4 of
+    // them reclaiming, none idle (the unsold 4 left the book with the reclaim).
+    let last_capacity = seen_public
+        .iter()
+        .filter(|m| m["channel"] == "capacity")
+        .flat_map(|m| m["pools"].as_array().cloned().unwrap_or_default())
+        .filter(|p| p["pool"] == POOL)
+        .last()
+        .expect("capacity updates for the pool");
+    assert_eq!(
+        (
+            &last_capacity["idle_gpus"],
+            &last_capacity["leased_gpus"],
+            &last_capacity["reclaiming_gpus"]
+        ),
+        (&json!(0), &json!(4), &json!(4)),
+        "{last_capacity}"
     );
     // The public tape names no one.
     let tape = serde_json::to_string(&seen_public).unwrap();
