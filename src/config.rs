@@ -11,6 +11,7 @@
 use crate::limits::SIGNALS_CLAIM_IDLE_DEFAULT;
 use crate::limits::{
     IDLE_TICK_INTERVAL_DEFAULT, RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT,
+    SNAPSHOT_EVERY_DEFAULT,
 };
 use std::fmt;
 use std::net::SocketAddr;
@@ -132,6 +133,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     /// How long an idle sequencer waits before journaling a `Tick` (`OFFPEAK_IDLE_TICK_MS`).
     pub idle_tick: Duration,
+    /// How often a snapshot is taken while anything happens (`OFFPEAK_SNAPSHOT_EVERY_MS`).
+    pub snapshot_every: Duration,
     /// Capacity signals in, market data and lease events out.
     pub bus: BusSettings,
 }
@@ -194,6 +197,13 @@ impl Settings {
             }
             None => IDLE_TICK_INTERVAL_DEFAULT,
         };
+        let snapshot_every = match get("OFFPEAK_SNAPSHOT_EVERY_MS") {
+            Some(text) => Duration::from_millis(u64::from(parse_positive(
+                "OFFPEAK_SNAPSHOT_EVERY_MS",
+                &text,
+            )?)),
+            None => SNAPSHOT_EVERY_DEFAULT,
+        };
         Ok(Settings {
             listen,
             database_url: get("DATABASE_URL").map(Secret::new),
@@ -209,6 +219,7 @@ impl Settings {
             http_workers,
             rate_limit,
             idle_tick,
+            snapshot_every,
             bus: BusSettings {
                 redis_url: get("REDIS_URL").map(Secret::new),
                 prefix: bus_name(

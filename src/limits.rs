@@ -28,6 +28,11 @@ pub const SUBMIT_WAIT_MAX: Duration = Duration::from_secs(5);
 /// further behind misses batches and must resynchronize from a snapshot.
 pub const EVENT_BROADCAST_BATCHES_MAX: usize = 1_024;
 
+/// Commit times of the newest batches kept for `/metrics`' notice delivery latency (24 bytes
+/// each). As many as the event broadcast buffers: a notice handed over later than that came
+/// through a resynchronization, whose delay is not a delivery latency.
+pub const COMMITS_REMEMBERED_MAX: usize = EVENT_BROADCAST_BATCHES_MAX;
+
 /// Largest request body. The biggest legitimate body is a capacity block listing its nodes
 /// (at most 1,024 nodes of ~50 bytes each).
 pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
@@ -97,8 +102,9 @@ pub const STATS_WINDOW_MIN: Duration = Duration::from_secs(60);
 /// memory to roll back to the committed state when a commit fails.
 pub const SNAPSHOT_EVERY_COMMANDS: u64 = 250_000;
 
-/// A snapshot is also taken this often when anything happened, so a quiet server restarts fast.
-pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+/// Default for `OFFPEAK_SNAPSHOT_EVERY_MS`: a snapshot is also taken this often when anything
+/// happened, so a quiet server restarts fast.
+pub const SNAPSHOT_EVERY_DEFAULT: Duration = Duration::from_secs(60);
 
 /// Snapshots kept in the store; older ones are deleted when a new one is written (the journal
 /// is kept whole, so any state can still be rebuilt; snapshots only shorten the replay).
@@ -273,6 +279,10 @@ pub const LEASE_EVENTS_STREAM_LEN_MAX: usize = 100_000;
 pub const SIGNAL_RESULTS_STREAM_LEN_MAX: usize = 100_000;
 /// See [`LEASE_EVENTS_STREAM_LEN_MAX`]; dead letters are rare, and an operator reads them.
 pub const SIGNAL_DEAD_STREAM_LEN_MAX: usize = 100_000;
+
+/// Market-data messages kept for the next attempt while Redis cannot be reached: a few
+/// seconds of a busy book; past it the oldest are dropped and subscribers resync by seq.
+pub const MARKET_UNSENT_MESSAGES_MAX: usize = 10_000;
 
 /// Lease events read from the store per query when the stream catches up.
 pub const LEASE_EVENTS_READ_CHUNK: usize = 1_000;

@@ -11,7 +11,7 @@
 //! Invariants:
 //! - `seq` numbers in the journal are 1, 2, 3... with no gap; the engine's state is exactly the
 //!   replay of the journal up to `seq`.
-//! - `base` (an encoded snapshot at `base_seq`) plus `tail` (the commands committed since)
+//! - `base` (a snapshot at `base_seq`) plus `tail` (the commands committed since)
 //!   rebuild the committed state without the database. When a commit fails, the engine is
 //!   rebuilt from them (dropping the uncommitted batch), writes are refused with 503, reads
 //!   keep being served, and the sequencer reloads from the database's snapshot and journal as
@@ -29,8 +29,8 @@ use crate::bus::EntryId;
 use crate::limits::{
     APPLIED_SIGNALS_CACHED_MAX, BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS,
     READS_PER_TURN_MAX, READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN,
-    REPLAY_CHUNK_COMMANDS, SNAPSHOT_EVERY, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX,
-    TRADES_KEPT_PER_POOL_MAX, WRITE_QUEUE_CAPACITY,
+    REPLAY_CHUNK_COMMANDS, SNAPSHOT_EVERY_COMMANDS, SUBMIT_WAIT_MAX, TRADES_KEPT_PER_POOL_MAX,
+    WRITE_QUEUE_CAPACITY,
 };
 use crate::market_data::MarketData;
 use crate::metrics::Metrics;
@@ -258,6 +258,15 @@ impl SequencerTask {
     }
 }
 
+/// The sequencer's clocks (settings, so tests can shorten them).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// An idle sequencer journals a `Tick` after this long.
+    pub idle_tick: Duration,
+    /// A snapshot is taken at least this often while anything happens.
+    pub snapshot_every: Duration,
+}
+
 /// Which pools to make sure exist at start.
 #[derive(Clone, Debug)]
 pub enum PoolsSetup {
@@ -376,7 +385,7 @@ struct Sequencer {
     seq: u64,
     writable: bool,
     /// Encoded snapshot of the committed state at `base_seq`.
-    base: Vec<u8>,
+    base: Arc<Snapshot>,
     base_seq: u64,
     /// Commands committed after `base_seq`, to rebuild the committed state without the store.
     tail: Vec<(TimeMs, Command)>,
@@ -391,6 +400,7 @@ struct Sequencer {
     /// have fired; waiting for it again would spin.
     last_tick_at: TimeMs,
     idle_tick: Duration,
+    snapshot_every: Duration,
     events: broadcast::Sender<Arc<CommittedBatch>>,
     status: Arc<SequencerStatus>,
     market: Arc<MarketData>,
@@ -403,7 +413,7 @@ pub async fn start(
     pools: PoolsSetup,
     market: Arc<MarketData>,
     metrics: Arc<Metrics>,
-    idle_tick: Duration,
+    timing: Timing,
 ) -> anyhow::Result<(SequencerHandle, SequencerTask)> {
     store.migrate().await.context("applying migrations")?;
     let started = Instant::now();
@@ -425,7 +435,7 @@ pub async fn start(
 
     let (events, _) = broadcast::channel(EVENT_BROADCAST_BATCHES_MAX);
     let status = Arc::new(SequencerStatus::default());
-    let base = encode_snapshot(&loaded.engine.snapshot())?;
+    let base = Arc::new(loaded.engine.snapshot());
     let mut sequencer = Sequencer {
         engine: loaded.engine,
         store,
@@ -440,7 +450,8 @@ pub async fn start(
         snapshot_write: None,
         last_write: Instant::now(),
         last_tick_at: TimeMs(i64::MIN),
-        idle_tick,
+        idle_tick: timing.idle_tick,
+        snapshot_every: timing.snapshot_every,
         events: events.clone(),
         status: status.clone(),
         market,
@@ -522,6 +533,14 @@ impl Sequencer {
         let mut retry_wait = RECOVERY_RETRY_MIN;
         loop {
             let tick_at = self.next_tick_at();
+            // Not while the previous snapshot is still being written: the branch would spin.
+            let snapshot_due = self.significant_since_snapshot > 0
+                && self
+                    .snapshot_write
+                    .as_ref()
+                    .is_none_or(|write| write.is_finished());
+            let snapshot_at =
+                tokio::time::Instant::from_std(self.last_snapshot + self.snapshot_every);
             tokio::select! {
                 _ = &mut stop => break,
                 Some(first) = writes.recv() => {
@@ -546,6 +565,8 @@ impl Sequencer {
                         recovering = Some(recovery(self.store.clone(), retry_wait));
                     }
                 }
+                // Wakes an otherwise idle loop for a due snapshot (`maybe_snapshot` below).
+                _ = tokio::time::sleep_until(snapshot_at), if snapshot_due && self.writable => {}
                 loaded = async { match recovering.as_mut() {
                     Some(future) => future.await,
                     None => std::future::pending().await,
@@ -635,16 +656,11 @@ impl Sequencer {
         self.last_write = Instant::now();
         let mut records = Vec::with_capacity(requests.len());
         let mut replies = Vec::with_capacity(requests.len());
-        let mut rejections = 0u64;
         for request in requests {
             let at = TimeMs(now_ms().0.max(self.engine.now().0));
             self.seq += 1;
             let mut events = Vec::new();
             self.engine.apply(at, &request.command, &mut events);
-            rejections += events
-                .iter()
-                .filter(|e| matches!(e, Event::Rejected { .. }))
-                .count() as u64;
             if matches!(request.command, Command::Tick) {
                 self.last_tick_at = at;
             }
@@ -665,11 +681,7 @@ impl Sequencer {
         };
         match result {
             Ok(()) => {
-                self.metrics.batch_committed(
-                    batch.records.len() as u64,
-                    rejections,
-                    started.elapsed(),
-                );
+                self.metrics.batch_committed(&batch, started.elapsed());
                 for (index, reply) in replies.into_iter().enumerate() {
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(Committed {
@@ -764,14 +776,7 @@ impl Sequencer {
 
     /// Rebuilds the committed state from `base` and `tail`, dropping the uncommitted batch.
     fn roll_back(&mut self) {
-        let snapshot = match decode_snapshot(&self.base) {
-            Ok(snapshot) => snapshot,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot decode the in-memory base snapshot; reads may show the failed batch until recovery");
-                return;
-            }
-        };
-        let mut engine = Engine::restore(snapshot);
+        let mut engine = Engine::restore(Snapshot::clone(&self.base));
         let mut scratch = Vec::new();
         for (at, command) in &self.tail {
             engine.apply(*at, command, &mut scratch);
@@ -783,13 +788,7 @@ impl Sequencer {
 
     /// Takes over the state reloaded from the store and accepts writes again.
     async fn resume(&mut self, loaded: Loaded) {
-        let base = match encode_snapshot(&loaded.engine.snapshot()) {
-            Ok(base) => base,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode the recovered state; staying read-only");
-                return;
-            }
-        };
+        let base = Arc::new(loaded.engine.snapshot());
         tracing::info!(
             seq = loaded.seq,
             previous_seq = self.seq,
@@ -829,15 +828,22 @@ impl Sequencer {
         }
         let due = self.tail.len() as u64 >= SNAPSHOT_EVERY_COMMANDS
             || (self.significant_since_snapshot > 0
-                && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY);
+                && self.last_snapshot.elapsed() >= self.snapshot_every);
         if !due {
             return;
         }
-        let Some(stored) = self.take_snapshot() else {
-            return;
-        };
+        let taken = self.take_snapshot();
         let store = self.store.clone();
+        // Encoding a large state takes a while: off the sequencer, on a blocking thread.
         self.snapshot_write = Some(tokio::spawn(async move {
+            let seq = taken.seq;
+            let stored = match tokio::task::spawn_blocking(move || taken.encode()).await {
+                Ok(Ok(stored)) => stored,
+                Ok(Err(e)) => {
+                    return tracing::error!(seq, error = %format!("{e:#}"), "snapshot not encoded")
+                }
+                Err(e) => return tracing::error!(seq, error = %e, "snapshot encoding panicked"),
+            };
             match store.write_snapshot(&stored).await {
                 Ok(()) => tracing::debug!(
                     seq = stored.seq,
@@ -850,34 +856,47 @@ impl Sequencer {
         }));
     }
 
-    /// Encodes the current (committed) state, makes it the rollback base, and returns it.
-    fn take_snapshot(&mut self) -> Option<StoredSnapshot> {
-        let state = match encode_snapshot(&self.engine.snapshot()) {
-            Ok(state) => state,
-            Err(e) => {
-                tracing::error!(error = %e, "snapshot failed");
-                return None;
-            }
-        };
-        self.base = state.clone();
+    /// Copies the current (committed) state and makes it the rollback base.
+    fn take_snapshot(&mut self) -> TakenSnapshot {
+        self.base = Arc::new(self.engine.snapshot());
         self.base_seq = self.seq;
         self.tail.clear();
         self.significant_since_snapshot = 0;
         self.last_snapshot = Instant::now();
         self.metrics.snapshot_taken(self.seq);
-        Some(StoredSnapshot {
+        TakenSnapshot {
             seq: self.seq,
             state_hash: self.engine.state_hash(),
-            state,
-        })
+            snapshot: self.base.clone(),
+        }
     }
 
     async fn write_snapshot_now(&mut self) {
-        if let Some(stored) = self.take_snapshot() {
-            match self.store.write_snapshot(&stored).await {
-                Ok(()) => tracing::info!(seq = stored.seq, "snapshot written"),
-                Err(e) => tracing::warn!(seq = stored.seq, error = %e, "snapshot not written"),
-            }
+        let taken = self.take_snapshot();
+        let seq = taken.seq;
+        match taken.encode() {
+            Ok(stored) => match self.store.write_snapshot(&stored).await {
+                Ok(()) => tracing::info!(seq, "snapshot written"),
+                Err(e) => tracing::warn!(seq, error = %e, "snapshot not written"),
+            },
+            Err(e) => tracing::error!(seq, error = %format!("{e:#}"), "snapshot not encoded"),
         }
+    }
+}
+
+/// A copy of the committed state at `seq`, not yet encoded.
+struct TakenSnapshot {
+    seq: u64,
+    state_hash: u64,
+    snapshot: Arc<Snapshot>,
+}
+
+impl TakenSnapshot {
+    fn encode(self) -> anyhow::Result<StoredSnapshot> {
+        Ok(StoredSnapshot {
+            seq: self.seq,
+            state_hash: self.state_hash,
+            state: encode_snapshot(&self.snapshot)?,
+        })
     }
 }

@@ -8,6 +8,7 @@
 use crate::auth::Verifier;
 use crate::bus::{self, BusTasks};
 use crate::config::Settings;
+use crate::error::ApiError;
 use crate::limits::SHUTDOWN_GRACE;
 use crate::market_data::MarketData;
 use crate::metrics::Metrics;
@@ -61,12 +62,21 @@ impl Application {
             pools,
             market.clone(),
             metrics.clone(),
-            settings.idle_tick,
+            sequencer::Timing {
+                idle_tick: settings.idle_tick,
+                snapshot_every: settings.snapshot_every,
+            },
         )
         .await?;
-        let ws = crate::ws::start(handle.clone());
+        let ws = crate::ws::start(handle.clone(), metrics.clone());
         let bus = bus::connect(&settings.bus).context("configuring the bus")?;
-        let bus_tasks = bus::start(&bus, &settings.bus, handle.clone(), store.clone());
+        let bus_tasks = bus::start(
+            &bus,
+            &settings.bus,
+            handle.clone(),
+            store.clone(),
+            metrics.clone(),
+        );
         let state = AppState {
             sequencer: handle,
             store,
@@ -112,6 +122,10 @@ impl Application {
             served = &mut server => served,
             _ = shutdown => {
                 tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                // WebSocket connections never finish by themselves: stop accepting, tell them
+                // to go away (they reconnect), then drain the requests still in flight.
+                handle.pause().await;
+                self.state.ws.close_all().await;
                 handle.stop(true).await;
                 server.await
             }
@@ -130,20 +144,25 @@ impl Application {
 pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::Result<Server> {
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
+        let metrics = data.metrics.clone();
         App::new()
             .app_data(data.clone())
-            .wrap_fn(|request, service| {
+            .wrap_fn(move |request, service| {
                 let (method, path) = (request.method().clone(), request.path().to_owned());
                 let started = std::time::Instant::now();
                 let response = service.call(request);
+                let metrics = metrics.clone();
                 async move {
                     let response = response.await?;
                     tracing::debug!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "request");
+                    // Every error answer carries its ApiError (handlers, extractors, 404, 405).
+                    if let Some(error) = response.response().error().and_then(|e| e.as_error::<ApiError>()) {
+                        metrics.api_error(error.code());
+                    }
                     Ok(response)
                 }
             })
             .configure(crate::web::configure)
-            .configure(crate::ws::configure)
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })

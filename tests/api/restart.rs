@@ -1,9 +1,10 @@
 //! Restart: a new server on the same database rebuilds exactly the same state, from the
 //! snapshot and the journal after it, from the whole journal, or past a corrupt snapshot.
 
-use crate::helpers::{base_env, TestApp, TestDb};
+use crate::helpers::{base_env, eventually, TestApp, TestDb};
 use reqwest::StatusCode;
 use serde_json::json;
+use std::time::Duration;
 
 /// Some of everything: blocks, leases, resting bids, a cancel, a reclaim, a release.
 async fn trade_a_little(app: &TestApp) {
@@ -165,4 +166,28 @@ async fn only_the_newest_snapshots_are_kept() {
         .collect();
     assert_eq!(seqs.len(), 2, "three stops wrote three snapshots: {seqs:?}");
     assert_eq!(seqs[1] as u64, expected.1, "the newest is the last stop's");
+}
+
+#[tokio::test]
+async fn a_running_server_takes_periodic_snapshots_of_the_committed_state() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("OFFPEAK_SNAPSHOT_EVERY_MS".into(), "200".into());
+    })
+    .await;
+    let buyer = app.token("acme", "buyer");
+    assert_eq!(app.bid(&buyer, 1, "1.00").await.0, StatusCode::CREATED);
+    let (hash, seq) = app.state_hash().await;
+    let db = app.db().client().await;
+    // Written while running (not at shutdown), for exactly the state the API reports.
+    let stored: i64 = eventually(Duration::from_secs(10), "a periodic snapshot", || async {
+        db.query_opt(
+            "SELECT state_hash FROM snapshots WHERE seq = $1",
+            &[&(seq as i64)],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+    })
+    .await;
+    assert_eq!(format!("{:016x}", stored as u64), hash);
 }
