@@ -4,10 +4,12 @@
 //! the same code that feeds the WebSocket, and sends what changed as the WebSocket's JSON:
 //! book deltas (`{"type":"delta","channel":"book:{pool}","prev_seq","seq",...}`) and trades on
 //! `{prefix}:md:{pool}`, and each pool's figures into the hash `{prefix}:capacity:{pool}`.
-//! Changes that pile up while a publish is in flight go out together in the next one. Pub/sub
-//! keeps nothing: a subscriber that was away sees a delta whose `prev_seq` is past its own seq,
-//! and takes a snapshot from REST (`GET /v1/pools/{pool}/book`, same seq), exactly as on the
-//! WebSocket. After an outage every pool's hash is written again in full.
+//! Changes that pile up while a publish is in flight go out together in the next one; the
+//! messages of a publish that failed go out first in the next (up to
+//! [`MARKET_UNSENT_MESSAGES_MAX`]). Pub/sub keeps nothing for a subscriber that was away: it
+//! sees a delta whose `prev_seq` is past its own seq, and takes a snapshot from REST (`GET
+//! /v1/pools/{pool}/book`, same seq), exactly as on the WebSocket. After an outage every pool's
+//! hash is written again in full.
 //!
 //! Lease events ([`run_lease_events`]) are read from the store's `lease_events` table, which
 //! the sequencer writes in each batch's transaction: the stream is an outbox of that table.
@@ -20,6 +22,7 @@ use super::{Backoff, Bus, BusStatus, BusTask, EntryId, LeaseEventEntry, MarketUp
 use crate::feed::{self, CapacityFigures, Changes, Feed};
 use crate::limits::{
     BUS_RETRY_MAX, BUS_RETRY_MIN, LEASE_EVENTS_POLL_EVERY, LEASE_EVENTS_READ_CHUNK,
+    MARKET_UNSENT_MESSAGES_MAX,
 };
 use crate::money::Usd;
 use crate::sequencer::{CommittedBatch, SequencerHandle};
@@ -96,6 +99,8 @@ pub async fn run_market(bus: Arc<dyn Bus>, status: Arc<BusStatus>, sequencer: Se
     // Everything once at start, and again after each outage.
     let mut all_capacity = true;
     let mut wait_for_changes = true;
+    // Messages of a publish that failed, sent first next time (a short blip loses nothing).
+    let mut unsent: Vec<(String, Arc<str>)> = Vec::new();
     loop {
         if wait_for_changes {
             feed.changed().await;
@@ -104,7 +109,11 @@ pub async fn run_market(bus: Arc<dyn Bus>, status: Arc<BusStatus>, sequencer: Se
             return;
         }
         let changes = feed.take_changes();
-        let update = market_update(&*bus, &feed, &changes, all_capacity);
+        let mut update = market_update(&*bus, &feed, &changes, all_capacity);
+        if !unsent.is_empty() {
+            unsent.append(&mut update.messages);
+            update.messages = std::mem::take(&mut unsent);
+        }
         match bus.publish_market(&update).await {
             Ok(()) => {
                 status.set(BusTask::Publisher, true);
@@ -113,8 +122,13 @@ pub async fn run_market(bus: Arc<dyn Bus>, status: Arc<BusStatus>, sequencer: Se
                 wait_for_changes = true;
             }
             Err(e) => {
-                // What changed meanwhile is dropped: pub/sub holds nothing for later anyway,
-                // and subscribers see the seq gap.
+                // Kept for the next attempt, the oldest dropped past the bound: subscribers
+                // see the seq gap then. Some may have gone out before the failure and go out
+                // again: a subscriber skips a delta whose seq it has, a trade whose id it has.
+                unsent = update.messages;
+                if unsent.len() > MARKET_UNSENT_MESSAGES_MAX {
+                    unsent.drain(..unsent.len() - MARKET_UNSENT_MESSAGES_MAX);
+                }
                 status.set(BusTask::Publisher, false);
                 all_capacity = true;
                 let wait = backoff.next_wait();
