@@ -584,8 +584,13 @@ impl Feed {
 }
 
 /// Applies every committed batch to the feed, resetting it from the engine whenever a batch
-/// may have been missed. Ends when the sequencer's broadcast closes.
-pub async fn follow(feed: Arc<Feed>, sequencer: SequencerHandle) {
+/// may have been missed, and calls `published` with each batch applied. Ends when the
+/// sequencer's broadcast closes.
+pub async fn follow(
+    feed: Arc<Feed>,
+    sequencer: SequencerHandle,
+    published: impl Fn(&CommittedBatch),
+) {
     // Subscribe before reading the engine: every batch after the read's seq is then received.
     let mut batches = sequencer.subscribe();
     let mut applied = reset_from_engine(&feed, &sequencer).await;
@@ -608,6 +613,7 @@ pub async fn follow(feed: Arc<Feed>, sequencer: SequencerHandle) {
                     }
                 }
                 feed.publish_batch(&batch);
+                published(&batch);
                 applied = batch.last_seq();
             }
             Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod market_data;
 pub mod metrics;
 pub mod money;
+pub mod openapi;
 pub mod pool_spec;
 pub mod rate_limit;
 pub mod routes;

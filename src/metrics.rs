@@ -1,140 +1,516 @@
-//! Counters and gauges for `GET /metrics`, in the Prometheus text format.
+//! The server's metrics for `GET /metrics`, in the Prometheus text format (version 0.0.4).
 //!
-//! Plain atomics: the sequencer and the HTTP workers update them without locks, and a scrape
-//! reads a consistent-enough view (each value is exact, the set is not a transaction).
+//! One [`prometheus_client`] registry per server (tests run many servers in one process, so
+//! nothing is global). The sequencer reports each committed batch once ([`Metrics::batch_committed`]):
+//! its commands, rejections by reason, accepted bids and trades per pool, and the commit's
+//! latency and size go into counters and histograms. Per-pool GPU gauges are read from the
+//! committed engine at scrape time ([`Metrics::set_pools`]), so they are exact, never drift, and
+//! cost nothing between scrapes.
+//!
+//! Notice delivery latency runs from the commit of the batch that gave the notice to the moment
+//! the notice is handed to a consumer: the WebSocket feed (the hub fans it out from there) or
+//! the bus's lease-events stream. The sequencer remembers when each recent batch committed
+//! ([`COMMITS_REMEMBERED_MAX`] of them); a notice whose batch is older than that is not timed.
 
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use crate::limits::COMMITS_REMEMBERED_MAX;
+use crate::sequencer::CommittedBatch;
+use matching_engine::{Event, LeaseStatus, PoolSummary};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// `{pool="h100-sxm.us-east"}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+/// `{reason="price_not_on_tick"}`: an engine rejection's code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// `{code="invalid_body"}`: an API error's code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+/// `{to="ws"}`: where a notice was handed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    to: &'static str,
+}
+
+/// Where a preemption notice is handed over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoticeSink {
+    /// The WebSocket feed, from which the hub writes it to the buyer's sessions.
+    WebSocket,
+    /// The bus's lease-events stream (Redis `XADD`, or the in-process bus).
+    Bus,
+}
+
+impl NoticeSink {
+    fn label(self) -> &'static str {
+        match self {
+            NoticeSink::WebSocket => "ws",
+            NoticeSink::Bus => "bus",
+        }
+    }
+}
+
+/// When the batch of sequence numbers `first..=last` committed.
+#[derive(Clone, Copy, Debug)]
+struct CommitTime {
+    first: u64,
+    last: u64,
+    at: Instant,
+}
 
 /// The server's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Metrics {
-    commands: AtomicU64,
-    rejections: AtomicU64,
-    batches: AtomicU64,
-    batch_commit_micros: AtomicU64,
-    batch_failures: AtomicU64,
-    writes_refused: AtomicU64,
-    recoveries: AtomicU64,
-    snapshots: AtomicU64,
-    snapshot_seq: AtomicU64,
-    seq: AtomicU64,
-    writable: AtomicU64,
+    registry: Registry,
+    commands: Counter,
+    rejections: Family<ReasonLabel, Counter>,
+    orders: Family<PoolLabel, Counter>,
+    trades: Family<PoolLabel, Counter>,
+    traded_gpus: Family<PoolLabel, Counter>,
+    notices: Family<PoolLabel, Counter>,
+    batches: Counter,
+    journal_commit_seconds: Histogram,
+    journal_batch_commands: Histogram,
+    notice_delivery_seconds: Family<SinkLabel, Histogram>,
+    api_errors: Family<CodeLabel, Counter>,
+    batch_failures: Counter,
+    writes_refused: Counter,
+    recoveries: Counter,
+    snapshots: Counter,
+    snapshot_seq: Gauge,
+    seq: Gauge,
+    writable: Gauge,
+    idle_gpus: Family<PoolLabel, Gauge>,
+    leased_gpus: Family<PoolLabel, Gauge>,
+    reclaiming_gpus: Family<PoolLabel, Gauge>,
+    resting_bids: Family<PoolLabel, Gauge>,
+    /// The newest batches' commit times, oldest first, for notice delivery latency.
+    commits: Mutex<VecDeque<CommitTime>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// 100 µs to ~3.3 s by doubling: a commit is a WAL fsync or one PostgreSQL round trip, and a
+/// notice's way to its consumers is a few of those at most.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
 impl Metrics {
-    /// A committed batch of `commands`, `rejections` of them refused by the engine.
-    pub fn batch_committed(&self, commands: u64, rejections: u64, took: Duration) {
-        self.commands.fetch_add(commands, Ordering::Relaxed);
-        self.rejections.fetch_add(rejections, Ordering::Relaxed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.batch_commit_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    /// Every series, registered and at zero.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("offpeak");
+        let commands = Counter::default();
+        let rejections = Family::<ReasonLabel, Counter>::default();
+        let orders = Family::<PoolLabel, Counter>::default();
+        let trades = Family::<PoolLabel, Counter>::default();
+        let traded_gpus = Family::<PoolLabel, Counter>::default();
+        let notices = Family::<PoolLabel, Counter>::default();
+        let batches = Counter::default();
+        let journal_commit_seconds = latency_histogram();
+        // 1 to 4096 commands by doubling: BATCH_COMMANDS_MAX is the top.
+        let journal_batch_commands = Histogram::new(exponential_buckets(1.0, 2.0, 13));
+        let notice_delivery_seconds = Family::<SinkLabel, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        let api_errors = Family::<CodeLabel, Counter>::default();
+        let batch_failures = Counter::default();
+        let writes_refused = Counter::default();
+        let recoveries = Counter::default();
+        let snapshots = Counter::default();
+        let snapshot_seq = Gauge::default();
+        let seq = Gauge::default();
+        let writable = Gauge::default();
+        let idle_gpus = Family::<PoolLabel, Gauge>::default();
+        let leased_gpus = Family::<PoolLabel, Gauge>::default();
+        let reclaiming_gpus = Family::<PoolLabel, Gauge>::default();
+        let resting_bids = Family::<PoolLabel, Gauge>::default();
+
+        let r = &mut registry;
+        r.register(
+            "commands",
+            "Commands committed (including ticks)",
+            commands.clone(),
+        );
+        r.register(
+            "rejections",
+            "Committed commands the engine rejected, by reason",
+            rejections.clone(),
+        );
+        r.register("orders", "Bids accepted, by pool", orders.clone());
+        r.register("trades", "Executions, by pool", trades.clone());
+        r.register("traded_gpus", "GPUs executed, by pool", traded_gpus.clone());
+        r.register(
+            "notices",
+            "Leases given preemption notice, by pool",
+            notices.clone(),
+        );
+        r.register("batches", "Batches committed", batches.clone());
+        r.register(
+            "journal_commit_seconds",
+            "Time to commit one batch to the store (journal rows and their effects, one transaction)",
+            journal_commit_seconds.clone(),
+        );
+        r.register(
+            "journal_batch_commands",
+            "Commands per committed batch",
+            journal_batch_commands.clone(),
+        );
+        r.register(
+            "notice_delivery_seconds",
+            "From the commit of a reclaim to its notice being handed to the WebSocket feed (to=ws) or the bus's lease-events stream (to=bus)",
+            notice_delivery_seconds.clone(),
+        );
+        r.register(
+            "api_errors",
+            "API requests answered with an error, by error code",
+            api_errors.clone(),
+        );
+        r.register(
+            "batch_failures",
+            "Batches whose commit failed",
+            batch_failures.clone(),
+        );
+        r.register(
+            "writes_refused",
+            "Writes answered 503 while the database was unavailable",
+            writes_refused.clone(),
+        );
+        r.register(
+            "recoveries",
+            "Rebuilds from snapshot and journal after a failed commit",
+            recoveries.clone(),
+        );
+        r.register("snapshots", "Engine snapshots taken", snapshots.clone());
+        r.register(
+            "snapshot_seq",
+            "Sequence number of the newest snapshot",
+            snapshot_seq.clone(),
+        );
+        r.register("seq", "Last committed sequence number", seq.clone());
+        r.register(
+            "writes_available",
+            "1 when writes are accepted, 0 while the database is unavailable",
+            writable.clone(),
+        );
+        r.register(
+            "pool_idle_gpus",
+            "Unsold GPUs in open capacity windows, by pool",
+            idle_gpus.clone(),
+        );
+        r.register(
+            "pool_leased_gpus",
+            "GPUs in running leases (including those under notice), by pool",
+            leased_gpus.clone(),
+        );
+        r.register(
+            "pool_reclaiming_gpus",
+            "GPUs of leases under preemption notice, by pool",
+            reclaiming_gpus.clone(),
+        );
+        r.register(
+            "pool_resting_bids",
+            "Bids resting on the book, by pool",
+            resting_bids.clone(),
+        );
+        Metrics {
+            registry,
+            commands,
+            rejections,
+            orders,
+            trades,
+            traded_gpus,
+            notices,
+            batches,
+            journal_commit_seconds,
+            journal_batch_commands,
+            notice_delivery_seconds,
+            api_errors,
+            batch_failures,
+            writes_refused,
+            recoveries,
+            snapshots,
+            snapshot_seq,
+            seq,
+            writable,
+            idle_gpus,
+            leased_gpus,
+            reclaiming_gpus,
+            resting_bids,
+            commits: Mutex::new(VecDeque::with_capacity(COMMITS_REMEMBERED_MAX)),
+        }
+    }
+
+    /// A batch committed in `took`: counts its commands, rejections, bids, trades and notices,
+    /// and remembers when it committed.
+    pub fn batch_committed(&self, batch: &CommittedBatch, took: Duration) {
+        let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
+            return;
+        };
+        self.remember_commit(CommitTime {
+            first: first.seq,
+            last: last.seq,
+            at: Instant::now(),
+        });
+        let commands = batch.records.len() as u64;
+        self.commands.inc_by(commands);
+        self.batches.inc();
+        self.journal_commit_seconds.observe(took.as_secs_f64());
+        self.journal_batch_commands.observe(commands as f64);
+
+        // Tallied per batch first: one family lookup per pool or reason, not one per event.
+        let mut rejections: HashMap<&'static str, u64> = HashMap::new();
+        let mut pools: HashMap<&str, [u64; 4]> = HashMap::new();
+        for event in batch.records.iter().flat_map(|r| &r.events) {
+            match event {
+                Event::Rejected { reason } => *rejections.entry(reason.as_str()).or_default() += 1,
+                Event::BidAccepted { order } => pools.entry(&order.pool).or_default()[0] += 1,
+                Event::Traded { trade } => {
+                    let tally = pools.entry(&trade.pool).or_default();
+                    tally[1] += 1;
+                    tally[2] += u64::from(trade.gpus);
+                }
+                Event::LeaseChanged { lease } if lease.status == LeaseStatus::Preempting => {
+                    pools.entry(&lease.pool).or_default()[3] += 1
+                }
+                _ => {}
+            }
+        }
+        for (reason, n) in rejections {
+            self.rejections
+                .get_or_create(&ReasonLabel { reason })
+                .inc_by(n);
+        }
+        for (pool, [orders, trades, gpus, notices]) in pools {
+            let label = PoolLabel {
+                pool: pool.to_owned(),
+            };
+            for (family, n) in [
+                (&self.orders, orders),
+                (&self.trades, trades),
+                (&self.traded_gpus, gpus),
+                (&self.notices, notices),
+            ] {
+                if n > 0 {
+                    family.get_or_create(&label).inc_by(n);
+                }
+            }
+        }
+    }
+
+    fn remember_commit(&self, commit: CommitTime) {
+        let mut commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        if commits.len() == COMMITS_REMEMBERED_MAX {
+            commits.pop_front();
+        }
+        commits.push_back(commit);
+    }
+
+    /// When the command of sequence number `seq` committed, if it was recently.
+    fn committed_at(&self, seq: u64) -> Option<Instant> {
+        let commits = self.commits.lock().unwrap_or_else(|e| e.into_inner());
+        // Sorted by seq: batches commit in order.
+        let at = commits.partition_point(|c| c.last < seq);
+        commits.get(at).filter(|c| c.first <= seq).map(|c| c.at)
+    }
+
+    /// The notice given by command `seq` was handed to `sink` just now.
+    pub fn notice_handed(&self, sink: NoticeSink, seq: u64) {
+        if let Some(at) = self.committed_at(seq) {
+            self.notice_delivery_seconds
+                .get_or_create(&SinkLabel { to: sink.label() })
+                .observe(at.elapsed().as_secs_f64());
+        }
+    }
+
+    /// The notices of a committed batch were handed to `sink` just now.
+    pub fn notices_handed(&self, sink: NoticeSink, batch: &CommittedBatch) {
+        for record in &batch.records {
+            let notices = record
+                .events
+                .iter()
+                .filter(|e| {
+                    matches!(e, Event::LeaseChanged { lease } if lease.status == LeaseStatus::Preempting)
+                })
+                .count();
+            for _ in 0..notices {
+                self.notice_handed(sink, record.seq);
+            }
+        }
+    }
+
+    /// A request was answered with the API error `code`.
+    pub fn api_error(&self, code: &'static str) {
+        self.api_errors.get_or_create(&CodeLabel { code }).inc();
     }
 
     /// A batch whose commit failed.
     pub fn batch_failed(&self) {
-        self.batch_failures.fetch_add(1, Ordering::Relaxed);
+        self.batch_failures.inc();
     }
 
     /// Writes answered 503 because writes were refused.
     pub fn writes_refused(&self, n: u64) {
-        self.writes_refused.fetch_add(n, Ordering::Relaxed);
+        self.writes_refused.inc_by(n);
     }
 
     /// The sequencer rebuilt from the store and resumed writes.
     pub fn recovered(&self) {
-        self.recoveries.fetch_add(1, Ordering::Relaxed);
+        self.recoveries.inc();
     }
 
     /// A snapshot was taken at `seq`.
     pub fn snapshot_taken(&self, seq: u64) {
-        self.snapshots.fetch_add(1, Ordering::Relaxed);
-        self.snapshot_seq.store(seq, Ordering::Relaxed);
+        self.snapshots.inc();
+        self.snapshot_seq.set(seq as i64);
     }
 
     /// The sequencer's last committed seq and write availability.
     pub fn set_sequencer(&self, seq: u64, writable: bool) {
-        self.seq.store(seq, Ordering::Relaxed);
-        self.writable.store(u64::from(writable), Ordering::Relaxed);
+        self.seq.set(seq as i64);
+        self.writable.set(i64::from(writable));
     }
 
-    /// The Prometheus text exposition.
+    /// The pools' committed capacity and resting bids, read at scrape time.
+    pub fn set_pools(&self, pools: &[(PoolSummary, u64)]) {
+        for (pool, resting_bids) in pools {
+            let label = PoolLabel {
+                pool: pool.config.id.clone(),
+            };
+            let gauge = |n: u64| n.min(i64::MAX as u64) as i64;
+            self.idle_gpus
+                .get_or_create(&label)
+                .set(gauge(pool.idle_gpus));
+            self.leased_gpus
+                .get_or_create(&label)
+                .set(gauge(pool.leased_gpus));
+            self.reclaiming_gpus
+                .get_or_create(&label)
+                .set(gauge(pool.reclaiming_gpus));
+            self.resting_bids
+                .get_or_create(&label)
+                .set(gauge(*resting_bids));
+        }
+    }
+
+    /// The Prometheus text exposition of these metrics.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            let _ = writeln!(out, "{name} {value}");
-        };
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric(
-            "offpeak_commands_total",
-            "counter",
-            "Commands committed (including ticks).",
-            get(&self.commands).to_string(),
-        );
-        metric(
-            "offpeak_rejections_total",
-            "counter",
-            "Committed commands the engine rejected.",
-            get(&self.rejections).to_string(),
-        );
-        metric(
-            "offpeak_batches_total",
-            "counter",
-            "Batches committed.",
-            get(&self.batches).to_string(),
-        );
-        metric(
-            "offpeak_batch_commit_seconds_total",
-            "counter",
-            "Time spent committing batches.",
-            format!("{:.6}", get(&self.batch_commit_micros) as f64 / 1e6),
-        );
-        metric(
-            "offpeak_batch_failures_total",
-            "counter",
-            "Batches whose commit failed.",
-            get(&self.batch_failures).to_string(),
-        );
-        metric(
-            "offpeak_writes_refused_total",
-            "counter",
-            "Writes answered 503 while the database was unavailable.",
-            get(&self.writes_refused).to_string(),
-        );
-        metric(
-            "offpeak_recoveries_total",
-            "counter",
-            "Rebuilds from snapshot and journal after a failed commit.",
-            get(&self.recoveries).to_string(),
-        );
-        metric(
-            "offpeak_snapshots_total",
-            "counter",
-            "Engine snapshots taken.",
-            get(&self.snapshots).to_string(),
-        );
-        metric(
-            "offpeak_snapshot_seq",
-            "gauge",
-            "Sequence number of the newest snapshot.",
-            get(&self.snapshot_seq).to_string(),
-        );
-        metric(
-            "offpeak_seq",
-            "gauge",
-            "Last committed sequence number.",
-            get(&self.seq).to_string(),
-        );
-        metric(
-            "offpeak_writes_available",
-            "gauge",
-            "1 when writes are accepted, 0 while the database is unavailable.",
-            get(&self.writable).to_string(),
-        );
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sequencer::CommandRecord;
+    use matching_engine::{Command, Rejection, TimeMs};
+
+    fn batch(first_seq: u64, events: Vec<Vec<Event>>) -> CommittedBatch {
+        CommittedBatch {
+            records: events
+                .into_iter()
+                .enumerate()
+                .map(|(i, events)| CommandRecord {
+                    seq: first_seq + i as u64,
+                    at: TimeMs(0),
+                    command: Command::Tick,
+                    signal: None,
+                    events,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_batch_counts_commands_rejections_by_reason_and_its_commit() {
+        let metrics = Metrics::new();
+        let rejected = |reason| vec![Event::Rejected { reason }];
+        metrics.batch_committed(
+            &batch(
+                1,
+                vec![
+                    rejected(Rejection::PriceNotOnTick),
+                    rejected(Rejection::PriceNotOnTick),
+                    rejected(Rejection::UnknownPool),
+                    vec![],
+                ],
+            ),
+            Duration::from_millis(3),
+        );
+        let text = metrics.render();
+        assert!(text.contains("offpeak_commands_total 4\n"), "{text}");
+        assert!(
+            text.contains("offpeak_rejections_total{reason=\"price_not_on_tick\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offpeak_rejections_total{reason=\"unknown_pool\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offpeak_journal_commit_seconds_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offpeak_journal_batch_commands_sum 4.0\n"),
+            "{text}"
+        );
+        // 3 ms falls in the 0.0032 s bucket, not in 0.0016.
+        assert!(
+            text.contains("offpeak_journal_commit_seconds_bucket{le=\"0.0016\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offpeak_journal_commit_seconds_bucket{le=\"0.0032\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_notice_is_timed_from_its_batchs_commit_and_only_while_remembered() {
+        let metrics = Metrics::new();
+        metrics.batch_committed(&batch(10, vec![vec![], vec![], vec![]]), Duration::ZERO);
+        assert!(metrics.committed_at(9).is_none());
+        assert!(metrics.committed_at(11).is_some());
+        assert!(metrics.committed_at(13).is_none());
+        metrics.notice_handed(NoticeSink::Bus, 12);
+        metrics.notice_handed(NoticeSink::Bus, 99);
+        let text = metrics.render();
+        assert!(
+            text.contains("offpeak_notice_delivery_seconds_count{to=\"bus\"} 1\n"),
+            "{text}"
+        );
+        for n in 0..COMMITS_REMEMBERED_MAX as u64 {
+            metrics.batch_committed(&batch(100 + n, vec![vec![]]), Duration::ZERO);
+        }
+        assert!(metrics.committed_at(11).is_none(), "forgotten");
+        assert!(metrics.committed_at(100).is_some());
     }
 }

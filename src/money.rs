@@ -129,6 +129,58 @@ impl Serialize for Usd {
     }
 }
 
+/// The OpenAPI schema of money going out: a decimal string, two to six decimals.
+impl utoipa::PartialSchema for Usd {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[0-9]+\.[0-9]{2,6}$"))
+            .description(Some(
+                "USD per GPU-hour (or a USD amount) as a decimal string, never a float",
+            ))
+            .examples([serde_json::json!("1.25")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Usd {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Usd".into()
+    }
+}
+
+/// The OpenAPI schema of a price in a request: a decimal string or a JSON number, at most
+/// six decimals, read from its exact text.
+impl utoipa::PartialSchema for ApiPrice {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[0-9]+(\.[0-9]{1,6})?$")),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(0)),
+            )
+            .description(Some(
+                "USD per GPU-hour: a decimal string (preferred) or a JSON number, at most \
+                 six decimals; a number is read from its text, never through a float",
+            ))
+            .examples([serde_json::json!("1.25")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ApiPrice {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Price".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

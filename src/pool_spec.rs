@@ -14,7 +14,7 @@ use std::path::Path;
 
 /// One pool's settings; missing fields take `PoolConfig::with_defaults`, except that
 /// `price_min` defaults to the tick when a tick is given.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
     /// `<gpu>.<region>`; optional, but must match when given.

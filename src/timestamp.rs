@@ -82,6 +82,27 @@ impl From<TimeMs> for Rfc3339Time {
     }
 }
 
+/// The OpenAPI schema of a timestamp: an RFC 3339 string.
+impl utoipa::PartialSchema for Rfc3339Time {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .description(Some(
+                "RFC 3339; sent in UTC with milliseconds, accepted with any offset",
+            ))
+            .examples([serde_json::json!("2025-01-02T03:04:05.678Z")])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Rfc3339Time {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,18 +16,51 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; st
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
      frame-ancestors 'none'";
 
-/// Registers `/`, `/index.html`, `/app.js` and `/style.css` (GET and HEAD).
+/// One embedded file and where it is served.
+pub struct Asset {
+    /// The path it is served at.
+    pub path: &'static str,
+    /// Its `Content-Type`.
+    pub content_type: &'static str,
+    body: &'static str,
+}
+
+/// The page's files (`/openapi.json` documents them from this list too).
+pub const ASSETS: [Asset; 4] = [
+    Asset {
+        path: "/",
+        content_type: "text/html; charset=utf-8",
+        body: INDEX_HTML,
+    },
+    Asset {
+        path: "/index.html",
+        content_type: "text/html; charset=utf-8",
+        body: INDEX_HTML,
+    },
+    Asset {
+        path: "/app.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: APP_JS,
+    },
+    Asset {
+        path: "/style.css",
+        content_type: "text/css; charset=utf-8",
+        body: STYLE_CSS,
+    },
+];
+
+/// Registers every file of [`ASSETS`] (GET and HEAD).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(asset("/", "text/html; charset=utf-8", INDEX_HTML))
-        .service(asset("/index.html", "text/html; charset=utf-8", INDEX_HTML))
-        .service(asset("/app.js", "text/javascript; charset=utf-8", APP_JS))
-        .service(asset("/style.css", "text/css; charset=utf-8", STYLE_CSS));
+    for asset in &ASSETS {
+        cfg.service(resource(asset));
+    }
 }
 
 /// One embedded file; HEAD as well as GET, since uptime checks and `curl -I` probe the page.
-fn asset(path: &str, content_type: &'static str, body: &'static str) -> Resource {
+fn resource(asset: &Asset) -> Resource {
+    let (content_type, body) = (asset.content_type, asset.body);
     let serve = move || async move { file(content_type, body) };
-    web::resource(path)
+    web::resource(asset.path)
         .route(web::get().to(serve))
         .route(web::head().to(serve))
 }

@@ -25,6 +25,8 @@ use crate::auth::Verifier;
 use crate::error::ApiError;
 use crate::feed::Feed;
 use crate::limits::WS_CONNECTIONS_MAX;
+use crate::metrics::{Metrics, NoticeSink};
+use crate::sequencer::CommittedBatch;
 use crate::sequencer::SequencerHandle;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -32,13 +34,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// Starts the feed follower and the hub on the current runtime. Both end once every handle
-/// of the hub is dropped (the server has stopped and its sessions are gone).
-pub fn start(sequencer: SequencerHandle) -> Hub {
+/// of the hub is dropped (the server has stopped and its sessions are gone). Each preemption
+/// notice handed to the feed is timed in `metrics`.
+pub fn start(sequencer: SequencerHandle, metrics: Arc<Metrics>) -> Hub {
     let feed = Arc::new(Feed::new());
     let (hub, hub_ended) = Hub::start(feed.clone());
+    let published =
+        move |batch: &CommittedBatch| metrics.notices_handed(NoticeSink::WebSocket, batch);
     tokio::spawn(async move {
         tokio::select! {
-            _ = crate::feed::follow(feed, sequencer) => {}
+            _ = crate::feed::follow(feed, sequencer, published) => {}
             _ = hub_ended => {}
         }
     });
@@ -52,12 +57,25 @@ struct WsState {
     verifier: Arc<Verifier>,
 }
 
-/// Registers `GET /v1/ws`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/ws", web::get().to(connect));
-}
+/// What the upgrade can be refused for: a bad token in the header, or too many connections.
+pub const CONNECT_ERRORS: &[ApiError] = &[ApiError::Unauthorized, ApiError::Overloaded];
 
 /// Upgrades to a WebSocket, unless the connection limit is reached or a given token is bad.
+///
+/// Public channels: `book:{pool}`, `trades:{pool}`, `capacity`. Private channels (`orders`,
+/// `leases`, `blocks`) need a token, in the upgrade's `Authorization` header or in a first
+/// `{"op": "auth", "token": "..."}` message. Messages are JSON text frames (DESIGN section 7).
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    operation_id = "websocket",
+    tag = "feed",
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade request (a plain-text answer from the handshake)"),
+    ),
+)]
 pub async fn connect(
     req: HttpRequest,
     body: web::Payload,

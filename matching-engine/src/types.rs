@@ -64,6 +64,7 @@ pub type Name = Arc<str>;
 
 /// Which side of the book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Side {
     /// Demand: buyers' bids.
@@ -74,6 +75,7 @@ pub enum Side {
 
 /// Time in force of a bid.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum TimeInForce {
     /// Good till cancelled: rests until filled or cancelled.
@@ -89,6 +91,7 @@ pub enum TimeInForce {
 
 /// How a pool clears.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum AuctionMode {
     /// Price-time priority, every command matched as it arrives.
@@ -185,6 +188,7 @@ impl Default for AccountLimits {
 
 /// Where a bid stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     /// Resting (possibly partially filled).
@@ -206,6 +210,7 @@ impl OrderStatus {
 
 /// Why a bid left the book without filling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     /// Its owner cancelled it.
@@ -220,6 +225,7 @@ pub enum CancelReason {
 
 /// A lease's lifecycle (DESIGN section 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LeaseStatus {
     /// Running.
@@ -246,6 +252,7 @@ impl LeaseStatus {
 
 /// Where a capacity block stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum BlockStatus {
     /// Released, window not yet open.
@@ -258,8 +265,10 @@ pub enum BlockStatus {
 
 /// GPUs of a block on one machine, for bare-metal assignment.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NodeGpus {
     /// The node's name, e.g. `rack12-n3`.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub node: Name,
     /// GPUs on that node.
     pub gpus: u32,
@@ -267,6 +276,7 @@ pub struct NodeGpus {
 
 /// The reason a command was refused. Each reads as a sentence; `as_str` is the API error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Rejection {
     /// The price is not a whole multiple of the pool's tick.

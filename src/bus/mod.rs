@@ -432,12 +432,14 @@ pub fn connect(settings: &BusSettings) -> anyhow::Result<BusHandle> {
     })
 }
 
-/// Starts the consumer and both publishers on the current runtime.
+/// Starts the consumer and both publishers on the current runtime; the lease-events publisher
+/// times the notices it appends in `metrics`.
 pub fn start(
     handle: &BusHandle,
     settings: &BusSettings,
     sequencer: SequencerHandle,
     store: Arc<dyn Store>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> BusTasks {
     let (stop, stopped) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(
@@ -459,6 +461,7 @@ pub fn start(
             handle.status.clone(),
             sequencer,
             store,
+            metrics,
         )),
     ];
     BusTasks {

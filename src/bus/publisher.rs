@@ -24,6 +24,7 @@ use crate::limits::{
     BUS_RETRY_MAX, BUS_RETRY_MIN, LEASE_EVENTS_POLL_EVERY, LEASE_EVENTS_READ_CHUNK,
     MARKET_UNSENT_MESSAGES_MAX,
 };
+use crate::metrics::{Metrics, NoticeSink};
 use crate::money::Usd;
 use crate::sequencer::{CommittedBatch, SequencerHandle};
 use crate::store::{LeaseEventRecord, Store};
@@ -94,7 +95,7 @@ fn capacity_fields(figures: &CapacityFigures, updated_at: &str) -> Vec<(String, 
 /// Publishes book deltas, trades and capacity until the task is aborted.
 pub async fn run_market(bus: Arc<dyn Bus>, status: Arc<BusStatus>, sequencer: SequencerHandle) {
     let feed = Arc::new(Feed::new());
-    let follower = tokio::spawn(feed::follow(feed.clone(), sequencer));
+    let follower = tokio::spawn(feed::follow(feed.clone(), sequencer, |_| {}));
     let mut backoff = Backoff::new(BUS_RETRY_MIN, BUS_RETRY_MAX);
     // Everything once at start, and again after each outage.
     let mut all_capacity = true;
@@ -218,12 +219,14 @@ fn has_lease_events(batch: &CommittedBatch) -> bool {
     })
 }
 
-/// Publishes the store's lease events to the lease-events stream until the sequencer stops.
+/// Publishes the store's lease events to the lease-events stream until the sequencer stops;
+/// each notice appended is timed in `metrics`.
 pub async fn run_lease_events(
     bus: Arc<dyn Bus>,
     status: Arc<BusStatus>,
     sequencer: SequencerHandle,
     store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
 ) {
     // Subscribe first: a batch committed after this is seen, or read from the store.
     let mut batches = sequencer.subscribe();
@@ -278,6 +281,9 @@ pub async fn run_lease_events(
                     Ok(()) => {
                         status.set(BusTask::LeaseEvents, true);
                         backoff.reset();
+                        for record in records.iter().filter(|r| r.kind == "notice") {
+                            metrics.notice_handed(NoticeSink::Bus, record.seq);
+                        }
                         break;
                     }
                     Err(e) => {

@@ -13,15 +13,39 @@ use crate::timestamp::Rfc3339Time;
 use actix_web::{web, HttpResponse};
 use matching_engine::{AccountLimits, Command, KillTarget, Rejection};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+/// What configuring a pool can be refused for.
+pub const CONFIGURE_POOL_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::PoolConfigInvalid),
+    ApiError::Rejected(Rejection::PoolNotEmpty),
+];
+
+/// What a kill switch can be refused for.
+pub const KILL_SWITCH_ERRORS: &[ApiError] = &[ApiError::Rejected(Rejection::UnknownPool)];
+
+/// What setting limits can be refused for: an account id that cannot be one.
+pub const ACCOUNT_LIMITS_ERRORS: &[ApiError] = &[ApiError::NotFound("not_found")];
+
+/// The committed state's hash.
+#[derive(Serialize, ToSchema)]
 struct StateHash {
+    /// The journal sequence number it reflects.
     seq: u64,
+    /// 16 hex digits.
     state_hash: String,
+    /// The engine's clock.
     engine_now: Rfc3339Time,
 }
 
 /// `GET /v1/admin/state-hash`: the committed state's hash and the seq it reflects.
+#[utoipa::path(
+    get,
+    path = "/v1/admin/state-hash",
+    operation_id = "get_state_hash",
+    tag = "admin",
+    responses((status = 200, description = "The hash of the committed engine state", body = StateHash)),
+)]
 pub async fn state_hash(
     state: web::Data<AppState>,
     _admin: Admin,
@@ -37,12 +61,23 @@ pub async fn state_hash(
     }))
 }
 
-#[derive(Serialize)]
+/// The configured pool.
+#[derive(Serialize, ToSchema)]
+#[schema(as = AdminPoolOnly)]
 struct PoolOnly {
     pool: PoolJson,
 }
 
 /// `PUT /v1/admin/pools/{pool}`: creates a pool or changes its settings.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/pools/{pool}",
+    operation_id = "configure_pool",
+    tag = "admin",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`; must match the body's gpu and region", example = "h100-sxm.us-east")),
+    request_body = PoolSpec,
+    responses((status = 200, description = "The pool as configured", body = PoolOnly)),
+)]
 pub async fn configure_pool(
     state: web::Data<AppState>,
     _admin: Admin,
@@ -76,22 +111,35 @@ pub async fn configure_pool(
 }
 
 /// `POST /v1/admin/kill-switch`: exactly one of `account` or `pool`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KillSwitchBody {
+    /// An account to stop (its bids are cancelled, new ones refused).
     account: Option<String>,
+    /// A pool to halt.
     pool: Option<String>,
+    /// Engage (true) or lift (false).
     engaged: bool,
 }
 
-#[derive(Serialize)]
+/// A kill switch's new state.
+#[derive(Serialize, ToSchema)]
 struct KillSwitchJson {
+    /// `account` or `pool`.
     kind: &'static str,
     id: String,
     engaged: bool,
 }
 
 /// Engages or lifts an account's or a pool's kill switch.
+#[utoipa::path(
+    post,
+    path = "/v1/admin/kill-switch",
+    operation_id = "set_kill_switch",
+    tag = "admin",
+    request_body = KillSwitchBody,
+    responses((status = 200, description = "The switch as set", body = KillSwitchJson)),
+)]
 pub async fn kill_switch(
     state: web::Data<AppState>,
     _admin: Admin,
@@ -137,14 +185,17 @@ pub async fn kill_switch(
 }
 
 /// `PUT /v1/admin/accounts/{account}/limits`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsBody {
+    /// Most resting bids.
     orders_open_max: u32,
+    /// Most USD per hour committed by resting bids (price x GPUs).
     open_notional_max: ApiPrice,
 }
 
-#[derive(Serialize)]
+/// An account's limits as set.
+#[derive(Serialize, ToSchema)]
 struct LimitsJson {
     account: String,
     orders_open_max: u32,
@@ -152,6 +203,15 @@ struct LimitsJson {
 }
 
 /// Sets an account's pre-trade limits.
+#[utoipa::path(
+    put,
+    path = "/v1/admin/accounts/{account}/limits",
+    operation_id = "set_account_limits",
+    tag = "admin",
+    params(("account" = String, Path, description = "The account id (a token's `sub`)")),
+    request_body = LimitsBody,
+    responses((status = 200, description = "The limits as set", body = LimitsJson)),
+)]
 pub async fn account_limits(
     state: web::Data<AppState>,
     _admin: Admin,

@@ -20,88 +20,158 @@ use matching_engine::{
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// A block this supplier never released (or an id that could not be one).
+pub const UNKNOWN_BLOCK: &[ApiError] = &[ApiError::NotFound("unknown_block")];
+
+/// What releasing a block can be refused for.
+pub const RELEASE_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownPool),
+    ApiError::Rejected(Rejection::BlockIdTaken),
+    ApiError::Rejected(Rejection::GpusMustNotBeZero),
+    ApiError::Rejected(Rejection::GpusOverMax),
+    ApiError::Rejected(Rejection::PriceNotOnTick),
+    ApiError::Rejected(Rejection::PriceOutOfBand),
+    ApiError::Rejected(Rejection::WindowInvalid),
+    ApiError::Rejected(Rejection::NodesDoNotMatchGpus),
+    ApiError::Rejected(Rejection::KillSwitch),
+];
+
+/// What updating a block can be refused for.
+pub const UPDATE_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownBlock),
+    ApiError::Rejected(Rejection::PriceNotOnTick),
+    ApiError::Rejected(Rejection::PriceOutOfBand),
+    ApiError::Rejected(Rejection::WindowInvalid),
+    ApiError::Rejected(Rejection::WindowCannotShrink),
+    ApiError::Rejected(Rejection::NothingToChange),
+];
+
+/// What a reclaim can be refused for.
+pub const RECLAIM_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownBlock),
+    ApiError::Rejected(Rejection::GpusMustNotBeZero),
+    ApiError::Rejected(Rejection::ReclaimOverBlock),
+    ApiError::Rejected(Rejection::NoticeTooShort),
+];
+
+/// What a forecast can be refused for.
+pub const FORECAST_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownBlock),
+    ApiError::Rejected(Rejection::ReclaimAtInPast),
+];
 
 /// One machine of a block.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
+    /// The node's name, `[A-Za-z0-9._:-]`.
+    #[schema(example = "rack12-n3")]
     node: String,
+    /// GPUs on that node.
     gpus: u32,
 }
 
 /// `POST /v1/capacity`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
+    /// The supplier's own id for the block, `[A-Za-z0-9._:-]`.
+    #[schema(example = "rack12-night")]
     block_id: String,
+    /// The pool, `<gpu>.<region>`.
+    #[schema(example = "h100-sxm.us-east")]
     pool: String,
+    /// GPUs released.
     gpus: u32,
+    /// The least it sells for, per GPU-hour.
     reserve_price: ApiPrice,
+    /// When the window opens (default now).
     available_from: Option<Rfc3339Time>,
+    /// When the window closes: no lease runs past it.
     available_until: Rfc3339Time,
+    /// The machines, whose GPUs add up to `gpus` (optional).
     #[serde(default)]
     nodes: Vec<NodeBody>,
 }
 
 /// `PATCH /v1/capacity/{block_id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateBody {
+    /// A new reserve price.
     reserve_price: Option<ApiPrice>,
+    /// A later window end (never earlier).
     available_until: Option<Rfc3339Time>,
 }
 
 /// `POST /v1/capacity/{block_id}/reclaim`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReclaimBody {
+    /// GPUs taken back: unsold ones first, then whole leases with notice.
     gpus: u32,
+    /// Notice given to the leases (default and minimum: the pool's `notice_s`).
     notice_s: Option<u32>,
+    /// Allow a notice shorter than the pool promises.
     emergency: Option<bool>,
 }
 
 /// `POST /v1/capacity/{block_id}/forecast`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ForecastBody {
+    /// When the supplier expects to reclaim.
     reclaim_at: Rfc3339Time,
 }
 
-#[derive(Serialize)]
+/// A released block.
+#[derive(Serialize, ToSchema)]
 struct BlockReleased {
     block: BlockJson,
+    /// Leases the block opened at once (against resting bids).
     leases_opened: usize,
 }
 
-#[derive(Serialize)]
+/// One block.
+#[derive(Serialize, ToSchema)]
 struct BlockOnly {
     block: BlockJson,
 }
 
-#[derive(Serialize)]
+/// What a reclaim did.
+#[derive(Serialize, ToSchema)]
 struct ReclaimJson {
     gpus: u32,
+    /// Of those, taken unsold off the book at once.
     gpus_from_book: u32,
+    /// Leases given notice.
     leases_preempted: u32,
     notice_ends_at: Rfc3339Time,
     emergency: bool,
 }
 
-#[derive(Serialize)]
+/// A block after a reclaim.
+#[derive(Serialize, ToSchema)]
 struct BlockReclaimed {
     block: BlockJson,
     reclaim: ReclaimJson,
 }
 
-#[derive(Serialize)]
+/// A block after a forecast.
+#[derive(Serialize, ToSchema)]
 struct BlockForecast {
     block: BlockJson,
+    /// Leases whose buyers were warned.
     leases_warned: usize,
 }
 
-#[derive(Serialize)]
+/// A page of blocks, by block id.
+#[derive(Serialize, ToSchema)]
 struct BlockPage {
     blocks: Vec<BlockJson>,
+    /// Pass as `after` for the next page; absent on the last.
     next_after: Option<String>,
 }
 
@@ -158,6 +228,14 @@ async fn block_after(
 }
 
 /// Releases a capacity block; its unsold GPUs rest on the ask side while its window is open.
+#[utoipa::path(
+    post,
+    path = "/v1/capacity",
+    operation_id = "release_capacity",
+    tag = "capacity",
+    request_body = ReleaseBody,
+    responses((status = 201, description = "Released; the leases it opened at once", body = BlockReleased)),
+)]
 pub async fn release(
     state: web::Data<AppState>,
     supplier: Supplier,
@@ -214,6 +292,14 @@ pub async fn release(
 }
 
 /// Lists the caller's blocks by block id; `pending` and `open` come from live state.
+#[utoipa::path(
+    get,
+    path = "/v1/capacity",
+    operation_id = "list_capacity",
+    tag = "capacity",
+    params(super::ListQuery),
+    responses((status = 200, description = "The caller's blocks: sold, unsold, reclaiming GPUs, revenue", body = BlockPage)),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     supplier: Supplier,
@@ -273,6 +359,14 @@ pub async fn list(
 }
 
 /// One of the caller's blocks.
+#[utoipa::path(
+    get,
+    path = "/v1/capacity/{block_id}",
+    operation_id = "get_capacity",
+    tag = "capacity",
+    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    responses((status = 200, description = "The block", body = BlockOnly)),
+)]
 pub async fn one(
     state: web::Data<AppState>,
     supplier: Supplier,
@@ -286,6 +380,15 @@ pub async fn one(
 }
 
 /// Changes a block's reserve price or extends its window.
+#[utoipa::path(
+    patch,
+    path = "/v1/capacity/{block_id}",
+    operation_id = "update_capacity",
+    tag = "capacity",
+    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    request_body = UpdateBody,
+    responses((status = 200, description = "The block after the change", body = BlockOnly)),
+)]
 pub async fn update(
     state: web::Data<AppState>,
     supplier: Supplier,
@@ -314,6 +417,15 @@ pub async fn update(
 }
 
 /// Takes GPUs of a block back: unsold first, then whole leases with notice.
+#[utoipa::path(
+    post,
+    path = "/v1/capacity/{block_id}/reclaim",
+    operation_id = "reclaim_capacity",
+    tag = "capacity",
+    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    request_body = ReclaimBody,
+    responses((status = 200, description = "What was taken back and when the notice ends", body = BlockReclaimed)),
+)]
 pub async fn reclaim(
     state: web::Data<AppState>,
     supplier: Supplier,
@@ -366,6 +478,15 @@ pub async fn reclaim(
 }
 
 /// Warns the block's buyers of a coming reclaim.
+#[utoipa::path(
+    post,
+    path = "/v1/capacity/{block_id}/forecast",
+    operation_id = "forecast_reclaim",
+    tag = "capacity",
+    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    request_body = ForecastBody,
+    responses((status = 200, description = "The block and how many leases were warned", body = BlockForecast)),
+)]
 pub async fn forecast(
     state: web::Data<AppState>,
     supplier: Supplier,

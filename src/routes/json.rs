@@ -8,10 +8,13 @@ use crate::store::codes;
 use crate::timestamp::Rfc3339Time;
 use matching_engine::{AuctionMode, BlockView, LeaseView, NodeGpus, OrderView, PoolSummary};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An order as its owner sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct OrderJson {
+    /// The order id (digits, as a string).
+    #[schema(example = "42")]
     id: String,
     pool: String,
     price: Usd,
@@ -21,11 +24,14 @@ pub struct OrderJson {
     min_gpus: u32,
     duration_s: u32,
     max_duration_s: u32,
+    #[schema(value_type = matching_engine::TimeInForce)]
     tif: &'static str,
     expires_at: Option<Rfc3339Time>,
     persistent: bool,
     client_order_id: Option<String>,
+    #[schema(value_type = matching_engine::OrderStatus)]
     status: &'static str,
+    #[schema(value_type = Option<matching_engine::CancelReason>)]
     cancel_reason: Option<&'static str>,
     created_at: Rfc3339Time,
     updated_at: Rfc3339Time,
@@ -56,7 +62,7 @@ impl From<&OrderView> for OrderJson {
 }
 
 /// A lease as its buyer sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LeaseJson {
     id: String,
     order_id: String,
@@ -64,6 +70,7 @@ pub struct LeaseJson {
     block_id: String,
     gpus: u32,
     price: Usd,
+    #[schema(value_type = matching_engine::LeaseStatus)]
     status: &'static str,
     started_at: Rfc3339Time,
     ends_at: Rfc3339Time,
@@ -98,10 +105,11 @@ impl From<&LeaseView> for LeaseJson {
 }
 
 /// A capacity block as its supplier sees it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct BlockJson {
     block_id: String,
     pool: String,
+    #[schema(value_type = matching_engine::BlockStatus)]
     status: &'static str,
     gpus: u32,
     gpus_sold: u32,
@@ -140,7 +148,7 @@ impl From<&BlockView> for BlockJson {
 }
 
 /// A pool's settings and live summary.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct PoolJson {
     id: String,
     gpu: String,

@@ -10,15 +10,22 @@ use actix_web::{web, HttpResponse};
 use matching_engine::{Command, Event, LeaseId, LeaseStatus, LeaseView};
 use serde::Serialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
+/// A lease that does not exist or is another buyer's.
+pub const UNKNOWN_LEASE: &[ApiError] = &[ApiError::NotFound("unknown_lease")];
+
+/// One lease.
+#[derive(Serialize, ToSchema)]
 struct LeaseOnly {
     lease: LeaseJson,
 }
 
-#[derive(Serialize)]
+/// A page of leases, newest first.
+#[derive(Serialize, ToSchema)]
 struct LeasePage {
     leases: Vec<LeaseJson>,
+    /// Pass as `before` for the next page; absent on the last.
     next_before: Option<String>,
 }
 
@@ -45,6 +52,14 @@ async fn find_lease(
 }
 
 /// Lists the caller's leases, newest first; `active` and `preempting` come from live state.
+#[utoipa::path(
+    get,
+    path = "/v1/leases",
+    operation_id = "list_leases",
+    tag = "leases",
+    params(super::ListQuery),
+    responses((status = 200, description = "The caller's leases, newest first", body = LeasePage)),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     buyer: Buyer,
@@ -108,6 +123,14 @@ pub async fn list(
 }
 
 /// One of the caller's leases.
+#[utoipa::path(
+    get,
+    path = "/v1/leases/{id}",
+    operation_id = "get_lease",
+    tag = "leases",
+    params(("id" = String, Path, description = "Lease id", example = "7")),
+    responses((status = 200, description = "The lease (a running one with its cost so far)", body = LeaseOnly)),
+)]
 pub async fn one(
     state: web::Data<AppState>,
     buyer: Buyer,
@@ -121,6 +144,14 @@ pub async fn one(
 }
 
 /// Ends one of the caller's leases now; the cost stops accruing.
+#[utoipa::path(
+    post,
+    path = "/v1/leases/{id}/release",
+    operation_id = "release_lease",
+    tag = "leases",
+    params(("id" = String, Path, description = "Lease id", example = "7")),
+    responses((status = 200, description = "The ended lease", body = LeaseOnly)),
+)]
 pub async fn release(
     state: web::Data<AppState>,
     buyer: Buyer,

@@ -13,13 +13,208 @@ pub mod leases;
 pub mod orders;
 pub mod pools;
 
+use crate::auth::Role;
 use crate::error::{self, ApiError};
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REQUEST_BODY_BYTES_MAX};
+use actix_web::http::Method;
 use actix_web::web;
 use matching_engine::{Event, Rejection};
 use serde::Deserialize;
+use utoipa::openapi::path::{HttpMethod, Operation};
+use utoipa::openapi::schema::Schema;
+use utoipa::openapi::RefOr;
 
-/// Registers every route of this module, with the body and query error handlers.
+/// One endpoint: its handler, who may call it, what it can fail with, and its OpenAPI
+/// operation. Path, method, parameters, bodies and success responses are read from the
+/// handler's `#[utoipa::path]`, so the route actix serves and the documented one are the
+/// same text.
+pub struct Endpoint {
+    path: fn() -> String,
+    methods: fn() -> Vec<HttpMethod>,
+    operation: fn() -> Operation,
+    schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
+    route: fn() -> actix_web::Route,
+    /// The role a bearer token must carry; `None` when the endpoint is public.
+    pub role: Option<Role>,
+    /// The errors the endpoint can answer, in groups.
+    pub errors: &'static [&'static [ApiError]],
+}
+
+impl Endpoint {
+    /// The path pattern, `{name}` for a segment (actix and OpenAPI write patterns alike).
+    pub fn path(&self) -> String {
+        (self.path)()
+    }
+
+    /// The HTTP methods it is served at (one per handler here).
+    pub fn methods(&self) -> Vec<Method> {
+        (self.methods)()
+            .into_iter()
+            .map(|m| match m {
+                HttpMethod::Get => Method::GET,
+                HttpMethod::Post => Method::POST,
+                HttpMethod::Put => Method::PUT,
+                HttpMethod::Patch => Method::PATCH,
+                HttpMethod::Delete => Method::DELETE,
+                HttpMethod::Head => Method::HEAD,
+                HttpMethod::Options => Method::OPTIONS,
+                HttpMethod::Trace => Method::TRACE,
+            })
+            .collect()
+    }
+
+    /// The documented operation, as written on the handler.
+    pub fn operation(&self) -> Operation {
+        (self.operation)()
+    }
+
+    /// Adds the schemas the operation refers to.
+    pub fn schemas(&self, into: &mut Vec<(String, RefOr<Schema>)>) {
+        (self.schemas)(into)
+    }
+
+    /// The error cases, flattened.
+    pub fn error_cases(&self) -> impl Iterator<Item = &'static ApiError> {
+        self.errors.iter().flat_map(|group| group.iter())
+    }
+}
+
+/// An [`Endpoint`] of a handler annotated with `#[utoipa::path]`: `endpoint!(list in pools,
+/// public, [READ])` or `endpoint!(place in orders, Buyer, [TOKEN, BODY, ...])`.
+macro_rules! endpoint {
+    ($handler:ident in $($module:ident)::+, public, [$($errors:expr),* $(,)?]) => {
+        endpoint!(@build $handler in $($module)::+, None, [$($errors),*])
+    };
+    ($handler:ident in $($module:ident)::+, $role:ident, [$($errors:expr),* $(,)?]) => {
+        endpoint!(@build $handler in $($module)::+, Some(Role::$role), [$($errors),*])
+    };
+    (@build $handler:ident in $($module:ident)::+, $role:expr, [$($errors:expr),*]) => {
+        pastey::paste! {
+            Endpoint {
+                path: <$($module::)+ [<__path_ $handler>] as utoipa::Path>::path,
+                methods: <$($module::)+ [<__path_ $handler>] as utoipa::Path>::methods,
+                operation: <$($module::)+ [<__path_ $handler>] as utoipa::Path>::operation,
+                schemas: <$($module::)+ [<__path_ $handler>] as utoipa::__dev::SchemaReferences>::schemas,
+                route: || web::route().to($($module::)+ $handler),
+                role: $role,
+                errors: &[$($errors),*],
+            }
+        }
+    };
+}
+
+/// Any endpoint: a bug or an unexpected failure.
+pub const INTERNAL: &[ApiError] = &[ApiError::Internal(String::new())];
+/// Endpoints that read the engine through the sequencer: it is overloaded or stopping.
+pub const ENGINE_READ: &[ApiError] = &[ApiError::Overloaded, ApiError::Unavailable];
+/// Endpoints that read history from the database.
+pub const STORE_READ: &[ApiError] = &[ApiError::StoreUnavailable];
+/// Endpoints behind a role: no valid token, the wrong role, the account's rate limit.
+pub const TOKEN: &[ApiError] = &[
+    ApiError::Unauthorized,
+    ApiError::Forbidden,
+    ApiError::RateLimited { retry_after_s: 1 },
+];
+/// Endpoints that take a JSON body.
+pub const BODY: &[ApiError] = &[
+    ApiError::InvalidBody(String::new()),
+    ApiError::BodyTooLarge,
+    ApiError::UnsupportedMediaType,
+];
+/// Endpoints that take a query string.
+pub const QUERY: &[ApiError] = &[ApiError::InvalidQuery(String::new())];
+/// Endpoints that write: writes are paused while the database is away, or the queue is full.
+pub const WRITE: &[ApiError] = &[ApiError::Unavailable, ApiError::Overloaded];
+
+/// Every endpoint the server serves besides the page's static files ([`crate::web`]): the
+/// one route table, registered by [`configure`] and documented by [`crate::openapi`].
+pub static ENDPOINTS: &[Endpoint] = &[
+    endpoint!(healthz in health, public, []),
+    endpoint!(readyz in health, public, [INTERNAL]),
+    endpoint!(metrics in health, public, []),
+    endpoint!(document in crate::openapi, public, []),
+    endpoint!(list in pools, public, [ENGINE_READ, INTERNAL]),
+    endpoint!(one in pools, public, [pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
+    endpoint!(book in pools, public, [QUERY, pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
+    endpoint!(trades in pools, public, [QUERY, pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
+    endpoint!(candles in pools, public, [QUERY, pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
+    endpoint!(stats in pools, public, [QUERY, pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
+    endpoint!(quote in pools, public, [QUERY, pools::QUOTE_ERRORS, ENGINE_READ, INTERNAL]),
+    endpoint!(
+        place in orders,
+        Buyer,
+        [TOKEN, BODY, orders::PLACE_ERRORS, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(list in orders, Buyer, [TOKEN, QUERY, ENGINE_READ, STORE_READ, INTERNAL]),
+    endpoint!(
+        one in orders,
+        Buyer,
+        [TOKEN, orders::UNKNOWN_ORDER, ENGINE_READ, STORE_READ, INTERNAL]
+    ),
+    endpoint!(
+        amend in orders,
+        Buyer,
+        [TOKEN, BODY, orders::AMEND_ERRORS, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(cancel in orders, Buyer, [TOKEN, orders::CANCEL_ERRORS, WRITE, STORE_READ, INTERNAL]),
+    endpoint!(list in leases, Buyer, [TOKEN, QUERY, ENGINE_READ, STORE_READ, INTERNAL]),
+    endpoint!(
+        one in leases,
+        Buyer,
+        [TOKEN, leases::UNKNOWN_LEASE, ENGINE_READ, STORE_READ, INTERNAL]
+    ),
+    endpoint!(
+        release in leases,
+        Buyer,
+        [TOKEN, leases::UNKNOWN_LEASE, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(
+        release in capacity,
+        Supplier,
+        [TOKEN, BODY, capacity::RELEASE_ERRORS, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(list in capacity, Supplier, [TOKEN, QUERY, ENGINE_READ, STORE_READ, INTERNAL]),
+    endpoint!(
+        one in capacity,
+        Supplier,
+        [TOKEN, capacity::UNKNOWN_BLOCK, ENGINE_READ, STORE_READ, INTERNAL]
+    ),
+    endpoint!(
+        update in capacity,
+        Supplier,
+        [TOKEN, BODY, capacity::UPDATE_ERRORS, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(
+        reclaim in capacity,
+        Supplier,
+        [TOKEN, BODY, capacity::RECLAIM_ERRORS, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(
+        forecast in capacity,
+        Supplier,
+        [TOKEN, BODY, capacity::FORECAST_ERRORS, WRITE, STORE_READ, INTERNAL]
+    ),
+    endpoint!(connect in crate::ws, public, [crate::ws::CONNECT_ERRORS]),
+    endpoint!(state_hash in admin, Admin, [TOKEN, ENGINE_READ, INTERNAL]),
+    endpoint!(
+        configure_pool in admin,
+        Admin,
+        [TOKEN, BODY, admin::CONFIGURE_POOL_ERRORS, WRITE, ENGINE_READ, INTERNAL]
+    ),
+    endpoint!(
+        kill_switch in admin,
+        Admin,
+        [TOKEN, BODY, admin::KILL_SWITCH_ERRORS, WRITE, INTERNAL]
+    ),
+    endpoint!(
+        account_limits in admin,
+        Admin,
+        [TOKEN, BODY, admin::ACCOUNT_LIMITS_ERRORS, WRITE, INTERNAL]
+    ),
+];
+
+/// Registers every endpoint of [`ENDPOINTS`], with the body and query error handlers. A path
+/// is one resource, so a method it does not serve gets the JSON 405.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(
         web::JsonConfig::default()
@@ -27,49 +222,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .error_handler(error::json_error),
     )
     .app_data(web::QueryConfig::default().error_handler(error::query_error))
-    .app_data(web::PathConfig::default().error_handler(error::path_error))
-    .service(resource("/healthz").route(web::get().to(health::healthz)))
-    .service(resource("/readyz").route(web::get().to(health::readyz)))
-    .service(resource("/metrics").route(web::get().to(health::metrics)))
-    .service(resource("/v1/pools").route(web::get().to(pools::list)))
-    .service(resource("/v1/pools/{pool}").route(web::get().to(pools::one)))
-    .service(resource("/v1/pools/{pool}/book").route(web::get().to(pools::book)))
-    .service(resource("/v1/pools/{pool}/trades").route(web::get().to(pools::trades)))
-    .service(resource("/v1/pools/{pool}/candles").route(web::get().to(pools::candles)))
-    .service(resource("/v1/pools/{pool}/stats").route(web::get().to(pools::stats)))
-    .service(resource("/v1/pools/{pool}/quote").route(web::get().to(pools::quote)))
-    .service(
-        resource("/v1/orders")
-            .route(web::post().to(orders::place))
-            .route(web::get().to(orders::list)),
-    )
-    .service(
-        resource("/v1/orders/{id}")
-            .route(web::get().to(orders::one))
-            .route(web::patch().to(orders::amend))
-            .route(web::delete().to(orders::cancel)),
-    )
-    .service(resource("/v1/leases").route(web::get().to(leases::list)))
-    .service(resource("/v1/leases/{id}").route(web::get().to(leases::one)))
-    .service(resource("/v1/leases/{id}/release").route(web::post().to(leases::release)))
-    .service(
-        resource("/v1/capacity")
-            .route(web::post().to(capacity::release))
-            .route(web::get().to(capacity::list)),
-    )
-    .service(
-        resource("/v1/capacity/{block_id}")
-            .route(web::get().to(capacity::one))
-            .route(web::patch().to(capacity::update)),
-    )
-    .service(resource("/v1/capacity/{block_id}/reclaim").route(web::post().to(capacity::reclaim)))
-    .service(resource("/v1/capacity/{block_id}/forecast").route(web::post().to(capacity::forecast)))
-    .service(resource("/v1/admin/state-hash").route(web::get().to(admin::state_hash)))
-    .service(resource("/v1/admin/pools/{pool}").route(web::put().to(admin::configure_pool)))
-    .service(resource("/v1/admin/kill-switch").route(web::post().to(admin::kill_switch)))
-    .service(
-        resource("/v1/admin/accounts/{account}/limits").route(web::put().to(admin::account_limits)),
-    );
+    .app_data(web::PathConfig::default().error_handler(error::path_error));
+    let mut paths: Vec<String> = Vec::new();
+    for endpoint in ENDPOINTS {
+        let path = endpoint.path();
+        if !paths.contains(&path) {
+            paths.push(path);
+        }
+    }
+    for path in paths {
+        let mut served = resource(&path);
+        for endpoint in ENDPOINTS.iter().filter(|e| e.path() == path) {
+            for method in endpoint.methods() {
+                served = served.route((endpoint.route)().method(method));
+            }
+        }
+        cfg.service(served);
+    }
 }
 
 /// A resource whose unsupported methods get a JSON 405 like every other error.
@@ -78,13 +247,13 @@ fn resource(path: &str) -> actix_web::Resource {
 }
 
 /// The answer to a known path with a method it does not serve.
-pub async fn method_not_allowed() -> actix_web::HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::MethodNotAllowed)
+pub async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
 }
 
 /// The answer to any path no route matches.
-pub async fn not_found() -> actix_web::HttpResponse {
-    actix_web::ResponseError::error_response(&ApiError::NotFound("not_found"))
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound("not_found"))
 }
 
 /// The engine's refusal of a command, if it refused it.
@@ -119,14 +288,18 @@ pub fn check_name(value: &str, max: usize, field: &str) -> Result<(), ApiError> 
 }
 
 /// `?status=&limit=&before=` of the list endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    /// Only this status.
+    /// Only this status (orders: open, filled, cancelled, expired; leases: active, preempting,
+    /// preempted, completed, released; blocks: pending, open, closed).
     pub status: Option<String>,
     /// Page size.
+    #[param(minimum = 1)]
     pub limit: Option<usize>,
-    /// Cursor: ids below this one (orders, leases) or block ids after it (capacity).
+    /// Cursor (also spelled `after`): ids below this one (orders, leases) or block ids after
+    /// it (capacity); the previous page's `next_before` / `next_after`.
     #[serde(alias = "after")]
     pub before: Option<String>,
 }

@@ -17,45 +17,102 @@ use matching_engine::{
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::ToSchema;
+
+/// An order that does not exist or is another account's.
+pub const UNKNOWN_ORDER: &[ApiError] = &[ApiError::NotFound("unknown_order")];
+
+/// What placing a bid can be refused for.
+pub const PLACE_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownPool),
+    ApiError::Rejected(Rejection::PriceNotOnTick),
+    ApiError::Rejected(Rejection::PriceOutOfBand),
+    ApiError::Rejected(Rejection::GpusMustNotBeZero),
+    ApiError::Rejected(Rejection::GpusOverMax),
+    ApiError::Rejected(Rejection::MinGpusInvalid),
+    ApiError::Rejected(Rejection::DurationTooShort),
+    ApiError::Rejected(Rejection::DurationTooLong),
+    ApiError::Rejected(Rejection::MaxDurationBelowDuration),
+    ApiError::Rejected(Rejection::ExpiresAtInvalid),
+    ApiError::Rejected(Rejection::KillSwitch),
+    ApiError::Rejected(Rejection::LimitOrdersOpen),
+    ApiError::Rejected(Rejection::LimitNotional),
+];
+
+/// What amending a bid can be refused for.
+pub const AMEND_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownOrder),
+    ApiError::Rejected(Rejection::OrderNotOpen),
+    ApiError::Rejected(Rejection::PriceNotOnTick),
+    ApiError::Rejected(Rejection::PriceOutOfBand),
+    ApiError::Rejected(Rejection::GpusMustNotBeZero),
+    ApiError::Rejected(Rejection::GpusOverMax),
+    ApiError::Rejected(Rejection::KillSwitch),
+    ApiError::Rejected(Rejection::LimitNotional),
+    ApiError::Rejected(Rejection::NothingToChange),
+];
+
+/// What cancelling a bid can be refused for.
+pub const CANCEL_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownOrder),
+    ApiError::Rejected(Rejection::OrderNotOpen),
+];
 
 /// `POST /v1/orders`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderBody {
+    /// The pool, `<gpu>.<region>`.
+    #[schema(example = "h100-sxm.us-east")]
     pool: String,
+    /// GPUs wanted.
     gpus: u32,
+    /// The most this bid pays per GPU-hour.
     price: ApiPrice,
+    /// Lease length needed, in seconds.
     duration_s: u32,
+    /// The longest lease accepted (default `duration_s`).
     max_duration_s: Option<u32>,
+    /// The fewest GPUs accepted in one fill (default `gpus`).
     min_gpus: Option<u32>,
+    /// Default `gtc`.
     tif: Option<TimeInForce>,
+    /// Required for `gtd`, refused otherwise.
     expires_at: Option<Rfc3339Time>,
+    /// Re-bid for the lost GPUs when a lease is preempted.
     persistent: Option<bool>,
+    /// Idempotency key: a second bid with the same key returns the first (200).
     client_order_id: Option<String>,
 }
 
 /// `PATCH /v1/orders/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmendOrderBody {
+    /// A new price (the bid loses time priority if it changes).
     price: Option<ApiPrice>,
+    /// New remaining GPUs.
     gpus: Option<u32>,
 }
 
-#[derive(Serialize)]
+/// An order and the leases a command opened for it.
+#[derive(Serialize, ToSchema)]
 struct OrderWithLeases {
     order: OrderJson,
     leases: Vec<LeaseJson>,
 }
 
-#[derive(Serialize)]
+/// One order.
+#[derive(Serialize, ToSchema)]
 struct OrderOnly {
     order: OrderJson,
 }
 
-#[derive(Serialize)]
+/// A page of orders, newest first.
+#[derive(Serialize, ToSchema)]
 struct OrderPage {
     orders: Vec<OrderJson>,
+    /// Pass as `before` for the next page; absent on the last.
     next_before: Option<String>,
 }
 
@@ -115,6 +172,17 @@ pub async fn find_order(
 
 /// Places a bid. 201 with the order and the leases it got at once; 200 with the first result
 /// when the `client_order_id` was used before.
+#[utoipa::path(
+    post,
+    path = "/v1/orders",
+    operation_id = "place_order",
+    tag = "orders",
+    request_body = PlaceOrderBody,
+    responses(
+        (status = 201, description = "Placed; the leases it got at once", body = OrderWithLeases),
+        (status = 200, description = "This client_order_id was used before: the first bid and its leases", body = OrderWithLeases),
+    ),
+)]
 pub async fn place(
     state: web::Data<AppState>,
     buyer: Buyer,
@@ -176,6 +244,14 @@ pub async fn place(
 }
 
 /// Lists the caller's orders, newest first. `status=open` is served from live state.
+#[utoipa::path(
+    get,
+    path = "/v1/orders",
+    operation_id = "list_orders",
+    tag = "orders",
+    params(super::ListQuery),
+    responses((status = 200, description = "The caller's orders, newest first", body = OrderPage)),
+)]
 pub async fn list(
     state: web::Data<AppState>,
     buyer: Buyer,
@@ -235,6 +311,14 @@ pub async fn list(
 }
 
 /// One of the caller's orders.
+#[utoipa::path(
+    get,
+    path = "/v1/orders/{id}",
+    operation_id = "get_order",
+    tag = "orders",
+    params(("id" = String, Path, description = "Order id", example = "42")),
+    responses((status = 200, description = "The order", body = OrderOnly)),
+)]
 pub async fn one(
     state: web::Data<AppState>,
     buyer: Buyer,
@@ -248,6 +332,15 @@ pub async fn one(
 }
 
 /// Amends a resting bid's price and/or GPUs; may trade at once.
+#[utoipa::path(
+    patch,
+    path = "/v1/orders/{id}",
+    operation_id = "amend_order",
+    tag = "orders",
+    params(("id" = String, Path, description = "Order id", example = "42")),
+    request_body = AmendOrderBody,
+    responses((status = 200, description = "The order after the amend, and the leases it opened", body = OrderWithLeases)),
+)]
 pub async fn amend(
     state: web::Data<AppState>,
     buyer: Buyer,
@@ -279,6 +372,14 @@ pub async fn amend(
 }
 
 /// Cancels a bid (a persistent one stops re-bidding; its running leases continue).
+#[utoipa::path(
+    delete,
+    path = "/v1/orders/{id}",
+    operation_id = "cancel_order",
+    tag = "orders",
+    params(("id" = String, Path, description = "Order id", example = "42")),
+    responses((status = 200, description = "The cancelled order", body = OrderOnly)),
+)]
 pub async fn cancel(
     state: web::Data<AppState>,
     buyer: Buyer,

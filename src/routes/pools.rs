@@ -17,18 +17,37 @@ use crate::timestamp::{now_ms, Rfc3339Time};
 use actix_web::{web, HttpResponse};
 use matching_engine::{Level, PoolSummary, Rejection};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-#[derive(Serialize)]
+/// A pool that does not exist (or a name too long to be one).
+pub const UNKNOWN_POOL: &[ApiError] = &[ApiError::Rejected(Rejection::UnknownPool)];
+
+/// A quote's own refusals.
+pub const QUOTE_ERRORS: &[ApiError] = &[
+    ApiError::Rejected(Rejection::UnknownPool),
+    ApiError::Rejected(Rejection::GpusMustNotBeZero),
+];
+
+/// Every pool.
+#[derive(Serialize, ToSchema)]
 struct PoolList {
     pools: Vec<PoolJson>,
 }
 
-#[derive(Serialize)]
+/// One pool.
+#[derive(Serialize, ToSchema)]
 struct PoolOnly {
     pool: PoolJson,
 }
 
 /// `GET /v1/pools`: every pool's settings and live summary.
+#[utoipa::path(
+    get,
+    path = "/v1/pools",
+    operation_id = "list_pools",
+    tag = "market",
+    responses((status = 200, description = "Every pool, by id", body = PoolList)),
+)]
 pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut pools = state.sequencer.read(|v| v.engine.pools()).await?;
     pools.sort_by(|a, b| a.config.id.cmp(&b.config.id));
@@ -49,7 +68,15 @@ async fn pool_summary(state: &AppState, pool: &str) -> Result<PoolSummary, ApiEr
         .ok_or(Rejection::UnknownPool.into())
 }
 
-/// `GET /v1/pools/{pool}`.
+/// `GET /v1/pools/{pool}`: one pool's settings and live summary.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}",
+    operation_id = "get_pool",
+    tag = "market",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`", example = "h100-sxm.us-east")),
+    responses((status = 200, description = "The pool", body = PoolOnly)),
+)]
 pub async fn one(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -61,16 +88,22 @@ pub async fn one(
 }
 
 /// `?depth=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct BookQuery {
+    /// Price levels per side, 1..=100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     depth: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// One aggregated price level.
+#[derive(Serialize, ToSchema)]
 struct LevelJson {
     price: Usd,
+    /// GPUs resting at this price.
     gpus: u64,
+    /// Bids or blocks resting at this price.
     orders: u32,
 }
 
@@ -84,16 +117,28 @@ impl From<&Level> for LevelJson {
     }
 }
 
-#[derive(Serialize)]
+/// A pool's book.
+#[derive(Serialize, ToSchema)]
 struct BookJson {
     pool: String,
+    /// The journal sequence number the book reflects (the WebSocket feed's `seq`).
     seq: u64,
+    /// Best (highest) first.
     bids: Vec<LevelJson>,
+    /// Best (lowest) first.
     asks: Vec<LevelJson>,
 }
 
 /// `GET /v1/pools/{pool}/book?depth=20`: aggregated levels, best first, and the `seq` they
 /// reflect.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/book",
+    operation_id = "get_book",
+    tag = "market",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`", example = "h100-sxm.us-east"), BookQuery),
+    responses((status = 200, description = "Aggregated levels, best first", body = BookJson)),
+)]
 pub async fn book(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -124,28 +169,44 @@ pub async fn book(
 }
 
 /// `?limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TradesQuery {
+    /// How many, newest first (default and maximum: see the limits).
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// A public trade: no account is named.
+#[derive(Serialize, ToSchema)]
 struct TradeJson {
     id: String,
     price: Usd,
     gpus: u32,
+    /// Which side was resting.
+    #[schema(value_type = matching_engine::Side)]
     maker_side: &'static str,
     at: Rfc3339Time,
 }
 
-#[derive(Serialize)]
+/// Recent trades.
+#[derive(Serialize, ToSchema)]
 struct TradesJson {
     pool: String,
+    /// Newest first.
     trades: Vec<TradeJson>,
 }
 
 /// `GET /v1/pools/{pool}/trades?limit=`: recent trades, newest first, naming no one.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/trades",
+    operation_id = "list_trades",
+    tag = "market",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`", example = "h100-sxm.us-east"), TradesQuery),
+    responses((status = 200, description = "Recent trades, newest first", body = TradesJson)),
+)]
 pub async fn trades(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -175,14 +236,20 @@ pub async fn trades(
 }
 
 /// `?interval=1m&limit=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CandlesQuery {
+    /// `1m` (default), `5m`, `15m`, `1h`, `4h` or `1d`.
+    #[param(pattern = "^(1m|5m|15m|1h|4h|1d)$")]
     interval: Option<String>,
+    /// How many intervals, newest last.
+    #[param(minimum = 1)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+/// One interval's OHLC and volume.
+#[derive(Serialize, ToSchema)]
 struct CandleJson {
     start: Rfc3339Time,
     open: Usd,
@@ -194,7 +261,8 @@ struct CandleJson {
     volume_gpu_hours: f64,
 }
 
-#[derive(Serialize)]
+/// Candles of the intervals that had trades, oldest first.
+#[derive(Serialize, ToSchema)]
 struct CandlesJson {
     pool: String,
     interval: String,
@@ -208,6 +276,14 @@ fn gpu_hours(gpu_seconds: u64) -> f64 {
 
 /// `GET /v1/pools/{pool}/candles?interval=1m`: OHLC and volume of intervals that had trades,
 /// oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/candles",
+    operation_id = "list_candles",
+    tag = "market",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`", example = "h100-sxm.us-east"), CandlesQuery),
+    responses((status = 200, description = "OHLC and GPU-hours volume", body = CandlesJson)),
+)]
 pub async fn candles(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -258,13 +334,16 @@ pub async fn candles(
 }
 
 /// `?window=24h`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
+    /// A duration such as `15m`, `1h`, `24h` (default) or `7d`.
     window: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Price, volatility, volume and preemption statistics over a window.
+#[derive(Serialize, ToSchema)]
 struct StatsJson {
     pool: String,
     window_s: u64,
@@ -284,6 +363,14 @@ struct StatsJson {
 }
 
 /// `GET /v1/pools/{pool}/stats?window=24h`: price percentiles, volatility, volume, preemptions.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/stats",
+    operation_id = "get_stats",
+    tag = "market",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`", example = "h100-sxm.us-east"), StatsQuery),
+    responses((status = 200, description = "Statistics over the window", body = StatsJson)),
+)]
 pub async fn stats(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -325,14 +412,18 @@ pub async fn stats(
 }
 
 /// `?gpus=8&duration_s=14400`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct QuoteQuery {
+    /// GPUs wanted.
     gpus: u32,
+    /// Lease length wanted, in seconds.
     duration_s: u32,
 }
 
-#[derive(Serialize)]
+/// What a bid would get now.
+#[derive(Serialize, ToSchema)]
 struct QuoteJson {
     pool: String,
     gpus: u32,
@@ -345,6 +436,14 @@ struct QuoteJson {
 }
 
 /// `GET /v1/pools/{pool}/quote?gpus=8&duration_s=14400`: what a bid would get now.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/quote",
+    operation_id = "get_quote",
+    tag = "market",
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`", example = "h100-sxm.us-east"), QuoteQuery),
+    responses((status = 200, description = "Fillable GPUs, average and worst price, total cost", body = QuoteJson)),
+)]
 pub async fn quote(
     state: web::Data<AppState>,
     path: web::Path<String>,

@@ -13,6 +13,8 @@ mod health;
 mod helpers;
 mod leases;
 mod market_data;
+mod metrics;
+mod openapi;
 mod orders;
 mod outage;
 mod redis;
