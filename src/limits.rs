@@ -284,10 +284,6 @@ pub const SIGNAL_DEAD_STREAM_LEN_MAX: usize = 100_000;
 /// seconds of a busy book; past it the oldest are dropped and subscribers resync by seq.
 pub const MARKET_UNSENT_MESSAGES_MAX: usize = 10_000;
 
-/// Market-data messages kept for the next attempt while Redis cannot be reached: a few
-/// seconds of a busy book; past it the oldest are dropped and subscribers resync by seq.
-pub const MARKET_UNSENT_MESSAGES_MAX: usize = 10_000;
-
 /// Lease events read from the store per query when the stream catches up.
 pub const LEASE_EVENTS_READ_CHUNK: usize = 1_000;
 
