@@ -15,6 +15,7 @@ use crate::config::{JwtKeySource, Settings};
 use crate::demo::{self, DemoOptions};
 use crate::money::parse_usd;
 use crate::startup::{shutdown_signal, Application};
+use crate::telemetry::LogFormat;
 use crate::timestamp::{format_rfc3339, now_ms};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
@@ -128,6 +129,9 @@ pub struct ServeArgs {
     /// Demo: simulated seconds per real second (1440 = a day a minute).
     #[arg(long, requires = "demo")]
     pub speed: Option<f64>,
+    /// Log lines on stderr: readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// `offpeak demo`.
@@ -139,6 +143,9 @@ pub struct DemoArgs {
     /// Simulated seconds per real second (1440 = a day a minute).
     #[arg(long)]
     pub speed: Option<f64>,
+    /// Log lines on stderr: readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 /// `offpeak bid`.
@@ -252,6 +259,7 @@ pub fn run(cli: Cli) -> ExitCode {
             demo: true,
             seed: args.seed,
             speed: args.speed,
+            log_format: args.log_format,
         }),
         Some(Command::Token {
             sub,
@@ -273,7 +281,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn serve_blocking(args: ServeArgs) -> ExitCode {
-    crate::telemetry::init();
+    crate::telemetry::init(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

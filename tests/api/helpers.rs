@@ -28,7 +28,7 @@ static TRACING: Once = Once::new();
 fn init_tracing() {
     TRACING.call_once(|| {
         if std::env::var_os("TEST_LOG").is_some() {
-            offpeak::telemetry::init();
+            offpeak::telemetry::init(offpeak::telemetry::LogFormat::Text);
         }
     });
 }

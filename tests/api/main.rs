@@ -12,6 +12,7 @@ mod first_start;
 mod health;
 mod helpers;
 mod leases;
+mod logs;
 mod market_data;
 mod metrics;
 mod openapi;
