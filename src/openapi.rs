@@ -253,17 +253,9 @@ pub fn build() -> OpenApi {
         let mut operation = endpoint.operation();
         error_responses(endpoint, &mut operation);
         security(endpoint, &mut operation);
-        let methods: Vec<HttpMethod> = endpoint
-            .methods()
-            .iter()
-            .map(|m| {
-                serde_json::from_value(serde_json::json!(m.as_str().to_ascii_lowercase()))
-                    .expect("an OpenAPI method")
-            })
-            .collect();
         paths = paths.path(
             endpoint.path(),
-            PathItem::from_http_methods(methods, operation),
+            PathItem::from_http_methods(endpoint.documented_methods(), operation),
         );
         endpoint.schemas(&mut schemas);
     }

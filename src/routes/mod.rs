@@ -63,6 +63,11 @@ impl Endpoint {
             .collect()
     }
 
+    /// The HTTP methods, as the document names them.
+    pub fn documented_methods(&self) -> Vec<HttpMethod> {
+        (self.methods)()
+    }
+
     /// The documented operation, as written on the handler.
     pub fn operation(&self) -> Operation {
         (self.operation)()
