@@ -135,7 +135,7 @@ pub const WRITE: &[ApiError] = &[ApiError::Unavailable, ApiError::Overloaded];
 /// one route table, registered by [`configure`] and documented by [`crate::openapi`].
 pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(healthz in health, public, []),
-    endpoint!(readyz in health, public, [INTERNAL]),
+    endpoint!(readyz in health, public, []),
     endpoint!(metrics in health, public, []),
     endpoint!(document in crate::openapi, public, []),
     endpoint!(list in pools, public, [ENGINE_READ, INTERNAL]),
