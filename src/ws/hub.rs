@@ -130,6 +130,8 @@ pub enum Kick {
     SlowConsumer,
     /// A private event could not be delivered (queue full or the feed overflowed).
     PrivateEventsLost,
+    /// The server is shutting down; the client should reconnect (to it or another).
+    ShuttingDown,
 }
 
 impl Kick {
@@ -138,6 +140,7 @@ impl Kick {
         match self {
             Kick::SlowConsumer => "slow_consumer",
             Kick::PrivateEventsLost => "private_events_lost",
+            Kick::ShuttingDown => "server_shutting_down",
         }
     }
 }
@@ -164,6 +167,7 @@ enum Command {
     Leave {
         client: ClientId,
     },
+    CloseAll,
 }
 
 /// Counters for `/metrics` and the load test.
@@ -279,6 +283,12 @@ impl Hub {
         self.send(Command::Leave { client }).await
     }
 
+    /// Closes every connection (going away), so that a graceful shutdown need not wait for
+    /// long-lived WebSocket connections to end by themselves.
+    pub async fn close_all(&self) {
+        self.send(Command::CloseAll).await
+    }
+
     async fn send(&self, command: Command) {
         // The hub only stops when every handle is dropped, so this cannot fail while we hold
         // one; if it ever did, the session simply gets no more messages and times out.
@@ -323,7 +333,8 @@ impl Client {
     fn kick(&mut self, why: Kick) {
         if let Some(kick) = self.kick.take() {
             let _ = kick.send(why);
-            self.kicked = true;
+            // A shutdown is not the client's fault: only the others count as drops.
+            self.kicked = why != Kick::ShuttingDown;
         }
     }
 
@@ -439,6 +450,12 @@ impl HubTask {
                 }
             }
             Command::Leave { client } => self.remove(client),
+            Command::CloseAll => {
+                for client in self.clients.values_mut() {
+                    client.kick(Kick::ShuttingDown);
+                }
+                self.clients.clear();
+            }
         }
     }
 

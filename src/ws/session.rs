@@ -157,8 +157,12 @@ pub(super) async fn run(
 }
 
 fn kick_reason(kick: Kick) -> CloseReason {
+    let code = match kick {
+        Kick::ShuttingDown => CloseCode::Away,
+        Kick::SlowConsumer | Kick::PrivateEventsLost => CloseCode::Policy,
+    };
     CloseReason {
-        code: CloseCode::Policy,
+        code,
         description: Some(kick.reason().to_owned()),
     }
 }
