@@ -608,3 +608,38 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
     // The reader is still connected and served.
     assert_eq!(metric(&app, "offpeak_ws_connections").await, 1);
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_closes_websockets_as_going_away_at_once() {
+    let app = TestApp::spawn().await;
+    let mut client = WsClient::connect(&app, None).await.expect("connect");
+    client.subscribe(&["capacity"]).await;
+    client
+        .until("capacity snapshot", |m| m["channel"] == "capacity")
+        .await;
+    let started = Instant::now();
+    let stopping = tokio::spawn(app.stop());
+    let close = timeout(Duration::from_secs(5), async {
+        loop {
+            match client.stream.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return None,
+            }
+        }
+    })
+    .await
+    .expect("the server closed the connection within 5 s")
+    .expect("with a close frame");
+    assert_eq!(
+        close.code,
+        tungstenite::protocol::frame::coding::CloseCode::Away
+    );
+    assert_eq!(close.reason.as_str(), "server_shutting_down");
+    stopping.await.expect("stop task");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the shutdown waited for the WebSocket: {:?}",
+        started.elapsed()
+    );
+}
