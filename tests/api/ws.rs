@@ -438,7 +438,7 @@ async fn private_channels_carry_only_the_tokens_own_account() {
         .filter(|m| m["channel"] == "capacity")
         .flat_map(|m| m["pools"].as_array().cloned().unwrap_or_default())
         .filter(|p| p["pool"] == POOL)
-        .last()
+        .next_back()
         .expect("capacity updates for the pool");
     assert_eq!(
         (
