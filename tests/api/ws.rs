@@ -437,8 +437,7 @@ async fn private_channels_carry_only_the_tokens_own_account() {
         .iter()
         .filter(|m| m["channel"] == "capacity")
         .flat_map(|m| m["pools"].as_array().cloned().unwrap_or_default())
-        .filter(|p| p["pool"] == POOL)
-        .next_back()
+        .rfind(|p| p["pool"] == POOL)
         .expect("capacity updates for the pool");
     assert_eq!(
         (
