@@ -546,11 +546,6 @@ impl Feed {
         changes
     }
 
-    /// The pools the feed knows, in configuration order.
-    pub fn pools(&self) -> Vec<Name> {
-        self.lock().pools.iter().map(|(p, _)| p.clone()).collect()
-    }
-
     /// Whether the feed knows this pool.
     pub fn has_pool(&self, pool: &str) -> bool {
         self.lock().index.contains_key(pool)
@@ -650,9 +645,6 @@ async fn reset_from_engine(feed: &Arc<Feed>, sequencer: &SequencerHandle) -> u64
         }
     }
 }
-
-/// Shared handle.
-pub type SharedFeed = Arc<Feed>;
 
 #[cfg(test)]
 mod tests {
