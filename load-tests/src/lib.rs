@@ -13,6 +13,7 @@ pub mod matchcore_side;
 pub mod measure;
 pub mod memory;
 pub mod mix;
+pub mod orders;
 pub mod ours_stream;
 pub mod setup;
 pub mod signals;

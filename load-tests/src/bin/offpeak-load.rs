@@ -23,6 +23,9 @@ enum Scenario {
     /// A scheduler releasing and reclaiming capacity through the Redis stream while buyers
     /// bid: signal-to-book and reclaim-to-notice latency, nothing lost or applied twice.
     Signals(load_tests::signals::Args),
+    /// Buyers placing and cancelling bids (and a supplier releasing blocks that some bids take)
+    /// as fast as the server acknowledges them durably; then `/healthz` as the HTTP ceiling.
+    Orders(load_tests::orders::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -36,6 +39,9 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Signals(args) => {
             runtime.block_on(load_tests::signals::run(args))?;
+        }
+        Scenario::Orders(args) => {
+            runtime.block_on(load_tests::orders::run(args))?;
         }
     }
     Ok(())
