@@ -44,9 +44,10 @@ pub fn market_update(
     let keys = bus.keys();
     let mut update = MarketUpdate::default();
     for (pool, delta) in &changes.books {
-        update
-            .messages
-            .push((keys.market(pool), protocol::book_delta(pool, delta)));
+        update.messages.push((
+            keys.market(pool),
+            Arc::from(&*protocol::book_delta(pool, delta)),
+        ));
     }
     for (pool, trades) in &changes.trades {
         let message = match trades {
@@ -58,7 +59,9 @@ pub fn market_update(
                 &feed.recent_trades(pool).unwrap_or_default(),
             ),
         };
-        update.messages.push((keys.market(pool), message));
+        update
+            .messages
+            .push((keys.market(pool), Arc::from(&*message)));
     }
     let figures = if all_capacity {
         feed.capacity()

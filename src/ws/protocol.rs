@@ -8,9 +8,9 @@ use crate::feed::{BookDelta, BookSnapshot, CapacityFigures, LevelChange, Private
 use crate::money::Usd;
 use crate::routes::json::{BlockJson, LeaseJson, OrderJson};
 use crate::timestamp::Rfc3339Time;
+use bytestring::ByteString;
 use matching_engine::{LeaseView, Level, Name, PriceMicros, Side, TradeView};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// A channel a client can subscribe to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -95,12 +95,14 @@ pub enum ClientOp {
     Ping,
 }
 
-/// A message, serialized once and shared by every client it goes to.
-pub type Frame = Arc<str>;
+/// A message, serialized once and shared by every client it goes to: a reference-counted
+/// string that actix-ws takes as it is, so a frame sent to 2,000 clients is never copied
+/// before it is written into each socket.
+pub type Frame = ByteString;
 
 fn frame(value: &impl Serialize) -> Frame {
     // Serializing these plain structs cannot fail: no maps with non-string keys, no floats.
-    Arc::from(serde_json::to_string(value).expect("a wire message serializes"))
+    ByteString::from(serde_json::to_string(value).expect("a wire message serializes"))
 }
 
 #[derive(Serialize)]
@@ -326,7 +328,7 @@ pub fn authenticated(account: &str, role: crate::auth::Role) -> Frame {
 
 /// `{"type":"pong"}`.
 pub fn pong() -> Frame {
-    Arc::from(r#"{"type":"pong"}"#)
+    ByteString::from_static(r#"{"type":"pong"}"#)
 }
 
 /// The channel a private event goes to, and its message.

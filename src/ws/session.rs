@@ -95,7 +95,7 @@ pub(super) async fn run(
     let writer = async {
         while let Some(frame) = queue.recv().await {
             let sent = match frame {
-                Outgoing::Text(text) => ws.text(&*text).await,
+                Outgoing::Text(text) => ws.text(text).await,
                 Outgoing::Ping => ws.ping(b"").await,
                 Outgoing::Pong(payload) => ws.pong(&payload).await,
             };
