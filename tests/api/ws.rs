@@ -583,7 +583,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
         );
     }
     assert!(
-        longest_silence < Duration::from_secs(1),
+        longest_silence < Duration::from_secs(2),
         "the reader waited {longest_silence:?} for an update while the slow client stalled"
     );
     converge(&app, &mut reader, &mut book, &channel).await;
