@@ -6,6 +6,13 @@
 // asserts that the page reconnects and resynchronizes by itself. Screenshots go to
 // target/e2e/*.png.
 //
+// Why Node and playwright-core rather than a Rust DevTools client (chromiumoxide,
+// headless_chrome): playwright-core is the most used and best kept driver, waits for the page
+// by itself, and is one small npm package with no browser download (it drives the system
+// Chromium given as executablePath). A Rust CDP crate would add a large, less maintained
+// dependency tree to every `cargo build` of the workspace on a 2-core machine, for one test.
+// The server under test is still the cargo-built binary, started as a child process.
+//
 // Environment: OFFPEAK_BIN (default target/release/offpeak, else target/debug/offpeak),
 // CHROMIUM (default /usr/bin/chromium), OFFPEAK_TEST_PG_ADMIN (default
 // postgres://postgres@127.0.0.1:5432/postgres).
