@@ -4,7 +4,7 @@
 //! id is simply a different block, and is never visible.
 
 use super::json::BlockJson;
-use super::{check_name, rejection, ListQuery};
+use super::{check_name, overlay_live, rejection, ListQuery};
 use crate::auth::Supplier;
 use crate::error::ApiError;
 use crate::limits::{BLOCK_ID_BYTES_MAX, NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX};
@@ -341,11 +341,7 @@ pub async fn list(
                 .sequencer
                 .read(move |v| v.engine.blocks_of(&owner))
                 .await?;
-            for block in &mut stored {
-                if let Some(fresh) = live.iter().find(|b| b.block_id == block.block_id) {
-                    *block = fresh.clone();
-                }
-            }
+            overlay_live(&mut stored, live, |b| b.block_id.clone());
             stored
         }
     };

@@ -1,7 +1,7 @@
 //! Leases: list, read, release early. Role `buyer`; another buyer's lease is 404.
 
 use super::json::LeaseJson;
-use super::{parse_id, rejection, ListQuery};
+use super::{overlay_live, parse_id, rejection, ListQuery};
 use crate::auth::Buyer;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -105,11 +105,7 @@ pub async fn list(
                 .sequencer
                 .read(move |v| v.engine.leases_of(&owner))
                 .await?;
-            for lease in &mut stored {
-                if let Some(fresh) = live.iter().find(|l| l.id == lease.id) {
-                    *lease = fresh.clone();
-                }
-            }
+            overlay_live(&mut stored, live, |l| l.id);
             stored
         }
     };

@@ -3,7 +3,7 @@
 //! Another account's order is answered exactly like a missing one (404 `unknown_order`).
 
 use super::json::{LeaseJson, OrderJson};
-use super::{parse_id, rejection, ListQuery};
+use super::{overlay_live, parse_id, rejection, ListQuery};
 use crate::auth::Buyer;
 use crate::error::ApiError;
 use crate::limits::{CLIENT_ORDER_ID_BYTES_MAX, POOL_ID_BYTES_MAX};
@@ -294,11 +294,7 @@ pub async fn list(
             .sequencer
             .read(move |v| v.engine.orders_of(&owner))
             .await?;
-        for order in &mut stored {
-            if let Some(fresh) = live.iter().find(|o| o.id == order.id) {
-                *order = fresh.clone();
-            }
-        }
+        overlay_live(&mut stored, live, |o| o.id);
         stored
     };
     let next_before = (orders.len() == limit)
