@@ -617,3 +617,100 @@ impl HubTask {
         self.settle_all();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use matching_engine::{Event, PriceMicros, Side, TimeMs};
+    use std::time::Duration;
+
+    /// One batch that sets `levels` bid levels of pool `p` to `gpus` each.
+    fn levels(levels: u64, gpus: u64) -> Vec<Event> {
+        (1..=levels)
+            .map(|i| Event::BookLevelChanged {
+                pool: Name::from("p"),
+                side: Side::Bid,
+                price: PriceMicros(i * 10_000),
+                gpus,
+                orders: 1,
+            })
+            .collect()
+    }
+
+    /// The next frame's JSON, or `None` when none comes within 200 ms.
+    async fn next(queue: &mut QueueReceiver) -> Option<serde_json::Value> {
+        match tokio::time::timeout(Duration::from_millis(200), queue.recv()).await {
+            Ok(Some(Outgoing::Text(frame))) => Some(serde_json::from_str(&frame).unwrap()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_falls_behind_is_coalesced_then_caught_up_by_a_snapshot() {
+        let feed = Arc::new(Feed::new());
+        feed.publish(1, TimeMs(1), &levels(1, 1));
+        let (hub, _ended) = Hub::start(feed.clone());
+        let (queue, mut frames) = client_queue();
+        let (client, mut kicked) = hub.join(queue).await;
+        hub.subscribe(client, vec![Channel::Book(Name::from("p"))])
+            .await;
+        let snapshot = next(&mut frames).await.expect("snapshot");
+        assert_eq!(
+            (&snapshot["type"], &snapshot["seq"]),
+            (&"snapshot".into(), &1.into())
+        );
+
+        // ~40 KB deltas, 20 a second, and the client reads nothing: the 1 MiB queue fills.
+        for seq in 2..=60u64 {
+            feed.publish(seq, TimeMs(seq as i64), &levels(1_000, seq));
+            tokio::time::sleep(Duration::from_millis(60)).await;
+        }
+        assert!(hub.stats.clients_coalesced.load(Ordering::Relaxed) > 0);
+        assert!(
+            kicked.try_recv().is_err(),
+            "not dropped within the lag bound"
+        );
+
+        // It reads again: it gets what was queued, then one snapshot of the latest book.
+        let mut last = None;
+        while let Some(message) = next(&mut frames).await {
+            last = Some(message);
+        }
+        let last = last.expect("frames");
+        assert_eq!(last["type"], "snapshot", "{last}");
+        assert_eq!(last["seq"], 60);
+        assert_eq!(last["bids"][0]["gpus"], 60, "latest state wins");
+        assert!(kicked.try_recv().is_err());
+        assert_eq!(hub.stats.clients_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_stays_behind_past_the_lag_bound_is_dropped() {
+        let feed = Arc::new(Feed::new());
+        feed.publish(1, TimeMs(1), &levels(1, 1));
+        let (hub, _ended) = Hub::start(feed.clone());
+        let (queue, _frames) = client_queue();
+        let (client, kicked) = hub.join(queue).await;
+        hub.subscribe(client, vec![Channel::Book(Name::from("p"))])
+            .await;
+        let mut seq = 2;
+        let kick = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut kicked = kicked;
+            loop {
+                feed.publish(seq, TimeMs(seq as i64), &levels(1_000, seq));
+                seq += 1;
+                tokio::select! {
+                    kick = &mut kicked => return kick,
+                    _ = tokio::time::sleep(Duration::from_millis(60)) => {}
+                }
+            }
+        })
+        .await
+        .expect("dropped within 30 s");
+        assert_eq!(
+            kick.expect("a kick, not a closed channel"),
+            Kick::SlowConsumer
+        );
+        assert_eq!(hub.stats.clients_dropped.load(Ordering::Relaxed), 1);
+    }
+}
