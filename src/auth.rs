@@ -15,14 +15,11 @@ use crate::error::ApiError;
 use crate::limits::{
     ACCOUNT_ID_BYTES_MAX, JWT_LEEWAY_S, JWT_SECRET_BYTES_MIN, TOKEN_BYTES_MAX, TOKEN_TTL_MAX,
 };
-use crate::state::AppState;
-use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::HttpRequest;
 use anyhow::{bail, Context};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::future::{ready, Ready};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,55 +294,3 @@ pub fn mint_token(
         &encoding,
     )?)
 }
-
-fn authenticate(req: &HttpRequest, role: Role) -> Result<Principal, ApiError> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .ok_or_else(|| ApiError::Internal("application state missing".into()))?;
-    let principal = state.verifier.verify_request(req)?;
-    if principal.role != role {
-        return Err(ApiError::Forbidden);
-    }
-    state.rate_limiter.check(&principal.account)?;
-    Ok(principal)
-}
-
-macro_rules! role_extractor {
-    ($(#[$doc:meta])* $name:ident, $role:expr) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug)]
-        pub struct $name(pub Principal);
-
-        impl $name {
-            /// The caller's account id.
-            pub fn account(&self) -> &str {
-                &self.0.account
-            }
-        }
-
-        impl FromRequest for $name {
-            type Error = ApiError;
-            type Future = Ready<Result<Self, ApiError>>;
-
-            fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-                ready(authenticate(req, $role).map($name))
-            }
-        }
-    };
-}
-
-role_extractor!(
-    /// A caller with role `buyer`.
-    Buyer,
-    Role::Buyer
-);
-role_extractor!(
-    /// A caller with role `supplier`.
-    Supplier,
-    Role::Supplier
-);
-role_extractor!(
-    /// A caller with role `admin`.
-    Admin,
-    Role::Admin
-);

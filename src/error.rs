@@ -10,7 +10,11 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use matching_engine::Rejection;
 use serde::Serialize;
+use std::collections::BTreeSet;
 use std::fmt;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 
 /// Everything a request can fail with.
 #[derive(Debug)]
@@ -58,7 +62,7 @@ pub struct ErrorBody<'a> {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail<'a> {
     /// The stable code clients match on.
-    #[schema(value_type = crate::openapi::ErrorCode)]
+    #[schema(value_type = ErrorCode)]
     code: &'a str,
     /// A sentence for people; it may change.
     message: String,
@@ -222,33 +226,6 @@ impl From<Rejection> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        match e {
-            crate::store::StoreError::Unavailable(detail) => {
-                tracing::warn!(%detail, "database read failed");
-                ApiError::StoreUnavailable
-            }
-            other => ApiError::Internal(other.to_string()),
-        }
-    }
-}
-
-impl From<crate::sequencer::SubmitError> for ApiError {
-    fn from(e: crate::sequencer::SubmitError) -> Self {
-        match e {
-            crate::sequencer::SubmitError::Overloaded => ApiError::Overloaded,
-            crate::sequencer::SubmitError::Unavailable | crate::sequencer::SubmitError::Stopped => {
-                ApiError::Unavailable
-            }
-            // Only capacity signals are refused as already applied; REST never sends one.
-            crate::sequencer::SubmitError::AlreadyApplied => {
-                ApiError::Internal("a REST write was refused as an already applied signal".into())
-            }
-        }
-    }
-}
-
 /// Maps actix's JSON extractor errors (syntax, unknown fields, size, content type).
 pub fn json_error(
     err: actix_web::error::JsonPayloadError,
@@ -280,4 +257,108 @@ pub fn path_error(
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     ApiError::NotFound("not_found").into()
+}
+
+// ----- every code an error answer can carry (the OpenAPI document's `ErrorCode` enum) -----
+
+/// The error code enum of the document: every code an error answer can carry.
+pub struct ErrorCode;
+
+impl PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(error_codes()))
+            .description(Some(
+                "Stable, snake_case; engine rejections keep the engine's code, except that \
+                 another account's order or lease reads as unknown_order / unknown_lease",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+}
+
+/// Every engine rejection, read from its derived schema (the engine's serde names).
+pub fn every_rejection() -> Vec<Rejection> {
+    let schema =
+        serde_json::to_value(<Rejection as PartialSchema>::schema()).expect("a schema serializes");
+    schema["enum"]
+        .as_array()
+        .expect("Rejection's schema is a string enum")
+        .iter()
+        .map(|name| serde_json::from_value(name.clone()).expect("each name is a Rejection"))
+        .collect()
+}
+
+/// One of each error other than engine rejections.
+fn other_errors() -> Vec<ApiError> {
+    // The match is exhaustive: a new variant fails to compile here until it is listed below.
+    let _reminder = |e: &ApiError| match e {
+        ApiError::Rejected(_)
+        | ApiError::InvalidBody(_)
+        | ApiError::InvalidQuery(_)
+        | ApiError::BodyTooLarge
+        | ApiError::UnsupportedMediaType
+        | ApiError::Unauthorized
+        | ApiError::Forbidden
+        | ApiError::NotFound(_)
+        | ApiError::MethodNotAllowed
+        | ApiError::RateLimited { .. }
+        | ApiError::Unavailable
+        | ApiError::Overloaded
+        | ApiError::StoreUnavailable
+        | ApiError::Internal(_) => {}
+    };
+    vec![
+        ApiError::InvalidBody(String::new()),
+        ApiError::InvalidQuery(String::new()),
+        ApiError::BodyTooLarge,
+        ApiError::UnsupportedMediaType,
+        ApiError::Unauthorized,
+        ApiError::Forbidden,
+        ApiError::NotFound("not_found"),
+        ApiError::NotFound("unknown_order"),
+        ApiError::NotFound("unknown_lease"),
+        ApiError::NotFound("unknown_block"),
+        ApiError::MethodNotAllowed,
+        ApiError::RateLimited { retry_after_s: 1 },
+        ApiError::Unavailable,
+        ApiError::Overloaded,
+        ApiError::StoreUnavailable,
+        ApiError::Internal(String::new()),
+    ]
+}
+
+/// Every code an error answer can carry, sorted.
+pub fn error_codes() -> Vec<&'static str> {
+    let codes: BTreeSet<&'static str> = other_errors()
+        .iter()
+        .map(ApiError::code)
+        .chain(
+            every_rejection()
+                .into_iter()
+                .map(|r| ApiError::Rejected(r).code()),
+        )
+        .collect();
+    codes.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_cover_every_rejection_and_hide_not_yours() {
+        let codes = error_codes();
+        assert!(codes.contains(&"price_not_on_tick"));
+        assert!(codes.contains(&"unknown_order"));
+        assert!(codes.contains(&"rate_limited"));
+        assert!(!codes.contains(&"not_your_order"), "shown as unknown_order");
+        assert!(every_rejection().contains(&Rejection::NothingToChange));
+    }
 }

@@ -22,11 +22,12 @@
 //!   subscribers are sent a snapshot (or, for private events, disconnected) instead of a
 //!   partial stream.
 
+use crate::journal::CommittedBatch;
 use crate::limits::{
     FEED_PRIVATE_PENDING_MAX, FEED_RESET_RETRY_MIN, FEED_TRADES_PENDING_MAX,
     FEED_TRADES_RECENT_MAX, WS_SNAPSHOT_LEVELS_MAX,
 };
-use crate::sequencer::{CommittedBatch, SequencerHandle};
+use crate::sequencer::SequencerHandle;
 use crate::timestamp::now_ms;
 use matching_engine::{
     BlockView, Engine, Event, LeaseStatus, LeaseView, Level, Name, OrderView, PriceMicros, Side,

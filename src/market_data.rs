@@ -6,8 +6,8 @@
 //! [`TRADES_KEPT_PER_POOL_MAX`] trades and [`MARKET_HISTORY_MS`] of minute buckets per pool.
 //! Candles and stats older than that are not available (the trades table still has them).
 
+use crate::journal::CommittedBatch;
 use crate::limits::{MARKET_HISTORY_MS, TRADES_KEPT_PER_POOL_MAX};
-use crate::sequencer::CommittedBatch;
 use crate::store::{MarketHistory, PublicTrade};
 use matching_engine::{Event, LeaseStatus, PriceMicros, TimeMs};
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -12,8 +12,8 @@
 //! the bus's lease-events stream. The sequencer remembers when each recent batch committed
 //! ([`COMMITS_REMEMBERED_MAX`] of them); a notice whose batch is older than that is not timed.
 
+use crate::journal::CommittedBatch;
 use crate::limits::COMMITS_REMEMBERED_MAX;
-use crate::sequencer::CommittedBatch;
 use matching_engine::{Event, LeaseStatus, PoolSummary};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -429,7 +429,7 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sequencer::CommandRecord;
+    use crate::journal::CommandRecord;
     use matching_engine::{Command, Rejection, TimeMs};
 
     fn batch(first_seq: u64, events: Vec<Vec<Event>>) -> CommittedBatch {

@@ -9,13 +9,10 @@
 //! so the document cannot claim a status the server would not send for that code.
 
 use crate::auth::Role;
-use crate::error::ApiError;
-use crate::routes::{Endpoint, ENDPOINTS};
-use actix_web::http::header;
-use actix_web::{HttpResponse, ResponseError};
-use matching_engine::Rejection;
+use crate::error::{ApiError, ErrorCode};
+use actix_web::http::{header, Method};
+use actix_web::ResponseError;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem, PathsBuilder};
@@ -26,100 +23,78 @@ use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref, RefOr,
 };
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 
 /// The error body, as a schema.
 type ErrorBody = crate::error::ErrorBody<'static>;
 
+/// One endpoint: its handler, who may call it, what it can fail with, and its OpenAPI
+/// operation. Path, method, parameters, bodies and success responses are read from the
+/// handler's `#[utoipa::path]`, so the route actix serves and the documented one are the
+/// same text.
+pub struct Endpoint {
+    /// The path pattern of the handler's `#[utoipa::path]`.
+    pub path: fn() -> String,
+    /// Its HTTP methods.
+    pub methods: fn() -> Vec<HttpMethod>,
+    /// Its documented operation.
+    pub operation: fn() -> Operation,
+    /// Adds the schemas the operation refers to.
+    pub schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
+    /// The actix route to the handler.
+    pub route: fn() -> actix_web::Route,
+    /// The role a bearer token must carry; `None` when the endpoint is public.
+    pub role: Option<Role>,
+    /// The errors the endpoint can answer, in groups.
+    pub errors: &'static [&'static [ApiError]],
+}
+
+impl Endpoint {
+    /// The path pattern, `{name}` for a segment (actix and OpenAPI write patterns alike).
+    pub fn path(&self) -> String {
+        (self.path)()
+    }
+
+    /// The HTTP methods it is served at (one per handler here).
+    pub fn methods(&self) -> Vec<Method> {
+        (self.methods)()
+            .into_iter()
+            .map(|m| match m {
+                HttpMethod::Get => Method::GET,
+                HttpMethod::Post => Method::POST,
+                HttpMethod::Put => Method::PUT,
+                HttpMethod::Patch => Method::PATCH,
+                HttpMethod::Delete => Method::DELETE,
+                HttpMethod::Head => Method::HEAD,
+                HttpMethod::Options => Method::OPTIONS,
+                HttpMethod::Trace => Method::TRACE,
+            })
+            .collect()
+    }
+
+    /// The HTTP methods, as the document names them.
+    pub fn documented_methods(&self) -> Vec<HttpMethod> {
+        (self.methods)()
+    }
+
+    /// The documented operation, as written on the handler.
+    pub fn operation(&self) -> Operation {
+        (self.operation)()
+    }
+
+    /// Adds the schemas the operation refers to.
+    pub fn schemas(&self, into: &mut Vec<(String, RefOr<Schema>)>) {
+        (self.schemas)(into)
+    }
+
+    /// The error cases, flattened.
+    pub fn error_cases(&self) -> impl Iterator<Item = &'static ApiError> {
+        self.errors.iter().flat_map(|group| group.iter())
+    }
+}
+
 /// The name of the bearer-token security scheme in the document.
 pub const BEARER: &str = "bearer";
-
-/// The error code enum of the document: every code an error answer can carry.
-pub struct ErrorCode;
-
-impl PartialSchema for ErrorCode {
-    fn schema() -> RefOr<Schema> {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .enum_values(Some(error_codes()))
-            .description(Some(
-                "Stable, snake_case; engine rejections keep the engine's code, except that \
-                 another account's order or lease reads as unknown_order / unknown_lease",
-            ))
-            .into()
-    }
-}
-
-impl ToSchema for ErrorCode {
-    fn name() -> std::borrow::Cow<'static, str> {
-        "ErrorCode".into()
-    }
-}
-
-/// Every engine rejection, read from its derived schema (the engine's serde names).
-pub fn every_rejection() -> Vec<Rejection> {
-    let schema =
-        serde_json::to_value(<Rejection as PartialSchema>::schema()).expect("a schema serializes");
-    schema["enum"]
-        .as_array()
-        .expect("Rejection's schema is a string enum")
-        .iter()
-        .map(|name| serde_json::from_value(name.clone()).expect("each name is a Rejection"))
-        .collect()
-}
-
-/// One of each error other than engine rejections.
-fn other_errors() -> Vec<ApiError> {
-    // The match is exhaustive: a new variant fails to compile here until it is listed below.
-    let _reminder = |e: &ApiError| match e {
-        ApiError::Rejected(_)
-        | ApiError::InvalidBody(_)
-        | ApiError::InvalidQuery(_)
-        | ApiError::BodyTooLarge
-        | ApiError::UnsupportedMediaType
-        | ApiError::Unauthorized
-        | ApiError::Forbidden
-        | ApiError::NotFound(_)
-        | ApiError::MethodNotAllowed
-        | ApiError::RateLimited { .. }
-        | ApiError::Unavailable
-        | ApiError::Overloaded
-        | ApiError::StoreUnavailable
-        | ApiError::Internal(_) => {}
-    };
-    vec![
-        ApiError::InvalidBody(String::new()),
-        ApiError::InvalidQuery(String::new()),
-        ApiError::BodyTooLarge,
-        ApiError::UnsupportedMediaType,
-        ApiError::Unauthorized,
-        ApiError::Forbidden,
-        ApiError::NotFound("not_found"),
-        ApiError::NotFound("unknown_order"),
-        ApiError::NotFound("unknown_lease"),
-        ApiError::NotFound("unknown_block"),
-        ApiError::MethodNotAllowed,
-        ApiError::RateLimited { retry_after_s: 1 },
-        ApiError::Unavailable,
-        ApiError::Overloaded,
-        ApiError::StoreUnavailable,
-        ApiError::Internal(String::new()),
-    ]
-}
-
-/// Every code an error answer can carry, sorted.
-pub fn error_codes() -> Vec<&'static str> {
-    let codes: BTreeSet<&'static str> = other_errors()
-        .iter()
-        .map(ApiError::code)
-        .chain(
-            every_rejection()
-                .into_iter()
-                .map(|r| ApiError::Rejected(r).code()),
-        )
-        .collect();
-    codes.into_iter().collect()
-}
 
 /// The error responses of an endpoint: one per status, listing its codes.
 fn error_responses(endpoint: &Endpoint, operation: &mut Operation) {
@@ -245,11 +220,11 @@ fn page_paths() -> Vec<(String, PathItem)> {
         .collect()
 }
 
-/// The document, built from the route table.
-pub fn build() -> OpenApi {
+/// The document of these endpoints (the route table) and the page's files.
+pub fn build(endpoints: &[Endpoint]) -> OpenApi {
     let mut paths = PathsBuilder::new();
     let mut schemas: Vec<(String, RefOr<Schema>)> = Vec::new();
-    for endpoint in ENDPOINTS {
+    for endpoint in endpoints {
         let mut operation = endpoint.operation();
         error_responses(endpoint, &mut operation);
         security(endpoint, &mut operation);
@@ -326,48 +301,13 @@ pub fn build() -> OpenApi {
         .build()
 }
 
-/// The document as JSON, built once: it depends on the code only.
-fn json() -> &'static str {
-    static JSON: OnceLock<String> = OnceLock::new();
-    JSON.get_or_init(|| build().to_json().expect("the OpenAPI document serializes"))
-}
-
-/// `GET /openapi.json`: this document.
-#[utoipa::path(
-    get,
-    path = "/openapi.json",
-    operation_id = "openapi",
-    tag = "operations",
-    responses((
-        status = 200,
-        description = "The OpenAPI 3.1 document of every endpoint",
-        content_type = "application/json",
-        body = Object,
-    )),
-)]
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(json())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn error_codes_cover_every_rejection_and_hide_not_yours() {
-        let codes = error_codes();
-        assert!(codes.contains(&"price_not_on_tick"));
-        assert!(codes.contains(&"unknown_order"));
-        assert!(codes.contains(&"rate_limited"));
-        assert!(!codes.contains(&"not_your_order"), "shown as unknown_order");
-        assert!(every_rejection().contains(&Rejection::NothingToChange));
-    }
-
-    #[test]
     fn every_operation_id_is_unique() {
-        let document = serde_json::to_value(build()).unwrap();
+        let document = serde_json::to_value(build(crate::routes::ENDPOINTS)).unwrap();
         let mut seen = BTreeSet::new();
         for (path, item) in document["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {

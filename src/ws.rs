@@ -16,7 +16,6 @@
 //! connection writes its queue to the socket and reads the client's requests.
 
 pub mod hub;
-pub mod protocol;
 mod session;
 
 pub use hub::{Hub, HubStats};
@@ -24,11 +23,10 @@ pub use hub::{Hub, HubStats};
 use crate::auth::Verifier;
 use crate::error::ApiError;
 use crate::feed::Feed;
+use crate::journal::CommittedBatch;
 use crate::limits::WS_CONNECTIONS_MAX;
 use crate::metrics::{Metrics, NoticeSink};
-use crate::sequencer::CommittedBatch;
 use crate::sequencer::SequencerHandle;
-use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -60,31 +58,15 @@ struct WsState {
 /// What the upgrade can be refused for: a bad token in the header, or too many connections.
 pub const CONNECT_ERRORS: &[ApiError] = &[ApiError::Unauthorized, ApiError::Overloaded];
 
-/// Upgrades to a WebSocket, unless the connection limit is reached or a given token is bad.
-///
-/// Public channels: `book:{pool}`, `trades:{pool}`, `capacity`. Private channels (`orders`,
-/// `leases`, `blocks`) need a token, in the upgrade's `Authorization` header or in a first
-/// `{"op": "auth", "token": "..."}` message. Messages are JSON text frames (DESIGN section 7).
-#[utoipa::path(
-    get,
-    path = "/v1/ws",
-    operation_id = "websocket",
-    tag = "feed",
-    security((), ("bearer" = [])),
-    responses(
-        (status = 101, description = "Switched to the WebSocket protocol"),
-        (status = 400, description = "Not a WebSocket upgrade request (a plain-text answer from the handshake)"),
-    ),
-)]
-pub async fn connect(
+/// Upgrades `req` to a WebSocket session fed by `hub`, unless the connection limit is reached
+/// or a token given in the `Authorization` header is bad (`verifier` checks it).
+pub async fn accept(
     req: HttpRequest,
     body: web::Payload,
-    app: web::Data<AppState>,
+    hub: Hub,
+    verifier: Arc<Verifier>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let state = WsState {
-        hub: app.ws.clone(),
-        verifier: app.verifier.clone(),
-    };
+    let state = WsState { hub, verifier };
     // A token in the header must be valid; without one only public channels are open until
     // the client sends `auth`.
     let principal = match req.headers().get(actix_web::http::header::AUTHORIZATION) {

@@ -23,8 +23,9 @@
 //! the meantime leaves them pending for the next start.
 
 use super::signal::{self, is_poison_code, SignalSummary};
-use super::{Backoff, Bus, BusError, BusStatus, BusTask, EntryId, Fields, Settlement, SignalEntry};
+use super::{Backoff, Bus, BusError, BusStatus, BusTask, Fields, Settlement, SignalEntry};
 use crate::config::BusSettings;
+use crate::journal::EntryId;
 use crate::limits::{
     BUS_RETRY_MAX, BUS_RETRY_MIN, SIGNALS_CLAIM_EVERY, SIGNALS_READ_BLOCK, SIGNALS_READ_COUNT_MAX,
     SIGNAL_DELIVERIES_MAX,

@@ -24,7 +24,6 @@
 //! entry, its dead letter); a redelivered entry whose id is recorded is acknowledged without
 //! being applied again.
 
-pub mod applied;
 pub mod consumer;
 pub mod memory;
 pub mod publisher;
@@ -32,11 +31,10 @@ pub mod redis;
 pub mod signal;
 
 use crate::config::BusSettings;
+use crate::journal::EntryId;
 use crate::sequencer::SequencerHandle;
 use crate::store::Store;
 use async_trait::async_trait;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,55 +43,6 @@ use tokio::task::JoinHandle;
 
 /// The consumer group every offpeak process reads the capacity stream with.
 pub const CONSUMER_GROUP: &str = "offpeak";
-
-/// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct EntryId {
-    /// The milliseconds part.
-    pub ms: u64,
-    /// The sequence part.
-    pub seq: u64,
-}
-
-impl EntryId {
-    /// The id `ms-seq`.
-    pub const fn new(ms: u64, seq: u64) -> EntryId {
-        EntryId { ms, seq }
-    }
-
-    /// Whether both parts fit in a signed 64-bit integer (the database stores them as bigint).
-    pub fn fits_i64(self) -> bool {
-        i64::try_from(self.ms).is_ok() && i64::try_from(self.seq).is_ok()
-    }
-}
-
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
-
-/// A text that is not a stream entry id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a stream entry id like 1700000000000-0")]
-pub struct BadEntryId(pub String);
-
-impl FromStr for EntryId {
-    type Err = BadEntryId;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let bad = || BadEntryId(text.to_owned());
-        let (ms, seq) = text.split_once('-').unwrap_or((text, "0"));
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(ms) || !digits(seq) {
-            return Err(bad());
-        }
-        Ok(EntryId {
-            ms: ms.parse().map_err(|_| bad())?,
-            seq: seq.parse().map_err(|_| bad())?,
-        })
-    }
-}
 
 /// A stream entry's fields, in order, as raw bytes (a producer may send anything).
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
@@ -505,30 +454,6 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn entry_ids_parse_and_order_like_redis() {
-        let a: EntryId = "1700000000000-0".parse().unwrap();
-        let b: EntryId = "1700000000000-12".parse().unwrap();
-        let c: EntryId = "1700000000001-1".parse().unwrap();
-        assert!(a < b && b < c);
-        assert_eq!(b.to_string(), "1700000000000-12");
-        assert_eq!("5".parse::<EntryId>().unwrap(), EntryId::new(5, 0));
-        for bad in [
-            "",
-            "-",
-            "1-",
-            "-1",
-            "a-1",
-            "1-2-3",
-            "1 -2",
-            "99999999999999999999-0",
-        ] {
-            assert!(bad.parse::<EntryId>().is_err(), "{bad:?}");
-        }
-        assert!(!EntryId::new(u64::MAX, 0).fits_i64());
-        assert!(EntryId::new(i64::MAX as u64, 1).fits_i64());
-    }
 
     #[test]
     fn keys_live_under_the_prefix() {

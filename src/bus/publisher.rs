@@ -18,19 +18,19 @@
 //! offpeak restart, the publisher carries on from there and nothing is lost or doubled. A
 //! committed batch with lease events wakes it; it also looks every [`LEASE_EVENTS_POLL_EVERY`].
 
-use super::{Backoff, Bus, BusStatus, BusTask, EntryId, LeaseEventEntry, MarketUpdate};
-use crate::feed::{self, CapacityFigures, Changes, Feed};
+use super::{Backoff, Bus, BusStatus, BusTask, LeaseEventEntry, MarketUpdate};
+use crate::feed::{self, Changes, Feed};
+use crate::journal::{CommittedBatch, EntryId};
 use crate::limits::{
     BUS_RETRY_MAX, BUS_RETRY_MIN, LEASE_EVENTS_POLL_EVERY, LEASE_EVENTS_READ_CHUNK,
     MARKET_UNSENT_MESSAGES_MAX,
 };
 use crate::metrics::{Metrics, NoticeSink};
-use crate::money::Usd;
-use crate::sequencer::{CommittedBatch, SequencerHandle};
+use crate::sequencer::SequencerHandle;
 use crate::store::{LeaseEventRecord, Store};
 use crate::timestamp::{format_rfc3339, now_ms};
-use crate::ws::protocol;
-use matching_engine::{Event, PriceMicros};
+use crate::wire;
+use matching_engine::Event;
 use std::sync::Arc;
 use tokio::sync::broadcast;
 
@@ -46,14 +46,14 @@ pub fn market_update(
     for (pool, delta) in &changes.books {
         update.messages.push((
             keys.market(pool),
-            Arc::from(&*protocol::book_delta(pool, delta)),
+            Arc::from(&*wire::ws::book_delta(pool, delta)),
         ));
     }
     for (pool, trades) in &changes.trades {
         let message = match trades {
-            Some(trades) => protocol::trades(pool, "trades", trades),
+            Some(trades) => wire::ws::trades(pool, "trades", trades),
             // Trades were lost to the pending bound: the latest ones, as a snapshot.
-            None => protocol::trades(
+            None => wire::ws::trades(
                 pool,
                 "snapshot",
                 &feed.recent_trades(pool).unwrap_or_default(),
@@ -72,27 +72,10 @@ pub fn market_update(
     for figures in &figures {
         update.hashes.push((
             keys.capacity_hash(&figures.pool),
-            capacity_fields(figures, &updated_at),
+            wire::redis::capacity_hash_fields(figures, &updated_at),
         ));
     }
     update
-}
-
-/// A pool's capacity hash: counts, prices as USD strings (empty when there is none).
-fn capacity_fields(figures: &CapacityFigures, updated_at: &str) -> Vec<(String, String)> {
-    let usd = |p: Option<PriceMicros>| p.map(|p| Usd::from(p).to_string()).unwrap_or_default();
-    vec![
-        ("idle_gpus".into(), figures.idle_gpus.to_string()),
-        ("leased_gpus".into(), figures.leased_gpus.to_string()),
-        (
-            "reclaiming_gpus".into(),
-            figures.reclaiming_gpus.to_string(),
-        ),
-        ("best_bid".into(), usd(figures.best_bid)),
-        ("best_ask".into(), usd(figures.best_ask)),
-        ("last_price".into(), usd(figures.last_price)),
-        ("updated_at".into(), updated_at.to_owned()),
-    ]
 }
 
 /// Publishes book deltas, trades and capacity until the task is aborted.
@@ -145,67 +128,12 @@ pub async fn run_market(bus: Arc<dyn Bus>, status: Arc<BusStatus>, sequencer: Se
     }
 }
 
-/// The lease-events stream's fields for one recorded event.
+/// The lease-events stream's entry for one recorded event: its fields ([`wire::redis`]) under
+/// the id `<journal seq>-<row id>`.
 pub fn lease_event_entry(record: &LeaseEventRecord) -> LeaseEventEntry {
-    let mut fields: Vec<(String, String)> = Vec::with_capacity(16);
-    let mut put = |name: &str, value: String| fields.push((name.to_owned(), value));
-    let event = match record.kind.as_str() {
-        "opened" => "opened",
-        "forecast" => "reclaim_warning",
-        "notice" => "notice",
-        "preempted" | "completed" | "released" => "ended",
-        _ => "changed",
-    };
-    put("event", event.to_owned());
-    put("lease_id", record.lease_id.to_string());
-    put("buyer", record.buyer.to_string());
-    put("seq", record.seq.to_string());
-    put("at", format_rfc3339(record.at));
-    if let Some(lease) = &record.lease {
-        put("pool", lease.pool.to_string());
-        put("block_id", lease.block_id.to_string());
-        put("order_id", lease.order_id.to_string());
-        put("gpus", lease.gpus.to_string());
-        put("price", Usd::from(lease.price).to_string());
-    }
-    match event {
-        "opened" => {
-            if let Some(lease) = &record.lease {
-                put("started_at", format_rfc3339(lease.started_at));
-                put("ends_at", format_rfc3339(lease.ends_at));
-            }
-        }
-        "reclaim_warning" => {
-            if let Some(at) = record.detail_at {
-                put("reclaim_at", format_rfc3339(at));
-            }
-        }
-        "notice" => {
-            if let Some(at) = record.detail_at {
-                put("notice_ends_at", format_rfc3339(at));
-            }
-            if let Some(lease) = &record.lease {
-                put("emergency", lease.emergency.to_string());
-            }
-        }
-        "ended" => {
-            put("reason", record.kind.clone());
-            if let Some(lease) = &record.lease {
-                put("cost", Usd(lease.cost_micros).to_string());
-                if let Some(ended) = lease.ended_at {
-                    put("ended_at", format_rfc3339(ended));
-                }
-            }
-        }
-        _ => {
-            if let Some(lease) = &record.lease {
-                put("ends_at", format_rfc3339(lease.ends_at));
-            }
-        }
-    }
     LeaseEventEntry {
         id: EntryId::new(record.seq, record.row_id),
-        fields,
+        fields: wire::redis::lease_event_fields(record),
     }
 }
 
@@ -329,85 +257,12 @@ pub async fn run_lease_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use matching_engine::{LeaseId, LeaseStatus, LeaseView, Name, OrderId, TimeMs};
-
-    fn record(kind: &str) -> LeaseEventRecord {
-        LeaseEventRecord {
-            seq: 42,
-            row_id: 7,
-            lease_id: LeaseId(9),
-            buyer: Name::from("acme"),
-            kind: kind.to_owned(),
-            at: TimeMs(1_735_787_045_000),
-            detail_at: Some(TimeMs(1_735_787_165_000)),
-            lease: Some(LeaseView {
-                id: LeaseId(9),
-                order_id: OrderId(3),
-                buyer: Name::from("acme"),
-                supplier: Name::from("dc1"),
-                pool: Name::from("h100-sxm.us-east"),
-                block_id: Name::from("b1"),
-                gpus: 8,
-                price: PriceMicros(1_500_000),
-                status: LeaseStatus::Preempted,
-                started_at: TimeMs(1_735_787_000_000),
-                ends_at: TimeMs(1_735_790_600_000),
-                notice_ends_at: Some(TimeMs(1_735_787_165_000)),
-                preempted_at: Some(TimeMs(1_735_787_045_000)),
-                emergency: false,
-                ended_at: Some(TimeMs(1_735_787_165_000)),
-                cost_micros: 0,
-                nodes: vec![],
-            }),
-        }
-    }
-
-    fn field<'a>(entry: &'a LeaseEventEntry, name: &str) -> Option<&'a str> {
-        entry
-            .fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
 
     #[test]
-    fn a_notice_carries_when_it_ends_and_an_end_its_reason_and_cost() {
-        let notice = lease_event_entry(&record("notice"));
-        assert_eq!(notice.id, EntryId::new(42, 7));
-        assert_eq!(field(&notice, "event"), Some("notice"));
-        assert_eq!(
-            field(&notice, "notice_ends_at"),
-            Some("2025-01-02T03:06:05.000Z")
-        );
-        assert_eq!(field(&notice, "price"), Some("1.50"));
-        let ended = lease_event_entry(&record("preempted"));
-        assert_eq!(field(&ended, "event"), Some("ended"));
-        assert_eq!(field(&ended, "reason"), Some("preempted"));
-        assert_eq!(field(&ended, "cost"), Some("0.00"));
-        let warning = lease_event_entry(&record("forecast"));
-        assert_eq!(field(&warning, "event"), Some("reclaim_warning"));
-        assert!(field(&warning, "reclaim_at").is_some());
-        let opened = lease_event_entry(&record("opened"));
-        assert_eq!(field(&opened, "ends_at"), Some("2025-01-02T04:03:20.000Z"));
-    }
-
-    #[test]
-    fn capacity_hash_fields_are_strings_with_empty_prices_when_absent() {
-        let fields = capacity_fields(
-            &CapacityFigures {
-                pool: Name::from("p.x"),
-                idle_gpus: 8,
-                leased_gpus: 4,
-                reclaiming_gpus: 0,
-                best_bid: None,
-                best_ask: Some(PriceMicros(1_250_000)),
-                last_price: None,
-            },
-            "2030-01-01T00:00:00.000Z",
-        );
-        let get = |k: &str| fields.iter().find(|(n, _)| n == k).unwrap().1.as_str();
-        assert_eq!(get("idle_gpus"), "8");
-        assert_eq!(get("best_ask"), "1.25");
-        assert_eq!(get("best_bid"), "");
+    fn a_lease_event_is_identified_by_its_seq_and_row() {
+        let record = wire::redis::tests::record("notice");
+        let entry = lease_event_entry(&record);
+        assert_eq!(entry.id, EntryId::new(42, 7));
+        assert_eq!(entry.fields, wire::redis::lease_event_fields(&record));
     }
 }

@@ -1,15 +1,16 @@
 //! Administration: pool settings, kill switches, account limits, and the engine's state hash
 //! (for checking that a restart or a replay rebuilt exactly the same state). Role `admin`.
 
-use super::json::PoolJson;
+use super::caller::Admin;
 use super::rejection;
-use crate::auth::{is_valid_account_id, Admin};
+use crate::auth::is_valid_account_id;
 use crate::error::ApiError;
 use crate::limits::POOL_ID_BYTES_MAX;
 use crate::money::{ApiPrice, Usd};
 use crate::pool_spec::PoolSpec;
 use crate::state::AppState;
 use crate::timestamp::Rfc3339Time;
+use crate::wire::rest::PoolJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::{AccountLimits, Command, KillTarget, Rejection};
 use serde::{Deserialize, Serialize};

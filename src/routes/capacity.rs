@@ -3,15 +3,16 @@
 //! Block ids are chosen by the supplier and scoped to it: another supplier's block of the same
 //! id is simply a different block, and is never visible.
 
-use super::json::BlockJson;
+use super::caller::Supplier;
 use super::{check_name, overlay_live, rejection, ListQuery};
-use crate::auth::Supplier;
 use crate::error::ApiError;
 use crate::limits::{BLOCK_ID_BYTES_MAX, NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
 use crate::state::AppState;
-use crate::store::{codes, ListFilter};
+use crate::store::ListFilter;
 use crate::timestamp::Rfc3339Time;
+use crate::wire::codes;
+use crate::wire::rest::BlockJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::limits::NODES_PER_BLOCK_MAX;
 use matching_engine::{

@@ -1,11 +1,12 @@
 //! Leases: list, read, release early. Role `buyer`; another buyer's lease is 404.
 
-use super::json::LeaseJson;
+use super::caller::Buyer;
 use super::{overlay_live, parse_id, rejection, ListQuery};
-use crate::auth::Buyer;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{codes, ListFilter};
+use crate::store::ListFilter;
+use crate::wire::codes;
+use crate::wire::rest::LeaseJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::{Command, Event, LeaseId, LeaseStatus, LeaseView};
 use serde::Serialize;

@@ -6,83 +6,22 @@
 //! go through the sequencer (committed state only); history comes from the store.
 
 pub mod admin;
+pub mod caller;
 pub mod capacity;
+pub mod docs;
 pub mod health;
-pub mod json;
 pub mod leases;
 pub mod orders;
 pub mod pools;
+pub mod websocket;
 
 use crate::auth::Role;
 use crate::error::{self, ApiError};
 use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REQUEST_BODY_BYTES_MAX};
-use actix_web::http::Method;
+pub use crate::openapi::Endpoint;
 use actix_web::web;
 use matching_engine::{Event, Rejection};
 use serde::Deserialize;
-use utoipa::openapi::path::{HttpMethod, Operation};
-use utoipa::openapi::schema::Schema;
-use utoipa::openapi::RefOr;
-
-/// One endpoint: its handler, who may call it, what it can fail with, and its OpenAPI
-/// operation. Path, method, parameters, bodies and success responses are read from the
-/// handler's `#[utoipa::path]`, so the route actix serves and the documented one are the
-/// same text.
-pub struct Endpoint {
-    path: fn() -> String,
-    methods: fn() -> Vec<HttpMethod>,
-    operation: fn() -> Operation,
-    schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
-    route: fn() -> actix_web::Route,
-    /// The role a bearer token must carry; `None` when the endpoint is public.
-    pub role: Option<Role>,
-    /// The errors the endpoint can answer, in groups.
-    pub errors: &'static [&'static [ApiError]],
-}
-
-impl Endpoint {
-    /// The path pattern, `{name}` for a segment (actix and OpenAPI write patterns alike).
-    pub fn path(&self) -> String {
-        (self.path)()
-    }
-
-    /// The HTTP methods it is served at (one per handler here).
-    pub fn methods(&self) -> Vec<Method> {
-        (self.methods)()
-            .into_iter()
-            .map(|m| match m {
-                HttpMethod::Get => Method::GET,
-                HttpMethod::Post => Method::POST,
-                HttpMethod::Put => Method::PUT,
-                HttpMethod::Patch => Method::PATCH,
-                HttpMethod::Delete => Method::DELETE,
-                HttpMethod::Head => Method::HEAD,
-                HttpMethod::Options => Method::OPTIONS,
-                HttpMethod::Trace => Method::TRACE,
-            })
-            .collect()
-    }
-
-    /// The HTTP methods, as the document names them.
-    pub fn documented_methods(&self) -> Vec<HttpMethod> {
-        (self.methods)()
-    }
-
-    /// The documented operation, as written on the handler.
-    pub fn operation(&self) -> Operation {
-        (self.operation)()
-    }
-
-    /// Adds the schemas the operation refers to.
-    pub fn schemas(&self, into: &mut Vec<(String, RefOr<Schema>)>) {
-        (self.schemas)(into)
-    }
-
-    /// The error cases, flattened.
-    pub fn error_cases(&self) -> impl Iterator<Item = &'static ApiError> {
-        self.errors.iter().flat_map(|group| group.iter())
-    }
-}
 
 /// An [`Endpoint`] of a handler annotated with `#[utoipa::path]`: `endpoint!(list in pools,
 /// public, [READ])` or `endpoint!(place in orders, Buyer, [TOKEN, BODY, ...])`.
@@ -137,7 +76,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(healthz in health, public, []),
     endpoint!(readyz in health, public, []),
     endpoint!(metrics in health, public, []),
-    endpoint!(document in crate::openapi, public, []),
+    endpoint!(document in docs, public, []),
     endpoint!(list in pools, public, [ENGINE_READ, INTERNAL]),
     endpoint!(one in pools, public, [pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
     endpoint!(book in pools, public, [QUERY, pools::UNKNOWN_POOL, ENGINE_READ, INTERNAL]),
@@ -199,7 +138,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
         Supplier,
         [TOKEN, BODY, capacity::FORECAST_ERRORS, WRITE, STORE_READ, INTERNAL]
     ),
-    endpoint!(connect in crate::ws, public, [crate::ws::CONNECT_ERRORS]),
+    endpoint!(connect in websocket, public, [websocket::CONNECT_ERRORS]),
     endpoint!(state_hash in admin, Admin, [TOKEN, ENGINE_READ, INTERNAL]),
     endpoint!(
         configure_pool in admin,

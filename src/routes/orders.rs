@@ -2,15 +2,16 @@
 //!
 //! Another account's order is answered exactly like a missing one (404 `unknown_order`).
 
-use super::json::{LeaseJson, OrderJson};
+use super::caller::Buyer;
 use super::{overlay_live, parse_id, rejection, ListQuery};
-use crate::auth::Buyer;
 use crate::error::ApiError;
 use crate::limits::{CLIENT_ORDER_ID_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
 use crate::state::AppState;
-use crate::store::{codes, ListFilter};
+use crate::store::ListFilter;
 use crate::timestamp::Rfc3339Time;
+use crate::wire::codes;
+use crate::wire::rest::{LeaseJson, OrderJson};
 use actix_web::{web, HttpResponse};
 use matching_engine::{
     AmendBid, Command, Event, OrderId, OrderStatus, OrderView, PlaceBid, Rejection, TimeInForce,

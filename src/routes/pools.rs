@@ -4,7 +4,6 @@
 //! the in-memory market data fed by committed batches. None of them touches the database, so
 //! they keep answering while it is down.
 
-use super::json::PoolJson;
 use crate::error::ApiError;
 use crate::limits::{
     BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX, CANDLES_LIMIT_DEFAULT, CANDLES_LIMIT_MAX,
@@ -12,8 +11,9 @@ use crate::limits::{
 };
 use crate::money::Usd;
 use crate::state::AppState;
-use crate::store::codes;
 use crate::timestamp::{now_ms, Rfc3339Time};
+use crate::wire::codes;
+use crate::wire::rest::PoolJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::{Level, PoolSummary, Rejection};
 use serde::{Deserialize, Serialize};

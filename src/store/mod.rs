@@ -7,12 +7,11 @@
 //! PostgreSQL lives in [`postgres`], the embedded SQLite default in [`sqlite`]; both pass the
 //! same conformance suite (`tests/api/store_conformance.rs`).
 
-pub mod codes;
 pub mod postgres;
 pub mod sqlite;
 
-use crate::bus::EntryId;
-use crate::sequencer::CommittedBatch;
+use crate::error::ApiError;
+use crate::journal::{CommittedBatch, EntryId};
 use async_trait::async_trait;
 use matching_engine::{
     BlockView, Event, LeaseId, LeaseStatus, LeaseView, Name, OrderId, OrderView, PriceMicros, Side,
@@ -353,4 +352,17 @@ pub trait Store: Send + Sync + 'static {
         since: TimeMs,
         trades_per_pool: usize,
     ) -> Result<MarketHistory, StoreError>;
+}
+
+impl From<StoreError> for ApiError {
+    /// A read the database did not answer is a retryable 503; anything else is a bug.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database read failed");
+                ApiError::StoreUnavailable
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
 }

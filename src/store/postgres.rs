@@ -8,12 +8,12 @@
 //! [`StoreError::Unavailable`]; deadpool's fast recycling drops closed connections, so the
 //! store recovers by itself once PostgreSQL answers again.
 
-use super::codes;
 use super::{
     AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, LeaseMinute, ListFilter,
     MarketHistory, PublicTrade, Store, StoreError, StoredSnapshot,
 };
-use crate::bus::EntryId;
+use crate::journal::codes;
+use crate::journal::EntryId;
 use crate::limits::{
     DB_CONNECT_TIMEOUT, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT, DB_WRITE_CONNECTIONS_MAX,
     DB_WRITE_TIMEOUT, SNAPSHOTS_KEPT,

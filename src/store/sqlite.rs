@@ -14,12 +14,12 @@
 //! reported as [`StoreError::Unavailable`] (its outcome unknown: the journal decides on
 //! recovery, as with PostgreSQL).
 
-use super::codes;
 use super::{
     AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, LeaseMinute, ListFilter,
     MarketHistory, PublicTrade, Store, StoreError, StoredSnapshot,
 };
-use crate::bus::EntryId;
+use crate::journal::codes;
+use crate::journal::EntryId;
 use crate::limits::{
     DB_READ_TIMEOUT, DB_WRITE_TIMEOUT, SQLITE_BUSY_TIMEOUT, SQLITE_READ_CONNECTIONS_MAX,
 };

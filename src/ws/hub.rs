@@ -6,12 +6,12 @@
 //! channels skip updates and are owed a fresh snapshot, latest state wins); a client that stays
 //! coalesced for [`WS_CLIENT_LAG_MAX`], or that would lose a private event, is dropped.
 
-use super::protocol::{self, Channel, Frame};
 use crate::feed::{Changes, Feed};
 use crate::limits::{
     FEED_PUBLISH_INTERVAL, WS_CLIENT_LAG_MAX, WS_CLIENT_QUEUE_BYTES_MAX,
     WS_CLIENT_QUEUE_MESSAGES_MAX, WS_HUB_COMMANDS_MAX,
 };
+use crate::wire::ws::{self as protocol, Channel, Frame};
 use actix_web::web::Bytes;
 use matching_engine::Name;
 use std::collections::{HashMap, HashSet};

@@ -2,13 +2,13 @@
 //! pings it, and closes it when the hub cuts it off or it goes silent.
 
 use super::hub::{client_queue, ClientId, Kick, Outgoing, QueueSender};
-use super::protocol::{self, Channel, ClientOp, Frame};
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
 use crate::limits::{
     WS_CLIENT_MESSAGE_BYTES_MAX, WS_CLIENT_OPS_BURST, WS_CLIENT_OPS_PER_S, WS_CLIENT_SILENCE_MAX,
     WS_PING_INTERVAL, WS_SUBSCRIPTIONS_MAX,
 };
+use crate::wire::ws::{self as protocol, Channel, ClientOp, Frame};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use std::collections::HashSet;
 use std::time::Duration;

@@ -10,7 +10,8 @@
 
 use crate::helpers::{eventually, rfc3339_in, TestApp, POOL};
 use offpeak::bus::memory::MemoryBus;
-use offpeak::bus::{EntryId, Keys, CONSUMER_GROUP};
+use offpeak::bus::{Keys, CONSUMER_GROUP};
+use offpeak::journal::EntryId;
 use redis::aio::MultiplexedConnection;
 use redis::Value;
 use reqwest::StatusCode;

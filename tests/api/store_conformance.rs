@@ -11,8 +11,8 @@ use matching_engine::{
     OrderView, PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity, ReleaseCapacity, TimeInForce,
     TimeMs,
 };
-use offpeak::bus::EntryId;
-use offpeak::sequencer::{CommandRecord, CommittedBatch};
+use offpeak::journal::EntryId;
+use offpeak::journal::{CommandRecord, CommittedBatch};
 use offpeak::store::{AppliedSignal, BatchRows, ListFilter, Store, StoreError, StoredSnapshot};
 use std::collections::BTreeMap;
 use std::sync::Arc;

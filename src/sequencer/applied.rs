@@ -11,7 +11,7 @@
 //! above the low end that is not in the set was never applied. An id below the low end may or
 //! may not have been: [`Seen::Unknown`], and the sequencer asks the database.
 
-use super::EntryId;
+use crate::journal::EntryId;
 use crate::limits::APPLIED_SIGNALS_CACHED_MAX;
 use std::collections::BTreeSet;
 
@@ -86,13 +86,9 @@ impl AppliedSignals {
     }
 
     /// Ids held in memory.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.ids.len()
-    }
-
-    /// Whether no id is held.
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
     }
 }
 

@@ -3,8 +3,8 @@
 //! Money is a USD decimal string, time is RFC 3339, ids are strings, durations are `*_s`.
 //! A lease shown to its buyer does not name the supplier; trades shown publicly name no one.
 
+use super::codes;
 use crate::money::Usd;
-use crate::store::codes;
 use crate::timestamp::Rfc3339Time;
 use matching_engine::{AuctionMode, BlockView, LeaseView, NodeGpus, OrderView, PoolSummary};
 use serde::Serialize;

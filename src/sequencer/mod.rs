@@ -24,8 +24,10 @@
 //! - Time moves only through journaled commands: an idle server journals a `Tick` every
 //!   `idle_tick` (`OFFPEAK_IDLE_TICK_MS`), and one is sent when the engine's next timer is due.
 
-use crate::bus::applied::{AppliedSignals, Seen};
-use crate::bus::EntryId;
+mod applied;
+
+use crate::error::ApiError;
+use crate::journal::{CommandRecord, CommittedBatch, EntryId};
 use crate::limits::{
     APPLIED_SIGNALS_CACHED_MAX, BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS,
     READS_PER_TURN_MAX, READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN,
@@ -37,6 +39,7 @@ use crate::metrics::Metrics;
 use crate::store::{BatchRows, Store, StoredSnapshot};
 use crate::timestamp::now_ms;
 use anyhow::{bail, Context};
+use applied::{AppliedSignals, Seen};
 use matching_engine::{Command, Engine, Event, PoolConfig, Snapshot, TimeMs};
 use std::collections::HashSet;
 use std::future::Future;
@@ -46,35 +49,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
-
-/// One applied command and what it did.
-#[derive(Debug)]
-pub struct CommandRecord {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The time it was applied at.
-    pub at: TimeMs,
-    /// The command.
-    pub command: Command,
-    /// The capacity signal (stream entry id) it came from, if it came from one.
-    pub signal: Option<EntryId>,
-    /// Its events, in order (timer events that fired before it come first).
-    pub events: Vec<Event>,
-}
-
-/// A batch of commands, committed to the store in one transaction.
-#[derive(Debug)]
-pub struct CommittedBatch {
-    /// The commands in sequence order.
-    pub records: Vec<CommandRecord>,
-}
-
-impl CommittedBatch {
-    /// The last sequence number in the batch.
-    pub fn last_seq(&self) -> u64 {
-        self.records.last().map_or(0, |r| r.seq)
-    }
-}
 
 /// A write's acknowledgement: its command is durable.
 #[derive(Clone, Debug)]
@@ -110,6 +84,20 @@ pub enum SubmitError {
     /// This capacity signal was applied before (its effect is durable): nothing was done.
     #[error("the signal was already applied")]
     AlreadyApplied,
+}
+
+impl From<SubmitError> for ApiError {
+    /// A write not acknowledged is a retryable 503 (overloaded, or writes paused).
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::Overloaded => ApiError::Overloaded,
+            SubmitError::Unavailable | SubmitError::Stopped => ApiError::Unavailable,
+            // Only capacity signals are refused as already applied; REST never sends one.
+            SubmitError::AlreadyApplied => {
+                ApiError::Internal("a REST write was refused as an already applied signal".into())
+            }
+        }
+    }
 }
 
 type Reply = oneshot::Sender<Result<Committed, SubmitError>>;

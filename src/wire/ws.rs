@@ -4,9 +4,9 @@
 //! Prices are USD decimal strings, ids are strings, times RFC 3339 UTC, like the REST API.
 //! Messages are serialized once per publish and shared by every subscriber.
 
+use super::rest::{BlockJson, LeaseJson, OrderJson};
 use crate::feed::{BookDelta, BookSnapshot, CapacityFigures, LevelChange, PrivateEvent};
 use crate::money::Usd;
-use crate::routes::json::{BlockJson, LeaseJson, OrderJson};
 use crate::timestamp::Rfc3339Time;
 use bytestring::ByteString;
 use matching_engine::{LeaseView, Level, Name, PriceMicros, Side, TradeView};
