@@ -222,6 +222,12 @@ pub const WS_PING_INTERVAL: Duration = Duration::from_secs(15);
 /// See [`WS_PING_INTERVAL`].
 pub const WS_CLIENT_SILENCE_MAX: Duration = Duration::from_secs(45);
 
+/// How long a client the server ends a session for (too slow, silent, a protocol error) has to
+/// take the close frame before its connection is reset: a client that never reads would
+/// otherwise hold its socket and megabytes of kernel send queue for as long as it likes.
+/// It keeps its connection slot until then.
+pub const WS_ABORT_AFTER_CLOSE: Duration = Duration::from_secs(2);
+
 /// Subscribe, unsubscribe, join and leave requests waiting for the hub.
 pub const WS_HUB_COMMANDS_MAX: usize = 4_096;
 

@@ -166,6 +166,7 @@ pub fn run(listener: TcpListener, state: AppState, workers: usize) -> std::io::R
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
+    .on_connect(crate::ws::socket::remember)
     .workers(workers.max(1))
     .disable_signals()
     .shutdown_timeout(SHUTDOWN_GRACE.as_secs())

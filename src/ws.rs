@@ -17,6 +17,7 @@
 
 pub mod hub;
 mod session;
+pub mod socket;
 
 pub use hub::{Hub, HubStats};
 
@@ -82,7 +83,8 @@ pub async fn accept(
             )
         })?;
     let (response, ws, incoming) = actix_ws::handle(&req, body)?;
-    actix_web::rt::spawn(session::run(state, principal, ws, incoming, slot));
+    let socket = req.conn_data::<socket::ClientSocket>().cloned();
+    actix_web::rt::spawn(session::run(state, principal, ws, incoming, slot, socket));
     Ok(response)
 }
 

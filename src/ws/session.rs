@@ -2,17 +2,21 @@
 //! pings it, and closes it when the hub cuts it off or it goes silent.
 
 use super::hub::{client_queue, ClientId, Kick, Outgoing, QueueSender};
+use super::socket::ClientSocket;
 use super::{ConnectionSlot, WsState};
 use crate::auth::Principal;
 use crate::limits::{
-    WS_CLIENT_MESSAGE_BYTES_MAX, WS_CLIENT_OPS_BURST, WS_CLIENT_OPS_PER_S, WS_CLIENT_SILENCE_MAX,
-    WS_PING_INTERVAL, WS_SUBSCRIPTIONS_MAX,
+    WS_ABORT_AFTER_CLOSE, WS_CLIENT_MESSAGE_BYTES_MAX, WS_CLIENT_OPS_BURST, WS_CLIENT_OPS_PER_S,
+    WS_CLIENT_SILENCE_MAX, WS_PING_INTERVAL, WS_SUBSCRIPTIONS_MAX,
 };
 use crate::wire::ws::{self as protocol, Channel, ClientOp, Frame};
 use actix_ws::{AggregatedMessage, CloseCode, CloseReason, Session};
 use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
+
+/// The close reason of a client that sent nothing (not even a pong) for too long.
+const SILENT_TOO_LONG: &str = "silent_too_long";
 
 /// How long a closing handshake may take before the connection is simply dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -68,6 +72,7 @@ pub(super) async fn run(
     mut ws: Session,
     incoming: actix_ws::MessageStream,
     slot: ConnectionSlot,
+    socket: Option<ClientSocket>,
 ) {
     let _slot = slot;
     let (queue_tx, mut queue) = client_queue();
@@ -138,7 +143,7 @@ pub(super) async fn run(
                     if last_heard.elapsed() > WS_CLIENT_SILENCE_MAX {
                         return Some(CloseReason {
                             code: CloseCode::Away,
-                            description: Some("silent_too_long".to_owned()),
+                            description: Some(SILENT_TOO_LONG.to_owned()),
                         });
                     }
                     let _ = conn.replies.try_send_outgoing(Outgoing::Ping);
@@ -153,7 +158,17 @@ pub(super) async fn run(
         close = reader => close,
     };
     hub.leave(client).await;
+    // A session the server ends for the client's fault (too slow, silent, a protocol error)
+    // may have a client that never reads the close frame: its connection is reset a bound later.
+    let client_at_fault = close.as_ref().is_some_and(|reason| {
+        matches!(reason.code, CloseCode::Policy | CloseCode::Protocol)
+            || reason.description.as_deref() == Some(SILENT_TOO_LONG)
+    });
     let _ = tokio::time::timeout(CLOSE_WAIT, ws.close(close)).await;
+    if let (true, Some(socket)) = (client_at_fault, socket) {
+        tokio::time::sleep(WS_ABORT_AFTER_CLOSE).await;
+        socket.abort();
+    }
 }
 
 fn kick_reason(kick: Kick) -> CloseReason {

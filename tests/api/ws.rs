@@ -34,6 +34,14 @@ impl WsClient {
         Ok(WsClient { stream })
     }
 
+    /// The client's own TCP port.
+    fn local_port(&self) -> u16 {
+        match self.stream.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").port(),
+            _ => unreachable!("the tests speak plain ws://"),
+        }
+    }
+
     /// A client whose socket buffers almost nothing and who never reads unless told to.
     async fn connect_tiny_buffer(app: &TestApp) -> WsClient {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
@@ -496,6 +504,18 @@ async fn metric(app: &TestApp, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
+/// The server's end of the TCP connection from `client_port` to `server_port`, as `ss` shows it
+/// (state and queues), if the kernel still has it.
+fn server_side_socket(server_port: u16, client_port: u16) -> Option<String> {
+    let filter = format!("( sport = :{server_port} and dport = :{client_port} )");
+    let out = std::process::Command::new("ss")
+        .args(["-H", "-t", "-n", "-a", &filter])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (!text.is_empty()).then_some(text)
+}
+
 #[tokio::test]
 async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
     let app = TestApp::spawn().await;
@@ -531,6 +551,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
         .await;
     let mut book = LocalBook::from_snapshot(&snapshot);
     let mut slow = WsClient::connect_tiny_buffer(&app).await;
+    let slow_port = slow.local_port();
     assert_eq!(metric(&app, "offpeak_ws_connections").await, 2);
 
     // The slow client asks for snapshot after snapshot (as fast as its rate limit allows) and
@@ -588,6 +609,22 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
     );
     converge(&app, &mut reader, &mut book, &channel).await;
     assert!(metric(&app, "offpeak_ws_clients_coalesced_total").await >= 1);
+
+    // The slow client never read its close frame: the server resets the connection a bound
+    // later, so its socket (and the megabytes stuck in its send queue) is gone from the
+    // server's side while the client still holds its own end.
+    let gone = timeout(Duration::from_secs(10), async {
+        while server_side_socket(app.port, slow_port).is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(
+        gone.is_ok(),
+        "the dropped client's socket is still open on the server: {:?}",
+        server_side_socket(app.port, slow_port)
+    );
+    assert_eq!(metric(&app, "offpeak_ws_connections").await, 1);
 
     // Reading the slow client now ends in the server's close, not in a stream that goes on.
     let ended = timeout(Duration::from_secs(20), async {
