@@ -8,17 +8,17 @@ use super::matching::Pricing;
 use super::timers::Timer;
 use super::Engine;
 use crate::event::Event;
-use crate::ladder::NIL;
+use crate::keys::{BidKey, BlockKey, LevelKey, PoolKey};
 use crate::limits::AUCTION_CANDIDATE_PRICES_MAX;
 use crate::types::{AuctionMode, CancelReason, OrderStatus, TimeInForce, TimeMs};
 use std::cmp::Reverse;
 
 /// How a batch candidate price ranks: GPUs, imbalance, distance to the last trade, price.
-pub(super) type AuctionScore = (u64, Reverse<u64>, Reverse<u64>, Reverse<u32>);
+pub(super) type AuctionScore = (u64, Reverse<u64>, Reverse<u64>, Reverse<LevelKey>);
 
 impl Engine {
-    pub(super) fn arm_auction(&mut self, pool_key: u16) {
-        let pool = &self.pools[pool_key as usize];
+    pub(super) fn arm_auction(&mut self, pool_key: PoolKey) {
+        let pool = &self.pools[pool_key];
         let AuctionMode::Batch { interval_ms } = pool.config.auction else {
             return;
         };
@@ -27,19 +27,20 @@ impl Engine {
         }
         let interval = interval_ms as i64;
         let at = TimeMs((self.now.0.div_euclid(interval) + 1) * interval);
-        self.pools[pool_key as usize].auction_at = Some(at);
+        self.pools[pool_key].auction_at = Some(at);
         self.schedule(at, Timer::Auction { pool: pool_key });
     }
 
     /// Uncrosses a batch pool at the single price that executes the most GPUs.
-    pub(super) fn uncross(&mut self, pool_key: u16, out: &mut Vec<Event>) {
-        let pool = &self.pools[pool_key as usize];
+    pub(super) fn uncross(&mut self, pool_key: PoolKey, out: &mut Vec<Event>) {
+        let pool = &self.pools[pool_key];
         if pool.halted {
             return;
         }
-        if let (Some(best_bid), Some(best_ask)) = (pool.bids.highest(), pool.asks.lowest()) {
+        if let (Some(best_bid), Some(best_ask)) = (pool.bids.best(), pool.asks.best()) {
             if best_bid >= best_ask {
-                let candidates: Vec<u32> = (best_ask..=best_bid)
+                let candidates: Vec<LevelKey> = (best_ask.0..=best_bid.0)
+                    .map(LevelKey)
                     .filter(|&level| pool.bids.level(level).1 > 0 || pool.asks.level(level).1 > 0)
                     .take(AUCTION_CANDIDATE_PRICES_MAX)
                     .collect();
@@ -48,7 +49,7 @@ impl Engine {
                 // the lowest price.
                 let mut best: Option<AuctionScore> = None;
                 for level in candidates {
-                    let price = self.pools[pool_key as usize].price_of(level);
+                    let price = self.pools[pool_key].price_of(level);
                     let (volume, _) = self.allocate(pool_key, level, None);
                     if volume == 0 {
                         continue;
@@ -66,10 +67,10 @@ impl Engine {
                     }
                 }
                 if let Some((_, _, _, Reverse(level))) = best {
-                    let price = self.pools[pool_key as usize].price_of(level);
+                    let price = self.pools[pool_key].price_of(level);
                     let (volume, _) = self.allocate(pool_key, level, Some(out));
                     out.push(Event::AuctionCleared {
-                        pool: self.pools[pool_key as usize].name.clone(),
+                        pool: self.pools[pool_key].name.clone(),
                         price,
                         gpus: volume,
                     });
@@ -84,7 +85,7 @@ impl Engine {
         });
         for order in leftovers {
             let key = self.bid_index[&order];
-            let reason = if self.bids[key as usize].tif == TimeInForce::Fok {
+            let reason = if self.bids[key].tif == TimeInForce::Fok {
                 CancelReason::FokNotFillable
             } else {
                 CancelReason::IocRemainder
@@ -94,30 +95,14 @@ impl Engine {
     }
 
     /// `|demand - supply|` at a level: all bids at or above it against all asks at or below.
-    fn imbalance(&self, pool_key: u16, level: u32) -> u64 {
-        let pool = &self.pools[pool_key as usize];
-        let mut demand = 0u64;
-        let mut cursor = pool.bids.highest();
-        while let Some(at) = cursor {
-            if at < level {
-                break;
-            }
-            demand += pool.bids.level(at).0;
-            cursor = if at == 0 {
-                None
-            } else {
-                pool.bids.highest_at_or_below(at - 1)
-            };
-        }
-        let mut supply = 0u64;
-        let mut cursor = pool.asks.lowest();
-        while let Some(at) = cursor {
-            if at > level {
-                break;
-            }
-            supply += pool.asks.level(at).0;
-            cursor = pool.asks.lowest_at_or_above(at + 1);
-        }
+    fn imbalance(&self, pool_key: PoolKey, level: LevelKey) -> u64 {
+        let pool = &self.pools[pool_key];
+        let demand: u64 = (pool.bids.levels_through(level))
+            .map(|at| pool.bids.level(at).0)
+            .sum();
+        let supply: u64 = (pool.asks.levels_through(level))
+            .map(|at| pool.asks.level(at).0)
+            .sum();
         demand.abs_diff(supply)
     }
 
@@ -126,49 +111,26 @@ impl Engine {
     /// nothing. With `out`, executes it at that price. Returns the GPUs allocated.
     fn allocate(
         &mut self,
-        pool_key: u16,
-        level: u32,
+        pool_key: PoolKey,
+        level: LevelKey,
         mut out: Option<&mut Vec<Event>>,
     ) -> (u64, u32) {
-        let pool = &self.pools[pool_key as usize];
+        let pool = &self.pools[pool_key];
         let price = pool.price_of(level);
         // Asks eligible by price, in priority order, with their GPUs still available.
-        let mut asks: Vec<(u32, u32, TimeMs)> = Vec::new();
-        let mut at = pool.asks.lowest();
-        while let Some(l) = at {
-            if l > level {
-                break;
-            }
-            let mut cursor = pool.asks.head(l);
-            while cursor != NIL {
-                let block = &self.blocks[cursor as usize];
-                asks.push((cursor, block.unsold, block.available_until));
-                cursor = block.links.next;
-            }
-            at = pool.asks.lowest_at_or_above(l + 1);
-        }
-        let mut bids: Vec<u32> = Vec::new();
-        let mut at = pool.bids.highest();
-        while let Some(l) = at {
-            if l < level {
-                break;
-            }
-            let mut cursor = pool.bids.head(l);
-            while cursor != NIL {
-                bids.push(cursor);
-                cursor = self.bids[cursor as usize].links.next;
-            }
-            at = if l == 0 {
-                None
-            } else {
-                pool.bids.highest_at_or_below(l - 1)
-            };
-        }
+        let mut asks: Vec<(BlockKey, u32, TimeMs)> = (pool.asks.levels_through(level))
+            .flat_map(|at| pool.asks.entries(at, &self.blocks))
+            .map(|(key, block)| (key, block.unsold, block.available_until))
+            .collect();
+        let bids: Vec<BidKey> = (pool.bids.levels_through(level))
+            .flat_map(|at| pool.bids.entries(at, &self.bids))
+            .map(|(key, _)| key)
+            .collect();
         let mut volume = 0u64;
         let mut executions = 0u32;
         let mut fills: Vec<(u32, u32)> = Vec::new();
         for bid_key in bids {
-            let bid = &self.bids[bid_key as usize];
+            let bid = &self.bids[bid_key];
             let shortest_until = self.now.plus_s(bid.duration_s as u64);
             let needed = match bid.tif {
                 TimeInForce::Fok => bid.remaining,
@@ -196,7 +158,7 @@ impl Engine {
             volume += got as u64;
             executions += 1;
             if let Some(out) = out.as_deref_mut() {
-                let block_fills: Vec<(u32, u32)> = fills
+                let block_fills: Vec<(BlockKey, u32)> = fills
                     .iter()
                     .map(|&(index, take)| (asks[index as usize].0, take))
                     .collect();

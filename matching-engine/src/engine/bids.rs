@@ -10,6 +10,7 @@ use super::timers::Timer;
 use super::{reject, Engine, Pool};
 use crate::command::{AmendBid, PlaceBid};
 use crate::event::Event;
+use crate::keys::{AccountKey, BidKey, PoolKey, SlabKey};
 use crate::ladder::{Links, Resting};
 use crate::limits::CLIENT_ORDER_ID_TTL_MS;
 use crate::types::{
@@ -28,15 +29,15 @@ pub(crate) struct Bid {
     pub updated_at: TimeMs,
     /// GTD expiry, `i64::MIN` when none.
     pub expires_at: i64,
-    pub account: u32,
+    pub account: AccountKey,
     pub gpus: u32,
     pub remaining: u32,
     pub min_gpus: u32,
     pub duration_s: u32,
     pub max_duration_s: u32,
     pub active_leases: u32,
-    pub links: Links,
-    pub pool: u16,
+    pub links: Links<BidKey>,
+    pub pool: PoolKey,
     pub tif: TimeInForce,
     pub status: OrderStatus,
     pub cancel_reason: Option<CancelReason>,
@@ -45,11 +46,11 @@ pub(crate) struct Bid {
     pub has_client_order_id: bool,
 }
 
-impl Resting for Bid {
-    fn links(&self) -> Links {
+impl Resting<BidKey> for Bid {
+    fn links(&self) -> Links<BidKey> {
         self.links
     }
-    fn links_mut(&mut self) -> &mut Links {
+    fn links_mut(&mut self) -> &mut Links<BidKey> {
         &mut self.links
     }
 }
@@ -70,8 +71,8 @@ impl Engine {
                 return;
             }
         }
-        let pool = &self.pools[pool_key as usize];
-        if pool.halted || known.is_some_and(|a| self.accounts[a as usize].killed) {
+        let pool = &self.pools[pool_key];
+        if pool.halted || known.is_some_and(|a| self.accounts[a].killed) {
             return reject(out, Rejection::KillSwitch);
         }
         if let Err(reason) = check_bid_shape(pool, cmd, self.now) {
@@ -82,7 +83,7 @@ impl Engine {
         let notional = notional_of(cmd.price, cmd.gpus, cmd.duration_s);
         let (limits, open_orders, open_notional) = match known {
             Some(a) => {
-                let holder = &self.accounts[a as usize];
+                let holder = &self.accounts[a];
                 (self.limits_of(a), holder.open_orders, holder.open_notional)
             }
             None => (self.default_limits, 0, 0),
@@ -118,7 +119,7 @@ impl Engine {
             persistent: cmd.persistent,
             has_client_order_id: cmd.client_order_id.is_some(),
         };
-        let key = self.bids.insert(bid) as u32;
+        let key = BidKey::from_index(self.bids.insert(bid));
         self.bid_index.insert(id, key);
         if let Some(client_key) = &cmd.client_order_id {
             let client_key: Name = client_key.as_str().into();
@@ -140,7 +141,7 @@ impl Engine {
         out.push(Event::BidAccepted {
             order: self.order_view(key),
         });
-        let pool = &self.pools[pool_key as usize];
+        let pool = &self.pools[pool_key];
         if pool.is_batch() {
             self.arm_auction(pool_key);
             return;
@@ -150,11 +151,11 @@ impl Engine {
 
     /// Matches an Open bid of a continuous pool; whatever of an IOC or FOK bid stays is
     /// cancelled, so neither ever rests (also when a persistent one reopens).
-    pub(super) fn match_or_cancel_remainder(&mut self, key: u32, out: &mut Vec<Event>) {
+    pub(super) fn match_or_cancel_remainder(&mut self, key: BidKey, out: &mut Vec<Event>) {
         if self.match_bid(key, out) {
             return;
         }
-        let reason = match self.bids[key as usize].tif {
+        let reason = match self.bids[key].tif {
             TimeInForce::Ioc => CancelReason::IocRemainder,
             TimeInForce::Fok => CancelReason::FokNotFillable,
             TimeInForce::Gtc | TimeInForce::Gtd => return,
@@ -162,9 +163,9 @@ impl Engine {
         self.finish_bid(key, OrderStatus::Cancelled, Some(reason), out);
     }
 
-    fn owned_bid(&mut self, account: &str, order: OrderId) -> Result<u32, Rejection> {
+    fn owned_bid(&mut self, account: &str, order: OrderId) -> Result<BidKey, Rejection> {
         let key = *self.bid_index.get(&order).ok_or(Rejection::UnknownOrder)?;
-        let owner = self.bids[key as usize].account;
+        let owner = self.bids[key].account;
         if self.account_index.get(account) != Some(&owner) {
             return Err(Rejection::NotYourOrder);
         }
@@ -176,13 +177,13 @@ impl Engine {
             Ok(key) => key,
             Err(reason) => return reject(out, reason),
         };
-        let bid = &self.bids[key as usize];
+        let bid = &self.bids[key];
         if bid.status != OrderStatus::Open {
             return reject(out, Rejection::OrderNotOpen);
         }
         let pool_key = bid.pool;
-        let pool = &self.pools[pool_key as usize];
-        if pool.halted || self.accounts[bid.account as usize].killed {
+        let pool = &self.pools[pool_key];
+        if pool.halted || self.accounts[bid.account].killed {
             return reject(out, Rejection::KillSwitch);
         }
         let new_price = cmd.price.unwrap_or(bid.price);
@@ -209,7 +210,7 @@ impl Engine {
         let account = bid.account;
         let limits = self.limits_of(account);
         if new_notional > old_notional
-            && self.accounts[account as usize].open_notional - old_notional + new_notional
+            && self.accounts[account].open_notional - old_notional + new_notional
                 > limits.open_notional_max_micros as u128
         {
             return reject(out, Rejection::LimitNotional);
@@ -219,26 +220,26 @@ impl Engine {
             let level = pool.level_of(bid.price);
             let old_remaining = bid.remaining;
             self.touch(pool_key, Side::Bid, level);
-            let pool = &mut self.pools[pool_key as usize];
+            let pool = &mut self.pools[pool_key];
             pool.bids
                 .resize(level, old_remaining as u64, new_remaining as u64);
-            let account = &mut self.accounts[account as usize];
+            let account = &mut self.accounts[account];
             account.open_notional = account.open_notional - old_notional + new_notional;
-            let bid = &mut self.bids[key as usize];
+            let bid = &mut self.bids[key];
             bid.gpus = new_gpus;
             bid.remaining = new_remaining;
             bid.min_gpus = bid.min_gpus.min(new_gpus);
         } else {
             self.unrest_bid(key);
-            let bid = &mut self.bids[key as usize];
+            let bid = &mut self.bids[key];
             bid.price = new_price;
             bid.gpus = new_gpus;
             bid.remaining = new_remaining;
             bid.min_gpus = bid.min_gpus.min(new_gpus);
             self.rest_bid(key);
         }
-        self.bids[key as usize].updated_at = self.now;
-        if self.pools[pool_key as usize].is_batch() {
+        self.bids[key].updated_at = self.now;
+        if self.pools[pool_key].is_batch() {
             out.push(Event::OrderChanged {
                 order: self.order_view(key),
             });
@@ -257,7 +258,7 @@ impl Engine {
             Ok(key) => key,
             Err(reason) => return reject(out, reason),
         };
-        if self.bids[key as usize].status.is_terminal() {
+        if self.bids[key].status.is_terminal() {
             return reject(out, Rejection::OrderNotOpen);
         }
         self.finish_bid(
@@ -269,35 +270,35 @@ impl Engine {
     }
 
     /// Puts an Open bid at the back of its price level, with a fresh time priority.
-    pub(super) fn rest_bid(&mut self, key: u32) {
+    pub(super) fn rest_bid(&mut self, key: BidKey) {
         let priority = self.take_priority();
-        let bid = &mut self.bids[key as usize];
+        let bid = &mut self.bids[key];
         bid.priority = priority;
         let (pool_key, price, remaining, account) =
             (bid.pool, bid.price, bid.remaining, bid.account);
         let notional = notional_of(price, remaining, bid.duration_s);
-        let level = self.pools[pool_key as usize].level_of(price);
+        let level = self.pools[pool_key].level_of(price);
         self.touch(pool_key, Side::Bid, level);
-        self.pools[pool_key as usize]
+        self.pools[pool_key]
             .bids
             .push_back(&mut self.bids, key, level, remaining as u64);
-        let holder = &mut self.accounts[account as usize];
+        let holder = &mut self.accounts[account];
         holder.open_orders += 1;
         holder.open_notional += notional;
     }
 
     /// Takes an Open bid off its level.
-    pub(super) fn unrest_bid(&mut self, key: u32) {
-        let bid = &self.bids[key as usize];
+    pub(super) fn unrest_bid(&mut self, key: BidKey) {
+        let bid = &self.bids[key];
         let (pool_key, price, remaining, account) =
             (bid.pool, bid.price, bid.remaining, bid.account);
         let notional = notional_of(price, remaining, bid.duration_s);
-        let level = self.pools[pool_key as usize].level_of(price);
+        let level = self.pools[pool_key].level_of(price);
         self.touch(pool_key, Side::Bid, level);
-        self.pools[pool_key as usize]
+        self.pools[pool_key]
             .bids
             .unlink(&mut self.bids, key, level, remaining as u64);
-        let holder = &mut self.accounts[account as usize];
+        let holder = &mut self.accounts[account];
         holder.open_orders -= 1;
         holder.open_notional -= notional;
     }
@@ -306,15 +307,15 @@ impl Engine {
     /// unless a persistent bid still has leases running.
     pub(super) fn finish_bid(
         &mut self,
-        key: u32,
+        key: BidKey,
         status: OrderStatus,
         reason: Option<CancelReason>,
         out: &mut Vec<Event>,
     ) {
-        if self.bids[key as usize].status == OrderStatus::Open {
+        if self.bids[key].status == OrderStatus::Open {
             self.unrest_bid(key);
         }
-        let bid = &mut self.bids[key as usize];
+        let bid = &mut self.bids[key];
         bid.status = status;
         bid.cancel_reason = reason;
         bid.updated_at = self.now;
@@ -324,15 +325,15 @@ impl Engine {
         self.forget_bid_if_done(key);
     }
 
-    pub(super) fn forget_bid_if_done(&mut self, key: u32) {
-        let bid = &self.bids[key as usize];
+    pub(super) fn forget_bid_if_done(&mut self, key: BidKey) {
+        let bid = &self.bids[key];
         let done = match bid.status {
             OrderStatus::Open => false,
             OrderStatus::Filled => !bid.persistent || bid.active_leases == 0,
             OrderStatus::Cancelled | OrderStatus::Expired => true,
         };
         if done {
-            let bid = self.bids.remove(key as usize);
+            let bid = self.bids.remove(key.index());
             self.bid_index.remove(&bid.id);
             // The key stays while its idempotency window runs, so a retry still finds it.
             if let Some(client_key) = bid

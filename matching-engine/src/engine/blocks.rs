@@ -9,6 +9,7 @@ use super::timers::Timer;
 use super::{reject, Engine};
 use crate::command::{ReleaseCapacity, UpdateCapacity};
 use crate::event::Event;
+use crate::keys::{AccountKey, BlockKey, PoolKey, SlabKey};
 use crate::ladder::{Links, Resting};
 use crate::limits::NODES_PER_BLOCK_MAX;
 use crate::types::{
@@ -28,8 +29,8 @@ pub(crate) struct NodeState {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Block {
     pub serial: u64,
-    pub supplier: u32,
-    pub pool: u16,
+    pub supplier: AccountKey,
+    pub pool: PoolKey,
     pub block_id: Name,
     pub status: BlockStatus,
     pub gpus: u32,
@@ -48,15 +49,15 @@ pub(crate) struct Block {
     pub leases: Vec<LeaseId>,
     pub priority: u64,
     pub on_book: bool,
-    pub links: Links,
+    pub links: Links<BlockKey>,
     pub updated_at: TimeMs,
 }
 
-impl Resting for Block {
-    fn links(&self) -> Links {
+impl Resting<BlockKey> for Block {
+    fn links(&self) -> Links<BlockKey> {
         self.links
     }
-    fn links_mut(&mut self) -> &mut Links {
+    fn links_mut(&mut self) -> &mut Links<BlockKey> {
         &mut self.links
     }
 }
@@ -67,8 +68,8 @@ impl Engine {
             return reject(out, Rejection::UnknownPool);
         };
         let known = self.account_index.get(cmd.supplier.as_str()).copied();
-        let pool = &self.pools[pool_key as usize];
-        if pool.halted || known.is_some_and(|s| self.accounts[s as usize].killed) {
+        let pool = &self.pools[pool_key];
+        if pool.halted || known.is_some_and(|s| self.accounts[s].killed) {
             return reject(out, Rejection::KillSwitch);
         }
         let block_id: Name = cmd.block_id.as_str().into();
@@ -103,41 +104,43 @@ impl Engine {
         let supplier = self.intern_account(&cmd.supplier);
         let serial = self.take_id();
         let open_now = available_from <= self.now;
-        let key = self.blocks.insert(Block {
-            serial,
-            supplier,
-            pool: pool_key,
-            block_id: block_id.clone(),
-            status: if open_now {
-                BlockStatus::Open
-            } else {
-                BlockStatus::Pending
-            },
-            gpus: cmd.gpus,
-            unsold: cmd.gpus,
-            leased: 0,
-            reclaimed: 0,
-            reclaim_pending: 0,
-            reserve_price: cmd.reserve_price,
-            available_from,
-            available_until: cmd.available_until,
-            revenue: 0,
-            forecast_at: None,
-            nodes: cmd
-                .nodes
-                .iter()
-                .map(|n| NodeState {
-                    node: n.node.clone(),
-                    gpus: n.gpus,
-                    free: n.gpus,
-                })
-                .collect(),
-            leases: Vec::new(),
-            priority: 0,
-            on_book: false,
-            links: Links::default(),
-            updated_at: self.now,
-        }) as u32;
+        let key = BlockKey::from_index(
+            self.blocks.insert(Block {
+                serial,
+                supplier,
+                pool: pool_key,
+                block_id: block_id.clone(),
+                status: if open_now {
+                    BlockStatus::Open
+                } else {
+                    BlockStatus::Pending
+                },
+                gpus: cmd.gpus,
+                unsold: cmd.gpus,
+                leased: 0,
+                reclaimed: 0,
+                reclaim_pending: 0,
+                reserve_price: cmd.reserve_price,
+                available_from,
+                available_until: cmd.available_until,
+                revenue: 0,
+                forecast_at: None,
+                nodes: cmd
+                    .nodes
+                    .iter()
+                    .map(|n| NodeState {
+                        node: n.node.clone(),
+                        gpus: n.gpus,
+                        free: n.gpus,
+                    })
+                    .collect(),
+                leases: Vec::new(),
+                priority: 0,
+                on_book: false,
+                links: Links::default(),
+                updated_at: self.now,
+            }),
+        );
         self.block_index
             .entry(supplier)
             .or_default()
@@ -157,7 +160,11 @@ impl Engine {
         }
     }
 
-    pub(super) fn owned_block(&self, supplier: &str, block_id: &str) -> Result<u32, Rejection> {
+    pub(super) fn owned_block(
+        &self,
+        supplier: &str,
+        block_id: &str,
+    ) -> Result<BlockKey, Rejection> {
         let supplier = *self
             .account_index
             .get(supplier)
@@ -174,12 +181,12 @@ impl Engine {
             Ok(key) => key,
             Err(reason) => return reject(out, reason),
         };
-        let block = &self.blocks[key as usize];
+        let block = &self.blocks[key];
         if block.status == BlockStatus::Closed {
             return reject(out, Rejection::WindowInvalid);
         }
         let pool_key = block.pool;
-        let pool = &self.pools[pool_key as usize];
+        let pool = &self.pools[pool_key];
         // As for an amend, naming the current values changes nothing.
         let new_price = cmd.reserve_price.filter(|p| *p != block.reserve_price);
         let new_until = cmd.available_until.filter(|t| *t != block.available_until);
@@ -202,7 +209,7 @@ impl Engine {
         if repriced && was_on_book {
             self.unrest_block(key);
         }
-        let block = &mut self.blocks[key as usize];
+        let block = &mut self.blocks[key];
         if let Some(price) = cmd.reserve_price {
             block.reserve_price = price;
         }
@@ -222,45 +229,45 @@ impl Engine {
         out.push(Event::BlockChanged {
             block: self.block_view(key),
         });
-        if self.blocks[key as usize].status == BlockStatus::Open {
+        if self.blocks[key].status == BlockStatus::Open {
             self.supply_changed(pool_key, out);
         }
     }
 
     /// Puts an Open block's unsold GPUs on the ask side with a fresh time priority.
-    pub(super) fn rest_block(&mut self, key: u32) {
+    pub(super) fn rest_block(&mut self, key: BlockKey) {
         let priority = self.take_priority();
-        let block = &mut self.blocks[key as usize];
+        let block = &mut self.blocks[key];
         block.priority = priority;
         if block.unsold == 0 || block.status != BlockStatus::Open {
             return;
         }
         block.on_book = true;
         let (pool_key, price, unsold) = (block.pool, block.reserve_price, block.unsold);
-        let level = self.pools[pool_key as usize].level_of(price);
+        let level = self.pools[pool_key].level_of(price);
         self.touch(pool_key, Side::Ask, level);
-        self.pools[pool_key as usize]
+        self.pools[pool_key]
             .asks
             .push_back(&mut self.blocks, key, level, unsold as u64);
     }
 
-    pub(super) fn unrest_block(&mut self, key: u32) {
-        let block = &mut self.blocks[key as usize];
+    pub(super) fn unrest_block(&mut self, key: BlockKey) {
+        let block = &mut self.blocks[key];
         if !block.on_book {
             return;
         }
         block.on_book = false;
         let (pool_key, price, unsold) = (block.pool, block.reserve_price, block.unsold);
-        let level = self.pools[pool_key as usize].level_of(price);
+        let level = self.pools[pool_key].level_of(price);
         self.touch(pool_key, Side::Ask, level);
-        self.pools[pool_key as usize]
+        self.pools[pool_key]
             .asks
             .unlink(&mut self.blocks, key, level, unsold as u64);
     }
 
     /// Takes GPUs of a block's unsold stock (sold or reclaimed), keeping the book in step.
-    pub(super) fn take_from_book(&mut self, key: u32, gpus: u32) {
-        let block = &self.blocks[key as usize];
+    pub(super) fn take_from_book(&mut self, key: BlockKey, gpus: u32) {
+        let block = &self.blocks[key];
         debug_assert!(
             block.unsold >= gpus,
             "taking more GPUs than the block has unsold"
@@ -270,43 +277,41 @@ impl Engine {
                 self.unrest_block(key);
             } else {
                 let (pool_key, price, unsold) = (block.pool, block.reserve_price, block.unsold);
-                let level = self.pools[pool_key as usize].level_of(price);
+                let level = self.pools[pool_key].level_of(price);
                 self.touch(pool_key, Side::Ask, level);
-                self.pools[pool_key as usize].asks.resize(
-                    level,
-                    unsold as u64,
-                    (unsold - gpus) as u64,
-                );
+                self.pools[pool_key]
+                    .asks
+                    .resize(level, unsold as u64, (unsold - gpus) as u64);
             }
         }
-        self.blocks[key as usize].unsold -= gpus;
+        self.blocks[key].unsold -= gpus;
     }
 
     /// Returns GPUs to a block's unsold stock; back on the book if its window is open.
-    pub(super) fn return_to_book(&mut self, key: u32, gpus: u32) {
+    pub(super) fn return_to_book(&mut self, key: BlockKey, gpus: u32) {
         if gpus == 0 {
             return;
         }
-        let block = &self.blocks[key as usize];
+        let block = &self.blocks[key];
         if block.on_book {
             let (pool_key, price, unsold) = (block.pool, block.reserve_price, block.unsold);
-            let level = self.pools[pool_key as usize].level_of(price);
+            let level = self.pools[pool_key].level_of(price);
             self.touch(pool_key, Side::Ask, level);
-            self.pools[pool_key as usize]
+            self.pools[pool_key]
                 .asks
                 .resize(level, unsold as u64, (unsold + gpus) as u64);
-            self.blocks[key as usize].unsold += gpus;
+            self.blocks[key].unsold += gpus;
         } else {
-            self.blocks[key as usize].unsold += gpus;
+            self.blocks[key].unsold += gpus;
             // Returned GPUs join the back of the queue, like any new supply.
             self.rest_block(key);
         }
     }
 
-    pub(super) fn forget_block_if_done(&mut self, key: u32) {
-        let block = &self.blocks[key as usize];
+    pub(super) fn forget_block_if_done(&mut self, key: BlockKey) {
+        let block = &self.blocks[key];
         if block.status == BlockStatus::Closed && block.leases.is_empty() {
-            let block = self.blocks.remove(key as usize);
+            let block = self.blocks.remove(key.index());
             if let Some(blocks) = self.block_index.get_mut(&block.supplier) {
                 blocks.remove(&block.block_id);
             }

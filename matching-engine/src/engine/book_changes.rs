@@ -6,19 +6,20 @@
 
 use super::Engine;
 use crate::event::Event;
+use crate::keys::{LevelKey, PoolKey};
 use crate::types::Side;
 
 /// A book level touched by the current command, with its totals before the first touch.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Touched {
-    pool: u16,
+    pool: PoolKey,
     side: Side,
-    level: u32,
+    level: LevelKey,
     before: (u64, u32),
 }
 
 impl Engine {
-    pub(super) fn touch(&mut self, pool: u16, side: Side, level: u32) {
+    pub(super) fn touch(&mut self, pool: PoolKey, side: Side, level: LevelKey) {
         // Newest first: a command usually touches the same level again right away.
         if self
             .touched
@@ -28,11 +29,7 @@ impl Engine {
         {
             return;
         }
-        let ladder = match side {
-            Side::Bid => &self.pools[pool as usize].bids,
-            Side::Ask => &self.pools[pool as usize].asks,
-        };
-        let before = ladder.level(level);
+        let before = self.pools[pool].level_totals(side, level);
         self.touched.push(Touched {
             pool,
             side,
@@ -44,12 +41,8 @@ impl Engine {
     /// Emits one `BookLevelChanged` per level whose totals moved during the command.
     pub(super) fn flush_touched(&mut self, out: &mut Vec<Event>) {
         for touched in self.touched.drain(..) {
-            let pool = &self.pools[touched.pool as usize];
-            let ladder = match touched.side {
-                Side::Bid => &pool.bids,
-                Side::Ask => &pool.asks,
-            };
-            let now = ladder.level(touched.level);
+            let pool = &self.pools[touched.pool];
+            let now = pool.level_totals(touched.side, touched.level);
             if now != touched.before {
                 out.push(Event::BookLevelChanged {
                     pool: pool.name.clone(),

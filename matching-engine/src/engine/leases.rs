@@ -9,6 +9,7 @@ use super::blocks::NodeState;
 use super::reclaim::release_free_nodes;
 use super::{reject, Engine};
 use crate::event::Event;
+use crate::keys::{AccountKey, PoolKey};
 use crate::types::{
     cost_micros, BlockStatus, LeaseId, LeaseStatus, NodeGpus, OrderId, OrderStatus, PriceMicros,
     Rejection, TimeInForce, TimeMs,
@@ -20,9 +21,9 @@ use serde::{Deserialize, Serialize};
 pub(crate) struct Lease {
     pub id: LeaseId,
     pub order_id: OrderId,
-    pub buyer: u32,
-    pub supplier: u32,
-    pub pool: u16,
+    pub buyer: AccountKey,
+    pub supplier: AccountKey,
+    pub pool: PoolKey,
     pub block_serial: u64,
     pub gpus: u32,
     pub price: PriceMicros,
@@ -61,9 +62,7 @@ impl Engine {
         lease.status = status;
         let ended_at = self.now;
         let pool_key = lease.pool;
-        let free_window_s = self.pools[pool_key as usize]
-            .config
-            .free_if_preempted_within_s;
+        let free_window_s = self.pools[pool_key].config.free_if_preempted_within_s;
         let free = status == LeaseStatus::Preempted
             && lease
                 .preempted_at
@@ -78,7 +77,7 @@ impl Engine {
             )
         };
         let block_key = self.block_by_serial[&lease.block_serial];
-        let block = &mut self.blocks[block_key as usize];
+        let block = &mut self.blocks[block_key];
         block.leased -= lease.gpus;
         block.leases.retain(|id| *id != lease_id);
         block.revenue += cost;
@@ -94,7 +93,7 @@ impl Engine {
         release_free_nodes(&mut block.nodes, to_supplier);
         let back = lease.gpus - to_supplier;
         let block_open = block.status == BlockStatus::Open;
-        let pool = &mut self.pools[pool_key as usize];
+        let pool = &mut self.pools[pool_key];
         pool.leased_gpus -= lease.gpus as u64;
         if was_preempting {
             pool.reclaiming_gpus -= lease.gpus as u64;
@@ -102,7 +101,7 @@ impl Engine {
         if block_open {
             self.return_to_book(block_key, back);
         } else {
-            self.blocks[block_key as usize].unsold += back;
+            self.blocks[block_key].unsold += back;
         }
         out.push(Event::LeaseChanged {
             lease: self.lease_view_ended(&lease, ended_at, cost),
@@ -113,7 +112,7 @@ impl Engine {
         self.forget_block_if_done(block_key);
 
         if let Some(&bid_key) = self.bid_index.get(&lease.order_id) {
-            let bid = &mut self.bids[bid_key as usize];
+            let bid = &mut self.bids[bid_key];
             bid.active_leases -= 1;
             let reopens =
                 status == LeaseStatus::Preempted && bid.persistent && !bid.status.is_terminal();
@@ -126,7 +125,7 @@ impl Engine {
                 if bid.status == OrderStatus::Open {
                     self.unrest_bid(bid_key);
                 }
-                let bid = &mut self.bids[bid_key as usize];
+                let bid = &mut self.bids[bid_key];
                 bid.remaining += lease.gpus;
                 bid.status = OrderStatus::Open;
                 bid.updated_at = self.now;
@@ -134,7 +133,7 @@ impl Engine {
                 out.push(Event::OrderChanged {
                     order: self.order_view(bid_key),
                 });
-                if self.pools[pool_key as usize].is_batch() {
+                if self.pools[pool_key].is_batch() {
                     self.arm_auction(pool_key);
                 } else {
                     self.match_or_cancel_remainder(bid_key, out);

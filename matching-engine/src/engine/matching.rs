@@ -10,7 +10,7 @@ use super::blocks::NodeState;
 use super::timers::Timer;
 use super::{Engine, Lease};
 use crate::event::{Event, TradeView};
-use crate::ladder::NIL;
+use crate::keys::{BidKey, BlockKey, PoolKey, SlabKey};
 use crate::types::{
     LeaseId, LeaseStatus, NodeGpus, OrderStatus, PriceMicros, Side, TimeInForce, TradeId,
 };
@@ -27,9 +27,9 @@ pub(super) enum Pricing {
 impl Engine {
     /// Tries to execute a resting continuous-pool bid against eligible asks. Returns whether
     /// the bid left the book (filled).
-    pub(super) fn match_bid(&mut self, key: u32, out: &mut Vec<Event>) -> bool {
-        let bid = &self.bids[key as usize];
-        let pool = &self.pools[bid.pool as usize];
+    pub(super) fn match_bid(&mut self, key: BidKey, out: &mut Vec<Event>) -> bool {
+        let bid = &self.bids[key];
+        let pool = &self.pools[bid.pool];
         if pool.halted {
             return false;
         }
@@ -49,33 +49,28 @@ impl Engine {
             && self
                 .bid_index
                 .get(&id)
-                .is_none_or(|&key| self.bids[key as usize].status != OrderStatus::Open)
+                .is_none_or(|&key| self.bids[key].status != OrderStatus::Open)
     }
 
     /// Walks the ask side in price-time order, taking eligible GPUs up to the bid's remaining.
-    fn collect_fills(&self, key: u32, fills: &mut Vec<(u32, u32)>) -> u32 {
+    fn collect_fills(&self, key: BidKey, fills: &mut Vec<(BlockKey, u32)>) -> u32 {
         fills.clear();
-        let bid = &self.bids[key as usize];
-        let pool = &self.pools[bid.pool as usize];
+        let bid = &self.bids[key];
+        let pool = &self.pools[bid.pool];
         let limit_level = pool.level_of(bid.price);
         let shortest_until = self.now.plus_s(bid.duration_s as u64);
         let mut want = bid.remaining;
-        let mut level = pool.asks.lowest();
-        while let Some(at) = level {
-            if at > limit_level || want == 0 {
-                break;
-            }
-            let mut cursor = pool.asks.head(at);
-            while cursor != NIL && want > 0 {
-                let block = &self.blocks[cursor as usize];
+        'levels: for at in pool.asks.levels_through(limit_level) {
+            for (block_key, block) in pool.asks.entries(at, &self.blocks) {
+                if want == 0 {
+                    break 'levels;
+                }
                 if block.available_until >= shortest_until {
                     let take = block.unsold.min(want);
-                    fills.push((cursor, take));
+                    fills.push((block_key, take));
                     want -= take;
                 }
-                cursor = block.links.next;
             }
-            level = pool.asks.lowest_at_or_above(at + 1);
         }
         bid.remaining - want
     }
@@ -83,17 +78,17 @@ impl Engine {
     /// Executes fills of one bid: a trade and a lease per block used.
     pub(super) fn execute(
         &mut self,
-        key: u32,
-        fills: &[(u32, u32)],
+        key: BidKey,
+        fills: &[(BlockKey, u32)],
         pricing: Pricing,
         out: &mut Vec<Event>,
     ) {
-        let pool_key = self.bids[key as usize].pool;
+        let pool_key = self.bids[key].pool;
         let total: u32 = fills.iter().map(|(_, gpus)| gpus).sum();
-        let mut touched_blocks: Vec<u32> = Vec::new();
+        let mut touched_blocks: Vec<BlockKey> = Vec::new();
         for &(block_key, gpus) in fills {
-            let bid = &self.bids[key as usize];
-            let block = &self.blocks[block_key as usize];
+            let bid = &self.bids[key];
+            let block = &self.blocks[block_key];
             let (price, maker_side) = match pricing {
                 Pricing::Uniform(price) => (
                     price,
@@ -115,8 +110,8 @@ impl Engine {
             let lease_id = LeaseId(self.take_id());
 
             self.take_from_book(block_key, gpus);
-            let nodes = assign_nodes(&mut self.blocks[block_key as usize].nodes, gpus);
-            let block = &mut self.blocks[block_key as usize];
+            let nodes = assign_nodes(&mut self.blocks[block_key].nodes, gpus);
+            let block = &mut self.blocks[block_key];
             block.leased += gpus;
             block.leases.push(lease_id);
             block.updated_at = self.now;
@@ -137,25 +132,23 @@ impl Engine {
                 emergency: false,
                 nodes,
             };
-            let pool = &mut self.pools[pool_key as usize];
+            let pool = &mut self.pools[pool_key];
             pool.leased_gpus += gpus as u64;
             pool.last_price = Some(price);
             self.leases.insert(lease_id, lease);
             self.schedule(ends_at, Timer::LeaseEnds { lease: lease_id });
-            self.bids[key as usize].active_leases += 1;
+            self.bids[key].active_leases += 1;
             out.push(Event::Traded {
                 trade: TradeView {
                     id: trade_id,
-                    pool: self.pools[pool_key as usize].name.clone(),
+                    pool: self.pools[pool_key].name.clone(),
                     price,
                     gpus,
                     order_id,
                     lease_id,
-                    buyer: self.accounts[buyer as usize].name.clone(),
-                    supplier: self.accounts[self.blocks[block_key as usize].supplier as usize]
-                        .name
-                        .clone(),
-                    block_id: self.blocks[block_key as usize].block_id.clone(),
+                    buyer: self.accounts[buyer].name.clone(),
+                    supplier: self.accounts[self.blocks[block_key].supplier].name.clone(),
+                    block_id: self.blocks[block_key].block_id.clone(),
                     maker_side,
                     at: self.now,
                 },
@@ -173,7 +166,7 @@ impl Engine {
             });
         }
         // The bid: fewer GPUs resting, or off the book when done.
-        let bid = &self.bids[key as usize];
+        let bid = &self.bids[key];
         let (pool_key, price, remaining, account, duration_s) = (
             bid.pool,
             bid.price,
@@ -181,10 +174,10 @@ impl Engine {
             bid.account,
             bid.duration_s,
         );
-        let level = self.pools[pool_key as usize].level_of(price);
+        let level = self.pools[pool_key].level_of(price);
         if total == remaining {
             self.unrest_bid(key);
-            let bid = &mut self.bids[key as usize];
+            let bid = &mut self.bids[key];
             bid.remaining = 0;
             bid.status = OrderStatus::Filled;
             bid.updated_at = self.now;
@@ -194,15 +187,13 @@ impl Engine {
             self.forget_bid_if_done(key);
         } else {
             self.touch(pool_key, Side::Bid, level);
-            self.pools[pool_key as usize].bids.resize(
-                level,
-                remaining as u64,
-                (remaining - total) as u64,
-            );
-            let holder = &mut self.accounts[account as usize];
+            self.pools[pool_key]
+                .bids
+                .resize(level, remaining as u64, (remaining - total) as u64);
+            let holder = &mut self.accounts[account];
             holder.open_notional -= notional_of(price, remaining, duration_s)
                 - notional_of(price, remaining - total, duration_s);
-            let bid = &mut self.bids[key as usize];
+            let bid = &mut self.bids[key];
             bid.remaining -= total;
             bid.updated_at = self.now;
             out.push(Event::OrderChanged {
@@ -212,8 +203,8 @@ impl Engine {
     }
 
     /// After supply grew in a continuous pool, looks at resting bids again in priority order.
-    pub(super) fn supply_changed(&mut self, pool_key: u16, out: &mut Vec<Event>) {
-        let pool = &self.pools[pool_key as usize];
+    pub(super) fn supply_changed(&mut self, pool_key: PoolKey, out: &mut Vec<Event>) {
+        let pool = &self.pools[pool_key];
         if pool.is_batch() {
             self.arm_auction(pool_key);
             return;
@@ -221,29 +212,27 @@ impl Engine {
         if pool.halted {
             return;
         }
-        let Some(best_ask) = pool.asks.lowest() else {
+        let Some(best_ask) = pool.asks.best() else {
             return;
         };
-        let mut level = pool.bids.highest();
+        // Matching changes both ladders, so this walk steps itself (best first, as
+        // `levels_through` would) instead of holding the ladder's iterator.
+        let mut level = pool.bids.best();
         while let Some(at) = level {
-            if at < best_ask {
+            if !self.pools[pool_key].bids.reaches(at, best_ask) {
                 break;
             }
-            let mut cursor = self.pools[pool_key as usize].bids.head(at);
-            while cursor != NIL {
-                let next = self.bids[cursor as usize].links.next;
+            let mut cursor = self.pools[pool_key].bids.head(at);
+            while cursor != BidKey::NIL {
+                let next = self.bids[cursor].links.next;
                 self.match_bid(cursor, out);
                 cursor = next;
             }
-            let pool = &self.pools[pool_key as usize];
-            if pool.asks.lowest().is_none() {
+            let pool = &self.pools[pool_key];
+            if pool.asks.best().is_none() {
                 break;
             }
-            level = if at == 0 {
-                None
-            } else {
-                pool.bids.highest_at_or_below(at - 1)
-            };
+            level = pool.bids.next_worse(at);
         }
     }
 }

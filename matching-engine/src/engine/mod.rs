@@ -39,6 +39,7 @@ pub(crate) use timers::Scheduled;
 
 use crate::command::Command;
 use crate::event::Event;
+use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey};
 use crate::types::{AccountLimits, LeaseId, Name, OrderId, Rejection, TimeMs};
 use book_changes::Touched;
 use rustc_hash::FxHashMap;
@@ -55,24 +56,24 @@ pub struct Engine {
     pub(crate) next_timer: u64,
     pub(crate) default_limits: AccountLimits,
     pub(crate) pools: Vec<Pool>,
-    pub(crate) pool_index: FxHashMap<Name, u16>,
+    pub(crate) pool_index: FxHashMap<Name, PoolKey>,
     pub(crate) accounts: Vec<Account>,
-    pub(crate) account_index: FxHashMap<Name, u32>,
+    pub(crate) account_index: FxHashMap<Name, AccountKey>,
     pub(crate) bids: Slab<Bid>,
-    pub(crate) bid_index: FxHashMap<OrderId, u32>,
+    pub(crate) bid_index: FxHashMap<OrderId, BidKey>,
     /// `(account, client_order_id)` to the bid it created and when.
-    pub(crate) client_order_ids: FxHashMap<(u32, Name), (OrderId, TimeMs)>,
+    pub(crate) client_order_ids: FxHashMap<(AccountKey, Name), (OrderId, TimeMs)>,
     /// The key of each remembered bid that carried one, for its view.
     pub(crate) client_order_id_of: FxHashMap<OrderId, Name>,
     pub(crate) blocks: Slab<Block>,
     /// Per supplier, its block ids: looked up by `&str` without building a key.
-    pub(crate) block_index: FxHashMap<u32, FxHashMap<Name, u32>>,
-    pub(crate) block_by_serial: FxHashMap<u64, u32>,
+    pub(crate) block_index: FxHashMap<AccountKey, FxHashMap<Name, BlockKey>>,
+    pub(crate) block_by_serial: FxHashMap<u64, BlockKey>,
     pub(crate) leases: FxHashMap<LeaseId, Lease>,
     /// Due timers, earliest first; ties in scheduling order.
     pub(crate) timers: BinaryHeap<Reverse<Scheduled>>,
     touched: Vec<Touched>,
-    fills: Vec<(u32, u32)>,
+    fills: Vec<(BlockKey, u32)>,
 }
 
 impl Default for Engine {
@@ -144,9 +145,9 @@ impl Engine {
             }
             Command::SetAccountLimits { account, limits } => {
                 let key = self.intern_account(account);
-                self.accounts[key as usize].limits = Some(*limits);
+                self.accounts[key].limits = Some(*limits);
                 out.push(Event::AccountLimitsChanged {
-                    account: self.accounts[key as usize].name.clone(),
+                    account: self.accounts[key].name.clone(),
                     limits: *limits,
                 });
             }

@@ -9,11 +9,12 @@
 use super::{reject, Bid, Engine};
 use crate::command::KillTarget;
 use crate::event::Event;
+use crate::keys::{AccountKey, BidKey, BlockKey, LevelKey, PoolKey};
 use crate::ladder::Ladder;
 use crate::limits::PRICE_LEVELS_MAX;
 use crate::types::{
     AccountLimits, AuctionMode, BlockStatus, CancelReason, Name, OrderId, OrderStatus, PoolConfig,
-    PriceMicros, Rejection, TimeMs,
+    PriceMicros, Rejection, Side, TimeMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +33,8 @@ pub(crate) struct Account {
 pub(crate) struct Pool {
     pub name: Name,
     pub config: PoolConfig,
-    pub bids: Ladder,
-    pub asks: Ladder,
+    pub bids: Ladder<BidKey>,
+    pub asks: Ladder<BlockKey>,
     pub last_price: Option<PriceMicros>,
     pub halted: bool,
     pub leased_gpus: u64,
@@ -43,12 +44,12 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn level_of(&self, price: PriceMicros) -> u32 {
-        ((price.0 - self.config.price_min.0) / self.config.tick.0) as u32
+    pub(crate) fn level_of(&self, price: PriceMicros) -> LevelKey {
+        LevelKey(((price.0 - self.config.price_min.0) / self.config.tick.0) as u32)
     }
 
-    pub(super) fn price_of(&self, level: u32) -> PriceMicros {
-        PriceMicros(self.config.price_min.0 + level as u64 * self.config.tick.0)
+    pub(super) fn price_of(&self, level: LevelKey) -> PriceMicros {
+        PriceMicros(self.config.price_min.0 + level.0 as u64 * self.config.tick.0)
     }
 
     pub(super) fn check_price(&self, price: PriceMicros) -> Result<(), Rejection> {
@@ -59,6 +60,14 @@ impl Pool {
             return Err(Rejection::PriceOutOfBand);
         }
         Ok(())
+    }
+
+    /// `(gpus, orders)` at a level of one side.
+    pub(super) fn level_totals(&self, side: Side, level: LevelKey) -> (u64, u32) {
+        match side {
+            Side::Bid => self.bids.level(level),
+            Side::Ask => self.asks.level(level),
+        }
     }
 
     pub(super) fn is_batch(&self) -> bool {
@@ -81,7 +90,7 @@ impl Engine {
         }
         let levels = config.price_levels().unwrap_or(0) as usize;
         if let Some(&key) = self.pool_index.get(config.id.as_str()) {
-            let pool = &self.pools[key as usize];
+            let pool = &self.pools[key];
             let ladder_moves = pool.config.tick != config.tick
                 || pool.config.price_min != config.price_min
                 || pool.config.price_max != config.price_max;
@@ -95,10 +104,10 @@ impl Engine {
             if ladder_moves && in_use {
                 return reject(out, Rejection::PoolNotEmpty);
             }
-            let pool = &mut self.pools[key as usize];
+            let pool = &mut self.pools[key];
             if ladder_moves {
-                pool.bids = Ladder::new(levels);
-                pool.asks = Ladder::new(levels);
+                pool.bids = Ladder::new(Side::Bid, levels);
+                pool.asks = Ladder::new(Side::Ask, levels);
             }
             pool.config = config.clone();
             let name = pool.name.clone();
@@ -106,12 +115,12 @@ impl Engine {
             self.supply_changed(key, out);
         } else {
             let name: Name = config.id.as_str().into();
-            let key = self.pools.len() as u16;
+            let key = PoolKey(self.pools.len() as u16);
             self.pools.push(Pool {
                 name: name.clone(),
                 config: config.clone(),
-                bids: Ladder::new(levels),
-                asks: Ladder::new(levels),
+                bids: Ladder::new(Side::Bid, levels),
+                asks: Ladder::new(Side::Ask, levels),
                 last_price: None,
                 halted: false,
                 leased_gpus: 0,
@@ -123,11 +132,11 @@ impl Engine {
         }
     }
 
-    pub(super) fn intern_account(&mut self, name: &str) -> u32 {
+    pub(super) fn intern_account(&mut self, name: &str) -> AccountKey {
         if let Some(&key) = self.account_index.get(name) {
             return key;
         }
-        let key = self.accounts.len() as u32;
+        let key = AccountKey(self.accounts.len() as u32);
         let name: Name = name.into();
         self.accounts.push(Account {
             name: name.clone(),
@@ -140,10 +149,8 @@ impl Engine {
         key
     }
 
-    pub(super) fn limits_of(&self, account: u32) -> AccountLimits {
-        self.accounts[account as usize]
-            .limits
-            .unwrap_or(self.default_limits)
+    pub(super) fn limits_of(&self, account: AccountKey) -> AccountLimits {
+        self.accounts[account].limits.unwrap_or(self.default_limits)
     }
 
     pub(super) fn set_kill_switch(
@@ -155,24 +162,24 @@ impl Engine {
         let (kind, id, cancel): (&'static str, Name, Vec<OrderId>) = match target {
             KillTarget::Account(name) => {
                 let key = self.intern_account(name);
-                self.accounts[key as usize].killed = engaged;
+                self.accounts[key].killed = engaged;
                 let cancel = self.sorted_bid_ids(|bid| bid.account == key);
-                ("account", self.accounts[key as usize].name.clone(), cancel)
+                ("account", self.accounts[key].name.clone(), cancel)
             }
             KillTarget::Pool(name) => {
                 let Some(&key) = self.pool_index.get(name.as_str()) else {
                     return reject(out, Rejection::UnknownPool);
                 };
-                self.pools[key as usize].halted = engaged;
+                self.pools[key].halted = engaged;
                 let cancel = self.sorted_bid_ids(|bid| bid.pool == key);
-                ("pool", self.pools[key as usize].name.clone(), cancel)
+                ("pool", self.pools[key].name.clone(), cancel)
             }
         };
         out.push(Event::KillSwitchChanged { kind, id, engaged });
         if engaged {
             for order in cancel {
                 let key = self.bid_index[&order];
-                if !self.bids[key as usize].status.is_terminal() {
+                if !self.bids[key].status.is_terminal() {
                     self.finish_bid(
                         key,
                         OrderStatus::Cancelled,

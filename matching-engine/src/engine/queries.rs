@@ -5,7 +5,7 @@
 use super::leases::elapsed_s;
 use super::{Engine, Lease};
 use crate::event::{BlockView, Depth, LeaseView, Level, OrderView, PoolSummary, Quote};
-use crate::ladder::NIL;
+use crate::keys::{BidKey, BlockKey, LevelKey, PoolKey, SlabKey};
 use crate::types::{
     cost_micros, AccountLimits, LeaseId, Micros, Name, NodeGpus, OrderId, PriceMicros, TimeMs,
 };
@@ -14,7 +14,7 @@ impl Engine {
     /// Every pool's live summary, in configuration order.
     pub fn pools(&self) -> Vec<PoolSummary> {
         (0..self.pools.len())
-            .map(|key| self.pool_summary(key as u16))
+            .map(|key| self.pool_summary(PoolKey(key as u16)))
             .collect()
     }
 
@@ -23,12 +23,12 @@ impl Engine {
         self.pool_index.get(id).map(|&key| self.pool_summary(key))
     }
 
-    fn pool_summary(&self, key: u16) -> PoolSummary {
-        let pool = &self.pools[key as usize];
+    fn pool_summary(&self, key: PoolKey) -> PoolSummary {
+        let pool = &self.pools[key];
         PoolSummary {
             config: pool.config.clone(),
-            best_bid: pool.bids.highest().map(|l| pool.price_of(l)),
-            best_ask: pool.asks.lowest().map(|l| pool.price_of(l)),
+            best_bid: pool.bids.best().map(|l| pool.price_of(l)),
+            best_ask: pool.asks.best().map(|l| pool.price_of(l)),
             last_price: pool.last_price,
             idle_gpus: pool.asks.gpus_total(),
             leased_gpus: pool.leased_gpus,
@@ -39,55 +39,35 @@ impl Engine {
 
     /// Aggregated levels of both sides, best first, at most `levels` each.
     pub fn depth(&self, pool: &str, levels: usize) -> Option<Depth> {
-        let pool = &self.pools[*self.pool_index.get(pool)? as usize];
+        let pool = &self.pools[*self.pool_index.get(pool)?];
         let mut depth = Depth::default();
-        let mut at = pool.bids.highest();
-        while let Some(l) = at {
-            if depth.bids.len() == levels {
-                break;
-            }
-            let (gpus, orders) = pool.bids.level(l);
-            depth.bids.push(Level {
-                price: pool.price_of(l),
-                gpus,
-                orders,
-            });
-            at = if l == 0 {
-                None
-            } else {
-                pool.bids.highest_at_or_below(l - 1)
-            };
-        }
-        let mut at = pool.asks.lowest();
-        while let Some(l) = at {
-            if depth.asks.len() == levels {
-                break;
-            }
-            let (gpus, orders) = pool.asks.level(l);
-            depth.asks.push(Level {
-                price: pool.price_of(l),
-                gpus,
-                orders,
-            });
-            at = pool.asks.lowest_at_or_above(l + 1);
-        }
+        let level = |at: LevelKey, (gpus, orders): (u64, u32)| Level {
+            price: pool.price_of(at),
+            gpus,
+            orders,
+        };
+        depth.bids = (pool.bids.levels_best_first())
+            .take(levels)
+            .map(|at| level(at, pool.bids.level(at)))
+            .collect();
+        depth.asks = (pool.asks.levels_best_first())
+            .take(levels)
+            .map(|at| level(at, pool.asks.level(at)))
+            .collect();
         Some(depth)
     }
 
     /// What a bid for `gpus` lasting `duration_s` would lease now, without placing it.
     pub fn quote(&self, pool: &str, gpus: u32, duration_s: u32) -> Option<Quote> {
-        let pool = &self.pools[*self.pool_index.get(pool)? as usize];
+        let pool = &self.pools[*self.pool_index.get(pool)?];
         let shortest_until = self.now.plus_s(duration_s as u64);
         let mut quote = Quote::default();
         let mut paid: u128 = 0;
-        let mut at = pool.asks.lowest();
-        while let Some(l) = at {
-            if quote.fillable_gpus == gpus {
-                break;
-            }
-            let mut cursor = pool.asks.head(l);
-            while cursor != NIL && quote.fillable_gpus < gpus {
-                let block = &self.blocks[cursor as usize];
+        'levels: for at in pool.asks.levels_best_first() {
+            for (_, block) in pool.asks.entries(at, &self.blocks) {
+                if quote.fillable_gpus == gpus {
+                    break 'levels;
+                }
                 if block.available_until >= shortest_until {
                     let take = block.unsold.min(gpus - quote.fillable_gpus);
                     quote.fillable_gpus += take;
@@ -96,9 +76,7 @@ impl Engine {
                     quote.total_cost_micros +=
                         cost_micros(block.reserve_price, take, duration_s as u64);
                 }
-                cursor = block.links.next;
             }
-            at = pool.asks.lowest_at_or_above(l + 1);
         }
         if quote.fillable_gpus > 0 {
             quote.average_price = Some(PriceMicros((paid / quote.fillable_gpus as u128) as u64));
@@ -116,11 +94,11 @@ impl Engine {
         let Some(&account) = self.account_index.get(account) else {
             return Vec::new();
         };
-        let mut keys: Vec<(OrderId, u32)> = self
+        let mut keys: Vec<(OrderId, BidKey)> = self
             .bids
             .iter()
             .filter(|(_, bid)| bid.account == account)
-            .map(|(key, bid)| (bid.id, key as u32))
+            .map(|(key, bid)| (bid.id, BidKey::from_index(key)))
             .collect();
         keys.sort_unstable();
         keys.into_iter()
@@ -152,11 +130,11 @@ impl Engine {
         let Some(&supplier) = self.account_index.get(supplier) else {
             return Vec::new();
         };
-        let mut keys: Vec<(u64, u32)> = self
+        let mut keys: Vec<(u64, BlockKey)> = self
             .blocks
             .iter()
             .filter(|(_, block)| block.supplier == supplier)
-            .map(|(key, block)| (block.serial, key as u32))
+            .map(|(key, block)| (block.serial, BlockKey::from_index(key)))
             .collect();
         keys.sort_unstable();
         keys.into_iter()
@@ -178,12 +156,12 @@ impl Engine {
             .map_or(self.default_limits, |&key| self.limits_of(key))
     }
 
-    pub(crate) fn order_view(&self, key: u32) -> OrderView {
-        let bid = &self.bids[key as usize];
+    pub(crate) fn order_view(&self, key: BidKey) -> OrderView {
+        let bid = &self.bids[key];
         OrderView {
             id: bid.id,
-            account: self.accounts[bid.account as usize].name.clone(),
-            pool: self.pools[bid.pool as usize].name.clone(),
+            account: self.accounts[bid.account].name.clone(),
+            pool: self.pools[bid.pool].name.clone(),
             price: bid.price,
             gpus: bid.gpus,
             remaining_gpus: bid.remaining,
@@ -228,14 +206,14 @@ impl Engine {
         let block_id = self
             .block_by_serial
             .get(&lease.block_serial)
-            .map(|&key| self.blocks[key as usize].block_id.clone())
+            .map(|&key| self.blocks[key].block_id.clone())
             .unwrap_or_else(|| Name::from(""));
         LeaseView {
             id: lease.id,
             order_id: lease.order_id,
-            buyer: self.accounts[lease.buyer as usize].name.clone(),
-            supplier: self.accounts[lease.supplier as usize].name.clone(),
-            pool: self.pools[lease.pool as usize].name.clone(),
+            buyer: self.accounts[lease.buyer].name.clone(),
+            supplier: self.accounts[lease.supplier].name.clone(),
+            pool: self.pools[lease.pool].name.clone(),
             block_id,
             gpus: lease.gpus,
             price: lease.price,
@@ -251,12 +229,12 @@ impl Engine {
         }
     }
 
-    pub(crate) fn block_view(&self, key: u32) -> BlockView {
-        let block = &self.blocks[key as usize];
+    pub(crate) fn block_view(&self, key: BlockKey) -> BlockView {
+        let block = &self.blocks[key];
         BlockView {
-            supplier: self.accounts[block.supplier as usize].name.clone(),
+            supplier: self.accounts[block.supplier].name.clone(),
             block_id: block.block_id.clone(),
-            pool: self.pools[block.pool as usize].name.clone(),
+            pool: self.pools[block.pool].name.clone(),
             status: block.status,
             gpus: block.gpus,
             gpus_sold: block.leased,

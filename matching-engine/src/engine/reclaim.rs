@@ -18,8 +18,8 @@ impl Engine {
             Ok(key) => key,
             Err(reason) => return reject(out, reason),
         };
-        let block = &self.blocks[key as usize];
-        let pool = &self.pools[block.pool as usize];
+        let block = &self.blocks[key];
+        let pool = &self.pools[block.pool];
         if cmd.gpus == 0 {
             return reject(out, Rejection::GpusMustNotBeZero);
         }
@@ -42,12 +42,12 @@ impl Engine {
         let pool_key = block.pool;
         let from_book = cmd.gpus.min(block.unsold);
         self.take_from_book(key, from_book);
-        release_free_nodes(&mut self.blocks[key as usize].nodes, from_book);
-        self.blocks[key as usize].reclaimed += from_book;
+        release_free_nodes(&mut self.blocks[key].nodes, from_book);
+        self.blocks[key].reclaimed += from_book;
 
         // Then whole leases: lowest price first, newest first.
         let mut candidates: Vec<(PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>)> = self.blocks
-            [key as usize]
+            [key]
             .leases
             .iter()
             .map(|id| &self.leases[id])
@@ -72,14 +72,14 @@ impl Engine {
             lease.preempted_at = Some(self.now);
             lease.emergency = emergency;
             covered += lease.gpus;
-            self.pools[pool_key as usize].reclaiming_gpus += lease.gpus as u64;
+            self.pools[pool_key].reclaiming_gpus += lease.gpus as u64;
             preempted.push(lease_id);
         }
-        let block = &mut self.blocks[key as usize];
+        let block = &mut self.blocks[key];
         block.reclaim_pending += still_needed;
         block.updated_at = self.now;
         out.push(Event::ReclaimAccepted {
-            supplier: self.accounts[block.supplier as usize].name.clone(),
+            supplier: self.accounts[block.supplier].name.clone(),
             block_id: block.block_id.clone(),
             gpus: cmd.gpus,
             gpus_from_book: from_book,
@@ -112,7 +112,7 @@ impl Engine {
         if reclaim_at < self.now {
             return reject(out, Rejection::ReclaimAtInPast);
         }
-        let block = &mut self.blocks[key as usize];
+        let block = &mut self.blocks[key];
         block.forecast_at = Some(reclaim_at);
         block.updated_at = self.now;
         let mut warned: Vec<LeaseId> = block.leases.clone();
@@ -122,7 +122,7 @@ impl Engine {
             if lease.status == LeaseStatus::Active {
                 out.push(Event::ReclaimForecast {
                     lease_id,
-                    buyer: self.accounts[lease.buyer as usize].name.clone(),
+                    buyer: self.accounts[lease.buyer].name.clone(),
                     reclaim_at,
                 });
             }

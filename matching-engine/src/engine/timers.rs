@@ -8,6 +8,7 @@
 
 use super::Engine;
 use crate::event::Event;
+use crate::keys::{AccountKey, PoolKey};
 use crate::limits::CLIENT_ORDER_ID_TTL_MS;
 use crate::types::{BlockStatus, LeaseId, LeaseStatus, Name, OrderId, OrderStatus, TimeMs};
 use serde::{Deserialize, Serialize};
@@ -22,8 +23,8 @@ pub(crate) enum Timer {
     BidExpires { order: OrderId },
     BlockOpens { serial: u64 },
     BlockCloses { serial: u64 },
-    Auction { pool: u16 },
-    ForgetClientOrderId { account: u32, key: Name },
+    Auction { pool: PoolKey },
+    ForgetClientOrderId { account: AccountKey, key: Name },
 }
 
 /// A timer in the queue: ordered by due time, then by when it was scheduled.
@@ -92,7 +93,7 @@ impl Engine {
             }
             Timer::BidExpires { order } => {
                 if let Some(&key) = self.bid_index.get(&order) {
-                    let bid = &self.bids[key as usize];
+                    let bid = &self.bids[key];
                     if bid.status == OrderStatus::Open && bid.expires_at == self.now.0 {
                         self.finish_bid(key, OrderStatus::Expired, None, out);
                     }
@@ -100,25 +101,25 @@ impl Engine {
             }
             Timer::BlockOpens { serial } => {
                 if let Some(&key) = self.block_by_serial.get(&serial) {
-                    if self.blocks[key as usize].status == BlockStatus::Pending {
-                        self.blocks[key as usize].status = BlockStatus::Open;
-                        self.blocks[key as usize].updated_at = self.now;
+                    if self.blocks[key].status == BlockStatus::Pending {
+                        self.blocks[key].status = BlockStatus::Open;
+                        self.blocks[key].updated_at = self.now;
                         self.rest_block(key);
                         out.push(Event::BlockChanged {
                             block: self.block_view(key),
                         });
-                        let pool = self.blocks[key as usize].pool;
+                        let pool = self.blocks[key].pool;
                         self.supply_changed(pool, out);
                     }
                 }
             }
             Timer::BlockCloses { serial } => {
                 if let Some(&key) = self.block_by_serial.get(&serial) {
-                    if self.blocks[key as usize].available_until == self.now
-                        && self.blocks[key as usize].status != BlockStatus::Closed
+                    if self.blocks[key].available_until == self.now
+                        && self.blocks[key].status != BlockStatus::Closed
                     {
                         self.unrest_block(key);
-                        let block = &mut self.blocks[key as usize];
+                        let block = &mut self.blocks[key];
                         block.status = BlockStatus::Closed;
                         block.updated_at = self.now;
                         out.push(Event::BlockChanged {
@@ -129,8 +130,8 @@ impl Engine {
                 }
             }
             Timer::Auction { pool } => {
-                if self.pools[pool as usize].auction_at == Some(self.now) {
-                    self.pools[pool as usize].auction_at = None;
+                if self.pools[pool].auction_at == Some(self.now) {
+                    self.pools[pool].auction_at = None;
                     self.uncross(pool, out);
                 }
             }
