@@ -240,6 +240,72 @@ impl<K: SlabKey> Ladder<K> {
             .take_while(move |&level| self.reaches(level, limit))
     }
 
+    /// Panics unless the ladder's own bookkeeping is consistent: each level's bit is set
+    /// exactly when it holds entries; its list runs from `head` to `tail` with matching back
+    /// links and `orders` entries; the best levels kept are the occupied extremes;
+    /// `gpus_total` is the sum of the levels' GPUs. `what` names the ladder in the message.
+    /// O(levels + entries): for tests and [`crate::Engine::assert_invariants`].
+    pub fn assert_consistent<T: Resting<K>>(&self, slab: &Slab<T>, what: &str) {
+        let mut gpus_total = 0u64;
+        let (mut high, mut low) = (None, None);
+        for (index, slot) in self.slots.iter().enumerate() {
+            let level = LevelKey(index as u32);
+            let bit = self.occupied[index / 64] & (1 << (index % 64)) != 0;
+            assert_eq!(
+                bit,
+                slot.orders > 0,
+                "{what}: level {index} has {} orders but its occupied bit is {bit}",
+                slot.orders
+            );
+            if slot.orders > 0 {
+                high = Some(level);
+                low = low.or(Some(level));
+            }
+            let (mut count, mut previous, mut cursor) = (0u32, K::NIL, slot.head);
+            while cursor != K::NIL {
+                assert!(
+                    slab.contains(cursor.index()),
+                    "{what}: level {index} links to {cursor:?}, which is not in the slab"
+                );
+                let links = slab[cursor.index()].links();
+                assert_eq!(
+                    links.prev, previous,
+                    "{what}: level {index}: {cursor:?} links back to {:?}, not {previous:?}",
+                    links.prev
+                );
+                count += 1;
+                assert!(
+                    count <= slot.orders,
+                    "{what}: level {index} lists more entries than its {} orders",
+                    slot.orders
+                );
+                previous = cursor;
+                cursor = links.next;
+            }
+            assert_eq!(
+                (count, previous),
+                (slot.orders, slot.tail),
+                "{what}: level {index} lists {count} entries ending at {previous:?}, \
+                 its totals say {} ending at {:?}",
+                slot.orders,
+                slot.tail
+            );
+            if slot.orders == 0 {
+                assert_eq!(slot.gpus, 0, "{what}: empty level {index} holds GPUs");
+            }
+            gpus_total += slot.gpus;
+        }
+        assert_eq!(
+            (self.high, self.low),
+            (high, low),
+            "{what}: kept highest/lowest levels are not the occupied extremes"
+        );
+        assert_eq!(
+            self.gpus_total, gpus_total,
+            "{what}: gpus_total is not the sum of its levels"
+        );
+    }
+
     /// The highest occupied level at or below `level`.
     fn highest_at_or_below(&self, level: LevelKey) -> Option<LevelKey> {
         let mut word = level.index() / 64;

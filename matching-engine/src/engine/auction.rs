@@ -132,10 +132,7 @@ impl Engine {
         for bid_key in bids {
             let bid = &self.bids[bid_key];
             let shortest_until = self.now.plus_s(bid.duration_s as u64);
-            let needed = match bid.tif {
-                TimeInForce::Fok => bid.remaining,
-                _ => bid.min_gpus.min(bid.remaining),
-            };
+            let needed = bid.gpus_needed();
             let mut want = bid.remaining;
             fills.clear();
             for (index, (_, available, until)) in asks.iter().enumerate() {

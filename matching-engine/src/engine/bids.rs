@@ -46,6 +46,17 @@ pub(crate) struct Bid {
     pub has_client_order_id: bool,
 }
 
+impl Bid {
+    /// The fewest GPUs an execution must give this bid: all it still wants for FOK,
+    /// otherwise its minimum (or what remains, when that is less).
+    pub(super) fn gpus_needed(&self) -> u32 {
+        match self.tif {
+            TimeInForce::Fok => self.remaining,
+            _ => self.min_gpus.min(self.remaining),
+        }
+    }
+}
+
 impl Resting<BidKey> for Bid {
     fn links(&self) -> Links<BidKey> {
         self.links

@@ -11,9 +11,7 @@ use super::timers::Timer;
 use super::{Engine, Lease};
 use crate::event::{Event, TradeView};
 use crate::keys::{BidKey, BlockKey, PoolKey, SlabKey};
-use crate::types::{
-    LeaseId, LeaseStatus, NodeGpus, OrderStatus, PriceMicros, Side, TimeInForce, TradeId,
-};
+use crate::types::{LeaseId, LeaseStatus, NodeGpus, OrderStatus, PriceMicros, Side, TradeId};
 
 /// How an execution is priced.
 #[derive(Clone, Copy)]
@@ -33,10 +31,7 @@ impl Engine {
         if pool.halted {
             return false;
         }
-        let needed = match bid.tif {
-            TimeInForce::Fok => bid.remaining,
-            _ => bid.min_gpus.min(bid.remaining),
-        };
+        let needed = bid.gpus_needed();
         let id = bid.id;
         let mut fills = std::mem::take(&mut self.fills);
         let got = self.collect_fills(key, &mut fills);
@@ -53,7 +48,7 @@ impl Engine {
     }
 
     /// Walks the ask side in price-time order, taking eligible GPUs up to the bid's remaining.
-    fn collect_fills(&self, key: BidKey, fills: &mut Vec<(BlockKey, u32)>) -> u32 {
+    pub(super) fn collect_fills(&self, key: BidKey, fills: &mut Vec<(BlockKey, u32)>) -> u32 {
         fills.clear();
         let bid = &self.bids[key];
         let pool = &self.pools[bid.pool];

@@ -24,6 +24,7 @@ mod auction;
 mod bids;
 mod blocks;
 mod book_changes;
+mod invariants;
 mod leases;
 mod matching;
 mod pools;
