@@ -15,6 +15,7 @@
 mod command;
 mod engine;
 mod event;
+mod keys;
 mod ladder;
 pub mod limits;
 mod snapshot;

@@ -5,8 +5,9 @@
 //! engines in the same logical state have equal snapshots and equal [`Engine::state_hash`].
 
 use crate::engine::{Account, Bid, Block, Engine, Lease, Pool, Scheduled};
+use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey, SlabKey};
 use crate::ladder::{Ladder, Links};
-use crate::types::{AccountLimits, Name, OrderId, PoolConfig, PriceMicros, TimeMs};
+use crate::types::{AccountLimits, Name, OrderId, PoolConfig, PriceMicros, Side, TimeMs};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::hash::{Hash, Hasher};
@@ -25,7 +26,7 @@ pub struct Snapshot {
     blocks: Vec<Block>,
     leases: Vec<Lease>,
     timers: Vec<Scheduled>,
-    client_order_ids: Vec<(u32, Name, OrderId, TimeMs)>,
+    client_order_ids: Vec<(AccountKey, Name, OrderId, TimeMs)>,
     client_order_id_of: Vec<(OrderId, Name)>,
 }
 
@@ -62,7 +63,7 @@ impl Engine {
         blocks.sort_unstable_by_key(|block| block.serial);
         let mut leases: Vec<Lease> = self.leases.values().cloned().collect();
         leases.sort_unstable_by_key(|lease| lease.id);
-        let mut client_order_ids: Vec<(u32, Name, OrderId, TimeMs)> = self
+        let mut client_order_ids: Vec<(AccountKey, Name, OrderId, TimeMs)> = self
             .client_order_ids
             .iter()
             .map(|((account, key), (order, at))| (*account, key.clone(), *order, *at))
@@ -120,12 +121,12 @@ impl Engine {
             let name: Name = state.config.id.as_str().into();
             engine
                 .pool_index
-                .insert(name.clone(), engine.pools.len() as u16);
+                .insert(name.clone(), PoolKey(engine.pools.len() as u16));
             engine.pools.push(Pool {
                 name,
                 config: state.config,
-                bids: Ladder::new(levels),
-                asks: Ladder::new(levels),
+                bids: Ladder::new(Side::Bid, levels),
+                asks: Ladder::new(Side::Ask, levels),
                 last_price: state.last_price,
                 halted: state.halted,
                 leased_gpus: state.leased_gpus,
@@ -136,7 +137,7 @@ impl Engine {
         for (key, account) in snapshot.accounts.into_iter().enumerate() {
             engine
                 .account_index
-                .insert(account.name.clone(), key as u32);
+                .insert(account.name.clone(), AccountKey(key as u32));
             engine.accounts.push(account);
         }
         // Re-rest in time priority so every level's queue comes back in the same order.
@@ -150,10 +151,10 @@ impl Engine {
                 bid.price,
                 bid.remaining,
             );
-            let key = engine.bids.insert(bid) as u32;
+            let key = BidKey::from_index(engine.bids.insert(bid));
             engine.bid_index.insert(id, key);
             if open {
-                let pool = &mut engine.pools[pool as usize];
+                let pool = &mut engine.pools[pool];
                 let level = pool.level_of(price);
                 pool.bids
                     .push_back(&mut engine.bids, key, level, remaining as u64);
@@ -171,7 +172,7 @@ impl Engine {
                 block.reserve_price,
                 block.unsold,
             );
-            let key = engine.blocks.insert(block) as u32;
+            let key = BlockKey::from_index(engine.blocks.insert(block));
             engine
                 .block_index
                 .entry(supplier)
@@ -179,7 +180,7 @@ impl Engine {
                 .insert(block_id, key);
             engine.block_by_serial.insert(serial, key);
             if on_book {
-                let pool = &mut engine.pools[pool as usize];
+                let pool = &mut engine.pools[pool];
                 let level = pool.level_of(price);
                 pool.asks
                     .push_back(&mut engine.blocks, key, level, unsold as u64);

@@ -145,6 +145,12 @@ fn run_seed(seed: u64, steps: u64) -> Result<Coverage, String> {
         if actual != expected {
             return Err(fail(diff_events(&actual, &expected), &history));
         }
+        catch_unwind(AssertUnwindSafe(|| engine.assert_invariants())).map_err(|panic| {
+            fail(
+                format!("an engine invariant broke: {}", message(&panic)),
+                &history,
+            )
+        })?;
         compare_views(&engine, &model, step).map_err(|what| fail(what, &history))?;
         check_invariants(&engine, &model).map_err(|what| fail(what, &history))?;
         if step % RESTORE_EVERY == RESTORE_EVERY - 1 {

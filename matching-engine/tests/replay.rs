@@ -59,6 +59,7 @@ fn through_json(snapshot: &Snapshot) -> Snapshot {
 fn apply(engine: &mut Engine, (at, command): &(TimeMs, Command)) -> Vec<Event> {
     let mut events = Vec::new();
     engine.apply(*at, command, &mut events);
+    engine.assert_invariants();
     events
 }
 

@@ -38,6 +38,7 @@ impl Market {
     fn run(&mut self, command: Command) -> Vec<Event> {
         let mut out = Vec::new();
         self.engine.apply(self.now, &command, &mut out);
+        self.engine.assert_invariants();
         out
     }
 
