@@ -131,6 +131,28 @@ impl Client {
         url
     }
 
+    /// `GET`s a public path: no token is sent, none is needed.
+    pub async fn get_public(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
+        self.send(Method::GET, self.url(segments, query), None, false)
+            .await
+    }
+
+    /// Sends a request with the bearer token (and requires one).
+    pub async fn authed(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        self.send(method, self.url(segments, query), body, true)
+            .await
+    }
+
     fn token(&self) -> Result<&str, CliError> {
         self.token.as_deref().ok_or_else(|| {
             CliError::usage(

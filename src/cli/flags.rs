@@ -1,0 +1,62 @@
+//! Flag values turned into the API's values before anything is sent: hours into whole
+//! seconds, prices checked against the USD grammar the server parses (so a typo is a usage
+//! error, exit 2, not a 400), and the `?status=&limit=` of the list commands.
+
+use super::CliError;
+use crate::money::parse_usd;
+
+/// Hours as whole seconds: positive, finite, at most `u32::MAX`.
+pub fn hours_to_seconds(hours: f64, flag: &str) -> Result<u32, CliError> {
+    let seconds = hours * 3600.0;
+    if !seconds.is_finite() || seconds < 1.0 || seconds > f64::from(u32::MAX) {
+        return Err(CliError::usage(format!(
+            "{flag} must be a positive number of hours (got {hours})"
+        )));
+    }
+    Ok(seconds.round() as u32)
+}
+
+/// A USD price as the server will read it, trimmed; anything else is a usage error.
+pub fn price(text: &str, flag: &str) -> Result<String, CliError> {
+    parse_usd(text.trim())
+        .map(|_| text.trim().to_owned())
+        .map_err(|e| CliError::usage(format!("{flag} {text:?}: {e}")))
+}
+
+/// The query of a list endpoint.
+pub fn list_query(status: Option<String>, limit: Option<u32>) -> Vec<(&'static str, String)> {
+    let mut query = Vec::new();
+    if let Some(status) = status {
+        query.push(("status", status));
+    }
+    if let Some(limit) = limit {
+        query.push(("limit", limit.to_string()));
+    }
+    query
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Outcome;
+
+    #[test]
+    fn bad_values_are_usage_errors_not_panics() {
+        for hours in [0.0, -1.0, f64::NAN, f64::INFINITY, 1e12] {
+            assert_eq!(
+                hours_to_seconds(hours, "--hours").unwrap_err().outcome,
+                Outcome::Usage
+            );
+        }
+        assert_eq!(hours_to_seconds(0.5, "--hours").unwrap(), 1800);
+        assert_eq!(
+            price("abc", "--max-price").unwrap_err().outcome,
+            Outcome::Usage
+        );
+        assert_eq!(
+            price("1.2345678", "--max-price").unwrap_err().outcome,
+            Outcome::Usage
+        );
+        assert_eq!(price("1.25", "--max-price").unwrap(), "1.25");
+    }
+}
