@@ -1,13 +1,14 @@
 //! A supplier's capacity blocks (role `supplier`): `capacity release` puts idle GPUs on the
-//! ask side for a window (optionally naming the machines), `reclaim` takes GPUs back with the
+//! ask side for a window, now or from a later time (optionally naming the machines), `update`
+//! changes a block's reserve price or extends its window, `reclaim` takes GPUs back with the
 //! pool's notice, `forecast` warns the block's buyers of a coming reclaim, `list` shows what
 //! each block sold, has unsold, is reclaiming and earned.
 
-use super::flags::{hours_to_seconds, list_query, price};
+use super::flags::{hours_to_seconds, list_query, price, rfc3339};
 use super::table::{self, Table};
 use super::{Answer, CliError, Client};
 use crate::timestamp::{format_rfc3339, now_ms};
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
 use matching_engine::TimeMs;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -29,15 +30,35 @@ pub enum CapacityCommand {
         /// Lowest price per GPU-hour accepted, in USD.
         #[arg(long, value_name = "USD")]
         reserve_price: String,
-        /// The window's length from now, in hours.
+        /// The window's length, in hours from its opening (now, or --available-from).
         #[arg(long, required_unless_present = "until", conflicts_with = "until")]
         hours: Option<f64>,
         /// The window's end, RFC 3339 (e.g. 2030-01-02T03:04:05Z).
-        #[arg(long)]
+        #[arg(long, visible_alias = "available-until", value_name = "RFC3339")]
         until: Option<String>,
+        /// The window's opening, RFC 3339 (default now); the block waits as pending until then.
+        #[arg(long, visible_alias = "from", value_name = "RFC3339")]
+        available_from: Option<String>,
         /// A machine of the block as NAME:GPUS (repeat; their GPUs must add up to --gpus).
         #[arg(long = "node", value_name = "NAME:GPUS")]
         nodes: Vec<String>,
+    },
+    /// Change a block's reserve price or extend its window.
+    #[command(group(
+        ArgGroup::new("change")
+            .required(true)
+            .multiple(true)
+            .args(["reserve_price", "until"])
+    ))]
+    Update {
+        /// The block id.
+        block_id: String,
+        /// A new lowest price per GPU-hour, in USD.
+        #[arg(long, value_name = "USD")]
+        reserve_price: Option<String>,
+        /// A later window end, RFC 3339 (a window never shrinks).
+        #[arg(long, visible_alias = "available-until", value_name = "RFC3339")]
+        until: Option<String>,
     },
     /// Take GPUs of a block back; leases on them get the pool's notice.
     Reclaim {
@@ -82,16 +103,20 @@ pub async fn run(client: &Client, command: CapacityCommand) -> Result<Answer, Cl
             reserve_price,
             hours,
             until,
+            available_from,
             nodes,
         } => {
+            let opens = match &available_from {
+                Some(from) => rfc3339(from, "--available-from")?,
+                None => now_ms(),
+            };
             let until = match (hours, until) {
                 (Some(hours), None) => {
                     let seconds = hours_to_seconds(hours, "--hours")?;
-                    format_rfc3339(TimeMs(now_ms().0 + i64::from(seconds) * 1000))
+                    format_rfc3339(TimeMs(opens.0 + i64::from(seconds) * 1000))
                 }
                 (None, Some(until)) => {
-                    crate::timestamp::parse_rfc3339(&until)
-                        .map_err(|e| CliError::usage(format!("--until: {e}")))?;
+                    rfc3339(&until, "--until")?;
                     until
                 }
                 _ => return Err(CliError::usage("give either --hours or --until")),
@@ -100,7 +125,7 @@ pub async fn run(client: &Client, command: CapacityCommand) -> Result<Answer, Cl
                 .iter()
                 .map(|n| parse_node(n))
                 .collect::<Result<Vec<_>, _>>()?;
-            let body = json!({
+            let mut body = json!({
                 "block_id": block_id,
                 "pool": pool,
                 "gpus": gpus,
@@ -108,9 +133,37 @@ pub async fn run(client: &Client, command: CapacityCommand) -> Result<Answer, Cl
                 "available_until": until,
                 "nodes": nodes,
             });
+            if let Some(from) = available_from {
+                body["available_from"] = json!(from);
+            }
             (
                 client
                     .authed(Method::POST, &["v1", "capacity"], &[], Some(&body))
+                    .await?,
+                show_one_block,
+            )
+        }
+        CapacityCommand::Update {
+            block_id,
+            reserve_price,
+            until,
+        } => {
+            let mut body = json!({});
+            if let Some(text) = reserve_price {
+                body["reserve_price"] = json!(price(&text, "--reserve-price")?);
+            }
+            if let Some(until) = until {
+                rfc3339(&until, "--until")?;
+                body["available_until"] = json!(until);
+            }
+            (
+                client
+                    .authed(
+                        Method::PATCH,
+                        &["v1", "capacity", &block_id],
+                        &[],
+                        Some(&body),
+                    )
                     .await?,
                 show_one_block,
             )
@@ -190,6 +243,7 @@ const BLOCK_HEADERS: &[&str] = &[
     "RECLAIMING",
     "RECLAIMED",
     "RESERVE",
+    "FROM",
     "UNTIL",
     "REVENUE",
 ];
@@ -205,6 +259,7 @@ fn block_row(b: &Value) -> Vec<String> {
         table::text(&b["gpus_reclaiming"]),
         table::text(&b["gpus_reclaimed"]),
         table::text(&b["reserve_price"]),
+        table::time(&b["available_from"]),
         table::time(&b["available_until"]),
         table::text(&b["revenue"]),
     ]

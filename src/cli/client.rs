@@ -58,6 +58,11 @@ impl CliError {
         }
     }
 
+    /// The server's error code (`unknown_pool`, `kill_switch`, ...), when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        self.body.as_ref()?["error"]["code"].as_str()
+    }
+
     fn unavailable(message: impl Into<String>) -> CliError {
         CliError {
             outcome: Outcome::Unavailable,

@@ -1,9 +1,11 @@
 //! Flag values turned into the API's values before anything is sent: hours into whole
-//! seconds, prices checked against the USD grammar the server parses (so a typo is a usage
-//! error, exit 2, not a 400), and the `?status=&limit=` of the list commands.
+//! seconds, prices and RFC 3339 times checked against the grammar the server parses (so a
+//! typo is a usage error, exit 2, not a 400), and the `?status=&limit=` of the list commands.
 
 use super::CliError;
 use crate::money::parse_usd;
+use crate::timestamp::parse_rfc3339;
+use matching_engine::TimeMs;
 
 /// Hours as whole seconds: positive, finite, at most `u32::MAX`.
 pub fn hours_to_seconds(hours: f64, flag: &str) -> Result<u32, CliError> {
@@ -14,6 +16,27 @@ pub fn hours_to_seconds(hours: f64, flag: &str) -> Result<u32, CliError> {
         )));
     }
     Ok(seconds.round() as u32)
+}
+
+/// A lease length from `--hours` or `--duration-s` (clap lets exactly one through).
+pub fn lease_seconds(hours: Option<f64>, duration_s: Option<u32>) -> Result<u32, CliError> {
+    match (hours, duration_s) {
+        (Some(hours), None) => hours_to_seconds(hours, "--hours"),
+        (None, Some(seconds)) => Ok(seconds),
+        _ => Err(CliError::usage("give either --hours or --duration-s")),
+    }
+}
+
+/// An RFC 3339 timestamp, checked; the text is sent as written.
+pub fn rfc3339(text: &str, flag: &str) -> Result<TimeMs, CliError> {
+    parse_rfc3339(text).map_err(|e| CliError::usage(format!("{flag}: {e}")))
+}
+
+/// A duration such as `15m`, `24h` or `7d`, checked and kept as written (clap value parser).
+pub fn duration_text(text: &str) -> Result<String, String> {
+    humantime::parse_duration(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| format!("{e}: give a duration such as 15m, 1h, 24h or 7d"))
 }
 
 /// A USD price as the server will read it, trimmed; anything else is a usage error.
@@ -58,5 +81,12 @@ mod tests {
             Outcome::Usage
         );
         assert_eq!(price("1.25", "--max-price").unwrap(), "1.25");
+        assert_eq!(
+            rfc3339("tomorrow", "--until").unwrap_err().outcome,
+            Outcome::Usage
+        );
+        assert!(rfc3339("2030-01-02T03:04:05Z", "--until").is_ok());
+        assert!(duration_text("24h").is_ok());
+        assert!(duration_text("a day").is_err());
     }
 }

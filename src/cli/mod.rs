@@ -1,16 +1,18 @@
 //! The `offpeak` command line: the server (`serve`, `serve --demo`, `demo`), `token`, and a
-//! client of the REST API for buyers and suppliers (`book`, `bid`, `orders`, `cancel`,
-//! `leases`, `release-lease`, `capacity ...`).
+//! client of the whole REST API a person uses: market data (`pools`, `book`, `quote`,
+//! `trades`, `candles`, `stats`), buyers (`bid`, `orders`, `amend`, `cancel`, `leases`,
+//! `release-lease`), suppliers (`capacity ...`) and admins (`admin ...`).
 //!
 //! This file holds the clap definitions of the top level and the dispatch; each command
 //! family lives in its own file with its flags, its requests and its tables (`serve`,
-//! `market`, `orders`, `leases`, `capacity`), over the shared `client` and `table`.
+//! `market`, `orders`, `leases`, `capacity`, `admin`), over the shared `client` and `table`.
 //!
 //! The client reads `OFFPEAK_URL` (default `http://127.0.0.1:8080`) and `OFFPEAK_TOKEN`, prints
 //! aligned tables (or the server's JSON with `--json`), writes errors to stderr with the
 //! server's code and message, and exits with a code scripts can trust (see [`Outcome`]):
 //! 0 ok, 1 refused by the server (4xx), 2 usage, 3 unreachable or server error (5xx).
 
+pub mod admin;
 pub mod capacity;
 pub mod client;
 mod flags;
@@ -61,19 +63,32 @@ pub enum Command {
     Pools,
     /// Show a pool's order book.
     Book(market::BookArgs),
+    /// Price a bid against the book now, without placing it.
+    Quote(market::QuoteArgs),
+    /// Show a pool's recent trades, newest first.
+    Trades(market::TradesArgs),
+    /// Show a pool's OHLC candles and GPU-hours volume.
+    Candles(market::CandlesArgs),
+    /// Show a pool's price, volume and preemption statistics over a window.
+    Stats(market::StatsArgs),
     /// Place a bid (role buyer).
     Bid(orders::BidArgs),
     /// List your orders (role buyer).
     Orders(orders::OrdersArgs),
+    /// Change a resting bid's price or total GPUs (role buyer).
+    Amend(orders::AmendArgs),
     /// Cancel an order (role buyer).
     Cancel(orders::CancelArgs),
     /// List your leases (role buyer).
     Leases(leases::LeasesArgs),
     /// End one of your leases now (role buyer).
     ReleaseLease(leases::ReleaseLeaseArgs),
-    /// Release, reclaim and list capacity blocks (role supplier).
+    /// Release, update, reclaim and list capacity blocks (role supplier).
     #[command(subcommand)]
     Capacity(capacity::CapacityCommand),
+    /// Pools, kill switches, account limits, the state hash (role admin).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// The server's answer to a client command, and how to print it as a table.
@@ -121,12 +136,18 @@ async fn execute(client: &Client, json: bool, command: Command) -> Result<(), Cl
     let (answer, show) = match command {
         Command::Pools => market::pools(client).await?,
         Command::Book(args) => market::book(client, args).await?,
+        Command::Quote(args) => market::quote(client, args).await?,
+        Command::Trades(args) => market::trades(client, args).await?,
+        Command::Candles(args) => market::candles(client, args).await?,
+        Command::Stats(args) => market::stats(client, args).await?,
         Command::Bid(args) => orders::bid(client, args).await?,
         Command::Orders(args) => orders::orders(client, args).await?,
+        Command::Amend(args) => orders::amend(client, args).await?,
         Command::Cancel(args) => orders::cancel(client, args).await?,
         Command::Leases(args) => leases::leases(client, args).await?,
         Command::ReleaseLease(args) => leases::release(client, args).await?,
         Command::Capacity(command) => capacity::run(client, command).await?,
+        Command::Admin(command) => admin::run(client, command).await?,
         Command::Serve(_) | Command::Demo(_) | Command::Token(_) => {
             return Err(CliError::usage("not a client command"))
         }

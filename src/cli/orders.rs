@@ -1,12 +1,13 @@
 //! A buyer's bids (role `buyer`): `bid` builds the `POST /v1/orders` body from flags (hours or
-//! seconds, a USD limit price, the time in force), `orders` lists them, `cancel` ends one. An
-//! order prints as one row, followed by the leases the command opened for it, if any.
+//! seconds, a USD limit price, the time in force, a `gtd` expiry), `orders` lists them,
+//! `amend` changes a resting bid's price or size, `cancel` ends one. An order prints as one
+//! row, followed by the leases the command opened for it, if any.
 
-use super::flags::{hours_to_seconds, list_query, price};
+use super::flags::{hours_to_seconds, lease_seconds, list_query, price, rfc3339};
 use super::leases::print_leases;
 use super::table::{self, Table};
 use super::{Answer, CliError, Client};
-use clap::Args;
+use clap::{ArgGroup, Args, ValueEnum};
 use reqwest::Method;
 use serde_json::{json, Map, Value};
 
@@ -38,18 +39,48 @@ pub struct BidArgs {
     /// The longest lease wanted, in hours (default: --hours).
     #[arg(long)]
     pub max_hours: Option<f64>,
-    /// Immediate or cancel: take what is there now, cancel the rest.
+    /// Immediate or cancel: take what is there now, cancel the rest (= --tif ioc).
     #[arg(long, conflicts_with = "fok")]
     pub ioc: bool,
-    /// Fill or kill: all at once or nothing.
+    /// Fill or kill: all at once or nothing (= --tif fok).
     #[arg(long)]
     pub fok: bool,
+    /// Time in force (default gtc; gtd needs --expires-at).
+    #[arg(long, value_enum, conflicts_with_all = ["ioc", "fok"])]
+    pub tif: Option<Tif>,
+    /// When a good-till-date bid expires, RFC 3339 (implies --tif gtd).
+    #[arg(long, value_name = "RFC3339")]
+    pub expires_at: Option<String>,
     /// Bid again for the GPUs of a preempted lease.
     #[arg(long)]
     pub persistent: bool,
     /// Idempotency key: the same key returns the first result.
     #[arg(long)]
     pub client_order_id: Option<String>,
+}
+
+/// How long a bid stays on the book.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Tif {
+    /// Good till cancelled.
+    Gtc,
+    /// Immediate or cancel.
+    Ioc,
+    /// Fill or kill.
+    Fok,
+    /// Good till --expires-at.
+    Gtd,
+}
+
+impl Tif {
+    fn code(self) -> &'static str {
+        match self {
+            Tif::Gtc => "gtc",
+            Tif::Ioc => "ioc",
+            Tif::Fok => "fok",
+            Tif::Gtd => "gtd",
+        }
+    }
 }
 
 /// `offpeak orders`.
@@ -61,6 +92,21 @@ pub struct OrdersArgs {
     /// At most this many.
     #[arg(long)]
     pub limit: Option<u32>,
+}
+
+/// `offpeak amend`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("change").required(true).multiple(true).args(["price", "gpus"])))]
+pub struct AmendArgs {
+    /// The order id.
+    pub id: String,
+    /// A new limit price per GPU-hour, in USD (a change loses time priority).
+    #[arg(long, value_name = "USD")]
+    pub price: Option<String>,
+    /// The bid's new total GPUs, those already filled included (fewer keeps time priority,
+    /// more loses it).
+    #[arg(long)]
+    pub gpus: Option<u32>,
 }
 
 /// `offpeak cancel`.
@@ -88,6 +134,26 @@ pub async fn orders(client: &Client, args: OrdersArgs) -> Result<Answer, CliErro
     Ok((answer, show_orders))
 }
 
+/// `PATCH /v1/orders/{id}`.
+pub async fn amend(client: &Client, args: AmendArgs) -> Result<Answer, CliError> {
+    let mut body = Map::new();
+    if let Some(text) = &args.price {
+        body.insert("price".into(), json!(price(text, "--price")?));
+    }
+    if let Some(gpus) = args.gpus {
+        body.insert("gpus".into(), json!(gpus));
+    }
+    let answer = client
+        .authed(
+            Method::PATCH,
+            &["v1", "orders", &args.id],
+            &[],
+            Some(&Value::Object(body)),
+        )
+        .await?;
+    Ok((answer, show_order_with_leases))
+}
+
 /// `DELETE /v1/orders/{id}`.
 pub async fn cancel(client: &Client, args: CancelArgs) -> Result<Answer, CliError> {
     let answer = client
@@ -97,11 +163,7 @@ pub async fn cancel(client: &Client, args: CancelArgs) -> Result<Answer, CliErro
 }
 
 fn bid_body(args: &BidArgs) -> Result<Value, CliError> {
-    let duration_s = match (args.hours, args.duration_s) {
-        (Some(hours), None) => hours_to_seconds(hours, "--hours")?,
-        (None, Some(seconds)) => seconds,
-        _ => return Err(CliError::usage("give either --hours or --duration-s")),
-    };
+    let duration_s = lease_seconds(args.hours, args.duration_s)?;
     let mut body = Map::new();
     body.insert("pool".into(), json!(args.pool));
     body.insert("gpus".into(), json!(args.gpus));
@@ -119,14 +181,27 @@ fn bid_body(args: &BidArgs) -> Result<Value, CliError> {
     if let Some(min) = args.min_gpus {
         body.insert("min_gpus".into(), json!(min));
     }
-    let tif = if args.ioc {
-        "ioc"
-    } else if args.fok {
-        "fok"
-    } else {
-        "gtc"
+    let tif = match (args.tif, args.ioc, args.fok, &args.expires_at) {
+        (Some(tif), _, _, _) => tif,
+        (None, true, _, _) => Tif::Ioc,
+        (None, _, true, _) => Tif::Fok,
+        (None, false, false, Some(_)) => Tif::Gtd,
+        (None, false, false, None) => Tif::Gtc,
     };
-    body.insert("tif".into(), json!(tif));
+    body.insert("tif".into(), json!(tif.code()));
+    match (tif, &args.expires_at) {
+        (Tif::Gtd, Some(at)) => {
+            rfc3339(at, "--expires-at")?;
+            body.insert("expires_at".into(), json!(at));
+        }
+        (Tif::Gtd, None) => return Err(CliError::usage("--tif gtd needs --expires-at")),
+        (_, Some(_)) => {
+            return Err(CliError::usage(
+                "--expires-at is for good-till-date bids (--tif gtd)",
+            ))
+        }
+        (_, None) => {}
+    }
     if args.persistent {
         body.insert("persistent".into(), json!(true));
     }
@@ -215,6 +290,70 @@ mod tests {
             body,
             json!({"pool": "h100-sxm.us-east", "gpus": 8, "price": "1.20", "duration_s": 14400, "tif": "ioc", "persistent": true})
         );
+    }
+
+    fn bid(extra: &[&str]) -> BidArgs {
+        let mut args = vec![
+            "bid",
+            "--pool",
+            "p",
+            "--gpus",
+            "2",
+            "--hours",
+            "1",
+            "--max-price",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        match parse(&args).unwrap().command {
+            Some(Command::Bid(args)) => args,
+            other => panic!("not a bid: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn good_till_date_bids_carry_their_expiry() {
+        let at = "2030-01-02T03:04:05Z";
+        for extra in [
+            vec!["--tif", "gtd", "--expires-at", at],
+            vec!["--expires-at", at],
+        ] {
+            let body = bid_body(&bid(&extra)).unwrap();
+            assert_eq!(body["tif"], "gtd", "{extra:?}");
+            assert_eq!(body["expires_at"], at, "{extra:?}");
+        }
+        assert_eq!(bid_body(&bid(&["--tif", "fok"])).unwrap()["tif"], "fok");
+        for extra in [
+            vec!["--tif", "gtd"],
+            vec!["--tif", "gtc", "--expires-at", at],
+            vec!["--ioc", "--expires-at", at],
+            vec!["--expires-at", "tomorrow"],
+        ] {
+            let error = bid_body(&bid(&extra)).unwrap_err();
+            assert_eq!(error.outcome, crate::cli::Outcome::Usage, "{extra:?}");
+        }
+        assert!(parse(&[
+            "bid",
+            "--pool",
+            "p",
+            "--gpus",
+            "1",
+            "--hours",
+            "1",
+            "--max-price",
+            "1",
+            "--ioc",
+            "--tif",
+            "gtc"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn an_amend_names_a_price_or_gpus() {
+        assert!(parse(&["amend", "7"]).is_err());
+        assert!(parse(&["amend", "7", "--gpus", "4"]).is_ok());
+        assert!(parse(&["amend", "7", "--price", "1.10", "--gpus", "4"]).is_ok());
     }
 
     #[test]
