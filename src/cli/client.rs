@@ -58,6 +58,11 @@ impl CliError {
         }
     }
 
+    /// The server's error code (`unknown_pool`, `kill_switch`, ...), when it sent one.
+    pub fn code(&self) -> Option<&str> {
+        self.body.as_ref()?["error"]["code"].as_str()
+    }
+
     fn unavailable(message: impl Into<String>) -> CliError {
         CliError {
             outcome: Outcome::Unavailable,
@@ -129,6 +134,28 @@ impl Client {
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         url
+    }
+
+    /// `GET`s a public path: no token is sent, none is needed.
+    pub async fn get_public(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
+        self.send(Method::GET, self.url(segments, query), None, false)
+            .await
+    }
+
+    /// Sends a request with the bearer token (and requires one).
+    pub async fn authed(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        self.send(method, self.url(segments, query), body, true)
+            .await
     }
 
     fn token(&self) -> Result<&str, CliError> {

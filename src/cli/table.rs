@@ -29,6 +29,13 @@ impl Table {
         self.rows.is_empty()
     }
 
+    /// Prints the table on stdout (a closed pipe is not an error worth a message).
+    pub fn print(&self) {
+        let mut out = io::stdout().lock();
+        let _ = self.write(&mut out);
+        let _ = out.flush();
+    }
+
     /// Writes the table; columns are separated by two spaces, the last has no padding.
     pub fn write(&self, out: &mut impl Write) -> io::Result<()> {
         let columns = self.headers.len();

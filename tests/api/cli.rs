@@ -1,10 +1,11 @@
 //! The CLI against a real server (SQLite, in process): every command, its `--json` output
 //! parsed, its tables, and the exit codes scripts rely on (0 ok, 1 refused, 2 usage,
-//! 3 unreachable).
+//! 3 unreachable). One test per command family beyond the first walk-through: market data,
+//! amends and good-till-date bids, capacity updates and future windows, administration.
 
 use crate::embedded::EmbeddedApp;
 use crate::first_start::BIN;
-use crate::helpers::{token, POOL, SECRET};
+use crate::helpers::{rfc3339_in, token, POOL, SECRET};
 use serde_json::Value;
 use std::process::Command;
 
@@ -477,6 +478,520 @@ async fn cli_errors_carry_the_server_code_and_a_trustworthy_exit_code() {
     let help = offpeak(&[], &["--help"]).await;
     assert_eq!(help.code, 0);
     assert!(help.stdout.contains("Exit codes"), "{}", help.stdout);
+    app.stop().await;
+}
+
+/// A refused run: exit 1, nothing on stdout, the server's code on stderr.
+fn assert_refused(run: &Run, code: &str) {
+    assert_eq!(run.code, 1, "{code}: {}", run.stderr);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert!(run.stderr.contains(code), "{code}: {}", run.stderr);
+}
+
+#[tokio::test]
+async fn quote_trades_candles_and_stats_read_the_market_from_the_cli() {
+    let app = EmbeddedApp::spawn().await;
+    let url = app.address.as_str();
+    let supplier = As {
+        url,
+        token: token("dc1", "supplier"),
+    };
+    let buyer = As {
+        url,
+        token: token("acme", "buyer"),
+    };
+    for (block, reserve) in [("cheap", "1.50"), ("dear", "2.50")] {
+        let released = supplier
+            .json(&[
+                "capacity",
+                "release",
+                "--block-id",
+                block,
+                "--pool",
+                POOL,
+                "--gpus",
+                "4",
+                "--reserve-price",
+                reserve,
+                "--hours",
+                "3",
+            ])
+            .await;
+        assert_eq!(released["block"]["status"], "open", "{released}");
+    }
+
+    // A quote is public and places nothing: 4 * 1.50 + 2 * 2.50 for one hour.
+    let quote = offpeak(
+        &[("OFFPEAK_URL", url)],
+        &["quote", POOL, "--gpus", "6", "--hours", "1", "--json"],
+    )
+    .await
+    .json();
+    assert_eq!(quote["fillable_gpus"], 6, "{quote}");
+    assert_eq!(quote["worst_price"], "2.50");
+    assert_eq!(quote["total_cost"], "11.00");
+    let table = buyer
+        .run(&["quote", POOL, "--gpus", "6", "--duration-s", "3600"])
+        .await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("POOL "), "{}", table.stdout);
+    assert!(table.stdout.contains("11.00"), "{}", table.stdout);
+
+    // Two trades: 4 GPUs at 1.50, then 2 at 2.50.
+    for gpus in ["4", "2"] {
+        let filled = buyer
+            .json(&[
+                "bid",
+                "--pool",
+                POOL,
+                "--gpus",
+                gpus,
+                "--hours",
+                "1",
+                "--max-price",
+                "3.00",
+            ])
+            .await;
+        assert_eq!(filled["order"]["status"], "filled", "{filled}");
+    }
+    let trades = buyer.json(&["trades", POOL, "--limit", "1"]).await;
+    assert_eq!(
+        trades["trades"].as_array().map(Vec::len),
+        Some(1),
+        "{trades}"
+    );
+    assert_eq!(trades["trades"][0]["price"], "2.50");
+    let table = buyer.run(&["trades", POOL]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("ID "), "{}", table.stdout);
+    assert_eq!(table.stdout.lines().count(), 3, "{}", table.stdout);
+
+    let candles = buyer.json(&["candles", POOL, "--interval", "1h"]).await;
+    assert_eq!(candles["interval"], "1h", "{candles}");
+    let gpus: u64 = candles["candles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["volume_gpus"].as_u64().unwrap())
+        .sum();
+    assert_eq!(gpus, 6, "{candles}");
+    let table = buyer.run(&["candles", POOL]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("START "), "{}", table.stdout);
+
+    let stats = buyer.json(&["stats", POOL, "--window", "1h"]).await;
+    assert_eq!(stats["window_s"], 3600, "{stats}");
+    assert_eq!(stats["trades"], 2);
+    assert_eq!(stats["volume_gpus"], 6);
+    assert_eq!(stats["last_price"], "2.50");
+    let table = buyer.run(&["stats", POOL]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("STAT "), "{}", table.stdout);
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("window") && l.ends_with("1d")),
+        "the default window is 24h: {}",
+        table.stdout
+    );
+
+    // Refused by the server, or caught before anything is sent.
+    assert_refused(
+        &buyer.run(&["trades", "nope.nowhere"]).await,
+        "unknown_pool",
+    );
+    assert_refused(
+        &buyer
+            .run(&["quote", POOL, "--gpus", "0", "--hours", "1"])
+            .await,
+        "gpus_must_not_be_zero",
+    );
+    for args in [
+        vec!["candles", POOL, "--interval", "7m"],
+        vec!["stats", POOL, "--window", "a while"],
+        vec!["quote", POOL, "--gpus", "1"],
+    ] {
+        let run = buyer.run(&args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn amends_and_good_till_date_bids_from_the_cli() {
+    let app = EmbeddedApp::spawn().await;
+    let url = app.address.as_str();
+    let buyer = As {
+        url,
+        token: token("acme", "buyer"),
+    };
+    let resting = buyer
+        .json(&[
+            "bid",
+            "--pool",
+            POOL,
+            "--gpus",
+            "4",
+            "--hours",
+            "1",
+            "--max-price",
+            "1.00",
+        ])
+        .await;
+    assert_eq!(resting["order"]["status"], "open", "{resting}");
+    let id = resting["order"]["id"].as_str().unwrap().to_owned();
+
+    let amended = buyer
+        .json(&["amend", &id, "--price", "1.10", "--gpus", "2"])
+        .await;
+    assert_eq!(amended["order"]["price"], "1.10", "{amended}");
+    assert_eq!(amended["order"]["gpus"], 2);
+    assert_eq!(amended["order"]["remaining_gpus"], 2);
+    let table = buyer.run(&["amend", &id, "--gpus", "3"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("ID "), "{}", table.stdout);
+    assert!(table.stdout.contains("1.10"), "{}", table.stdout);
+    let book = buyer.json(&["book", POOL]).await;
+    assert_eq!(book["bids"][0]["price"], "1.10", "{book}");
+    assert_eq!(book["bids"][0]["gpus"], 3);
+    assert_refused(
+        &buyer.run(&["amend", &id, "--price", "1.10"]).await,
+        "nothing_to_change",
+    );
+    assert_refused(
+        &buyer.run(&["amend", "424242", "--gpus", "1"]).await,
+        "unknown_order",
+    );
+    let nothing = buyer.run(&["amend", &id]).await;
+    assert_eq!(
+        nothing.code, 2,
+        "an amend names a change: {}",
+        nothing.stderr
+    );
+
+    let expires_at = rfc3339_in(3600);
+    let gtd = buyer
+        .json(&[
+            "bid",
+            "--pool",
+            POOL,
+            "--gpus",
+            "1",
+            "--hours",
+            "1",
+            "--max-price",
+            "0.90",
+            "--tif",
+            "gtd",
+            "--expires-at",
+            &expires_at,
+        ])
+        .await;
+    assert_eq!(gtd["order"]["tif"], "gtd", "{gtd}");
+    assert_eq!(gtd["order"]["status"], "open");
+    assert_eq!(
+        gtd["order"]["expires_at"].as_str().map(|t| &t[..19]),
+        Some(&expires_at[..19])
+    );
+    let past = buyer
+        .run(&[
+            "bid",
+            "--pool",
+            POOL,
+            "--gpus",
+            "1",
+            "--hours",
+            "1",
+            "--max-price",
+            "0.90",
+            "--expires-at",
+            &rfc3339_in(-60),
+        ])
+        .await;
+    assert_refused(&past, "expires_at_invalid");
+    let no_expiry = buyer
+        .run(&[
+            "bid",
+            "--pool",
+            POOL,
+            "--gpus",
+            "1",
+            "--hours",
+            "1",
+            "--max-price",
+            "0.90",
+            "--tif",
+            "gtd",
+        ])
+        .await;
+    assert_eq!(no_expiry.code, 2, "{}", no_expiry.stderr);
+    assert!(
+        no_expiry.stderr.contains("--expires-at"),
+        "{}",
+        no_expiry.stderr
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn capacity_updates_and_future_windows_from_the_cli() {
+    let app = EmbeddedApp::spawn().await;
+    let url = app.address.as_str();
+    let supplier = As {
+        url,
+        token: token("dc1", "supplier"),
+    };
+    let opens = rfc3339_in(3600);
+    let later = supplier
+        .json(&[
+            "capacity",
+            "release",
+            "--block-id",
+            "tonight",
+            "--pool",
+            POOL,
+            "--gpus",
+            "8",
+            "--reserve-price",
+            "1.20",
+            "--available-from",
+            &opens,
+            "--hours",
+            "2",
+        ])
+        .await;
+    assert_eq!(later["block"]["status"], "pending", "{later}");
+    assert_eq!(
+        later["block"]["available_from"].as_str().map(|t| &t[..19]),
+        Some(&opens[..19])
+    );
+    let book = supplier.json(&["book", POOL]).await;
+    assert_eq!(book["asks"], serde_json::json!([]), "not on the book yet");
+
+    supplier
+        .json(&[
+            "capacity",
+            "release",
+            "--block-id",
+            "now",
+            "--pool",
+            POOL,
+            "--gpus",
+            "4",
+            "--reserve-price",
+            "1.50",
+            "--hours",
+            "2",
+        ])
+        .await;
+    let until = rfc3339_in(5 * 3600);
+    let updated = supplier
+        .json(&[
+            "capacity",
+            "update",
+            "now",
+            "--reserve-price",
+            "1.75",
+            "--until",
+            &until,
+        ])
+        .await;
+    assert_eq!(updated["block"]["reserve_price"], "1.75", "{updated}");
+    assert_eq!(
+        updated["block"]["available_until"]
+            .as_str()
+            .map(|t| &t[..19]),
+        Some(&until[..19])
+    );
+    let book = supplier.json(&["book", POOL]).await;
+    assert_eq!(book["asks"][0]["price"], "1.75", "{book}");
+    let table = supplier
+        .run(&[
+            "capacity",
+            "update",
+            "now",
+            "--available-until",
+            &rfc3339_in(6 * 3600),
+        ])
+        .await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("BLOCK "), "{}", table.stdout);
+    assert!(table.stdout.contains("1.75"), "{}", table.stdout);
+
+    assert_refused(
+        &supplier
+            .run(&["capacity", "update", "now", "--until", &rfc3339_in(3600)])
+            .await,
+        "window_cannot_shrink",
+    );
+    assert_refused(
+        &supplier
+            .run(&["capacity", "update", "nope", "--reserve-price", "1.00"])
+            .await,
+        "unknown_block",
+    );
+    for args in [
+        vec!["capacity", "update", "now"],
+        vec!["capacity", "update", "now", "--until", "tomorrow"],
+    ] {
+        let run = supplier.run(&args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_commands_configure_pools_switches_limits_and_read_the_state_hash() {
+    let app = EmbeddedApp::spawn().await;
+    let url = app.address.as_str();
+    let admin = As {
+        url,
+        token: token("root", "admin"),
+    };
+    let buyer = As {
+        url,
+        token: token("acme", "buyer"),
+    };
+
+    let pools = admin.json(&["admin", "pools"]).await;
+    let before = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == POOL)
+        .cloned()
+        .expect("the default pool");
+    let table = admin.run(&["admin", "pools"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("POOL "), "{}", table.stdout);
+    assert!(table.stdout.contains("TICK"), "{}", table.stdout);
+
+    // A flag changes one setting; the others stay as they were.
+    let set = admin
+        .json(&["admin", "pools", "set", POOL, "--notice-s", "300"])
+        .await;
+    assert_eq!(set["pool"]["notice_s"], 300, "{set}");
+    for kept in [
+        "tick",
+        "price_min",
+        "price_max",
+        "gpus_per_order_max",
+        "auction",
+    ] {
+        assert_eq!(set["pool"][kept], before[kept], "{kept}: {set}");
+    }
+    // A new pool from a spec file.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("b200.json");
+    std::fs::write(
+        &spec,
+        r#"{"gpu": "b200", "region": "eu-west", "tick": "0.05", "auction": {"kind": "batch", "interval_ms": 500}}"#,
+    )
+    .unwrap();
+    let spec = spec.display().to_string();
+    let table = admin
+        .run(&["admin", "pools", "set", "b200.eu-west", "--file", &spec])
+        .await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("batch/500ms"), "{}", table.stdout);
+    let pools = buyer.json(&["pools"]).await;
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(5), "{pools}");
+
+    // Kill switches: a pool halts, an account is refused.
+    let halted = admin
+        .json(&["admin", "kill-switch", "on", "--pool", POOL])
+        .await;
+    assert_eq!(
+        halted,
+        serde_json::json!({"kind": "pool", "id": POOL, "engaged": true})
+    );
+    let pools = buyer.json(&["pools"]).await;
+    assert!(
+        pools["pools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["id"] == POOL && p["halted"] == true),
+        "{pools}"
+    );
+    let table = admin
+        .run(&["admin", "kill-switch", "off", "--pool", POOL])
+        .await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("KIND "), "{}", table.stdout);
+    let stopped = admin
+        .json(&["admin", "kill-switch", "on", "--account", "acme"])
+        .await;
+    assert_eq!(stopped["kind"], "account", "{stopped}");
+    let bid = [
+        "bid",
+        "--pool",
+        POOL,
+        "--gpus",
+        "1",
+        "--hours",
+        "1",
+        "--max-price",
+        "1.00",
+    ];
+    assert_refused(&buyer.run(&bid).await, "kill_switch");
+    admin
+        .json(&["admin", "kill-switch", "off", "--account", "acme"])
+        .await;
+
+    // Limits: one resting bid at most.
+    let limits = admin
+        .json(&[
+            "admin",
+            "limits",
+            "acme",
+            "--orders-open-max",
+            "1",
+            "--open-notional-max",
+            "10.00",
+        ])
+        .await;
+    assert_eq!(limits["orders_open_max"], 1, "{limits}");
+    assert_eq!(limits["open_notional_max"], "10.00");
+    assert_eq!(buyer.run(&bid).await.code, 0);
+    assert_refused(&buyer.run(&bid).await, "limit_orders_open");
+
+    let hash = admin.json(&["admin", "state-hash"]).await;
+    assert_eq!(
+        hash["state_hash"].as_str().map(str::len),
+        Some(16),
+        "{hash}"
+    );
+    let table = admin.run(&["admin", "state-hash"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.starts_with("SEQ "), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(hash["state_hash"].as_str().unwrap()),
+        "{}",
+        table.stdout
+    );
+
+    // Not an admin: refused with the server's code.
+    assert_refused(&buyer.run(&["admin", "state-hash"]).await, "forbidden");
+    assert_refused(
+        &buyer
+            .run(&["admin", "pools", "set", POOL, "--notice-s", "60"])
+            .await,
+        "forbidden",
+    );
+    let usage = admin
+        .run(&[
+            "admin",
+            "kill-switch",
+            "on",
+            "--pool",
+            POOL,
+            "--account",
+            "acme",
+        ])
+        .await;
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
     app.stop().await;
 }
 
