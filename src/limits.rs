@@ -61,6 +61,12 @@ pub const BLOCK_ID_BYTES_MAX: usize = 64;
 /// Longest pool id (`<gpu>.<region>`).
 pub const POOL_ID_BYTES_MAX: usize = 64;
 
+/// Most GPUs one bid, block or reclaim may name, and so the largest `gpus_per_order_max` a
+/// pool may be given: a million GPUs is more than any one cluster, and it keeps every sum of
+/// GPUs in a pool far from `u32::MAX` (the release build panics on overflow). The OpenAPI
+/// document states it as the `maximum` of every `gpus` field.
+pub const GPUS_PER_ORDER_MAX: u32 = 1_000_000;
+
 /// Longest node name in a block's node list.
 pub const NODE_NAME_BYTES_MAX: usize = 64;
 

@@ -150,8 +150,10 @@ impl utoipa::ToSchema for Usd {
     }
 }
 
-/// The OpenAPI schema of a price in a request: a decimal string or a JSON number, at most
-/// six decimals, read from its exact text.
+/// The OpenAPI schema of a price in a request: a decimal string of at most twelve whole digits
+/// and six decimals, or a whole JSON number. A JSON number with decimals (`1.25`) is read from
+/// its exact text too, but is not declared: a generator's `1e-05` or `0.30000000000000004`
+/// would be valid numbers the server rightly refuses.
 impl utoipa::PartialSchema for ApiPrice {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
@@ -159,16 +161,20 @@ impl utoipa::PartialSchema for ApiPrice {
             .item(
                 ObjectBuilder::new()
                     .schema_type(Type::String)
-                    .pattern(Some(r"^[0-9]+(\.[0-9]{1,6})?$")),
+                    .pattern(Some(r"^[0-9]{1,12}(\.[0-9]{1,6})?$"))
+                    .min_length(Some(1))
+                    .max_length(Some(19)),
             )
             .item(
                 ObjectBuilder::new()
-                    .schema_type(Type::Number)
-                    .minimum(Some(0)),
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(999_999_999_999u64)),
             )
             .description(Some(
-                "USD per GPU-hour: a decimal string (preferred) or a JSON number, at most \
-                 six decimals; a number is read from its text, never through a float",
+                "USD per GPU-hour: a decimal string (preferred) such as \"1.25\", at most six \
+                 decimals, or a JSON number, read from its text, never through a float (\
+                 `1.25` is accepted as well as whole numbers)",
             ))
             .examples([serde_json::json!("1.25")])
             .into()

@@ -15,6 +15,7 @@ use actix_web::ResponseError;
 use std::collections::{BTreeMap, BTreeSet};
 use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::LinkBuilder;
 use utoipa::openapi::path::{HttpMethod, Operation, PathItem, PathsBuilder};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
@@ -41,6 +42,9 @@ pub struct Endpoint {
     pub operation: fn() -> Operation,
     /// Adds the schemas the operation refers to.
     pub schemas: fn(&mut Vec<(String, RefOr<Schema>)>),
+    /// The tags of the handler's `#[utoipa::path]` (`tag = ...`), which `Path::operation`
+    /// leaves out (utoipa's `OpenApi` derive adds them; the route table does it here).
+    pub tags: fn() -> Vec<&'static str>,
     /// The actix route to the handler.
     pub route: fn() -> actix_web::Route,
     /// The role a bearer token must carry; `None` when the endpoint is public.
@@ -77,9 +81,14 @@ impl Endpoint {
         (self.methods)()
     }
 
-    /// The documented operation, as written on the handler.
+    /// The documented operation, as written on the handler, with its tags.
     pub fn operation(&self) -> Operation {
-        (self.operation)()
+        let mut operation = (self.operation)();
+        let tags = (self.tags)();
+        if operation.tags.is_none() && !tags.is_empty() {
+            operation.tags = Some(tags.into_iter().map(str::to_owned).collect());
+        }
+        operation
     }
 
     /// Adds the schemas the operation refers to.
@@ -146,6 +155,93 @@ fn error_responses(endpoint: &Endpoint, operation: &mut Operation) {
             .responses
             .responses
             .insert(status.to_string(), response.build().into());
+    }
+}
+
+/// One OpenAPI link: from a response of `from` (operation id, status) to operation `to`,
+/// its parameter filled from the response body.
+struct LinkSpec {
+    from: &'static str,
+    statuses: &'static [&'static str],
+    to: &'static str,
+    parameter: &'static str,
+    /// A runtime expression, `$response.body#/...`.
+    value: &'static str,
+}
+
+const fn link(
+    from: &'static str,
+    statuses: &'static [&'static str],
+    to: &'static str,
+    parameter: &'static str,
+    value: &'static str,
+) -> LinkSpec {
+    LinkSpec {
+        from,
+        statuses,
+        to,
+        parameter,
+        value,
+    }
+}
+
+/// How the ids an operation answers with feed the operations on that resource: what a client
+/// (or a stateful API fuzzer) does next with a new order, lease or block.
+static LINKS: &[LinkSpec] = &[
+    link("place_order", &["201", "200"], "get_order", "id", "$response.body#/order/id"),
+    link("place_order", &["201", "200"], "amend_order", "id", "$response.body#/order/id"),
+    link("place_order", &["201", "200"], "cancel_order", "id", "$response.body#/order/id"),
+    link("place_order", &["201", "200"], "get_lease", "id", "$response.body#/leases/0/id"),
+    link("place_order", &["201", "200"], "release_lease", "id", "$response.body#/leases/0/id"),
+    link("amend_order", &["200"], "get_lease", "id", "$response.body#/leases/0/id"),
+    link("list_orders", &["200"], "get_order", "id", "$response.body#/orders/0/id"),
+    link("list_orders", &["200"], "amend_order", "id", "$response.body#/orders/0/id"),
+    link("list_orders", &["200"], "cancel_order", "id", "$response.body#/orders/0/id"),
+    link("list_leases", &["200"], "get_lease", "id", "$response.body#/leases/0/id"),
+    link("list_leases", &["200"], "release_lease", "id", "$response.body#/leases/0/id"),
+    link("get_lease", &["200"], "get_order", "id", "$response.body#/lease/order_id"),
+    link("release_capacity", &["201"], "get_capacity", "block_id", "$response.body#/block/block_id"),
+    link("release_capacity", &["201"], "update_capacity", "block_id", "$response.body#/block/block_id"),
+    link("release_capacity", &["201"], "reclaim_capacity", "block_id", "$response.body#/block/block_id"),
+    link("release_capacity", &["201"], "forecast_reclaim", "block_id", "$response.body#/block/block_id"),
+    link("list_capacity", &["200"], "get_capacity", "block_id", "$response.body#/blocks/0/block_id"),
+    link("list_capacity", &["200"], "update_capacity", "block_id", "$response.body#/blocks/0/block_id"),
+    link("list_capacity", &["200"], "reclaim_capacity", "block_id", "$response.body#/blocks/0/block_id"),
+    link("list_capacity", &["200"], "forecast_reclaim", "block_id", "$response.body#/blocks/0/block_id"),
+    link("list_pools", &["200"], "get_pool", "pool", "$response.body#/pools/0/id"),
+    link("list_pools", &["200"], "get_book", "pool", "$response.body#/pools/0/id"),
+    link("configure_pool", &["200"], "get_pool", "pool", "$response.body#/pool/id"),
+];
+
+/// Adds the [`LINKS`] of this operation to its documented responses.
+fn links(operation: &mut Operation) {
+    let Some(id) = operation.operation_id.clone() else {
+        return;
+    };
+    for spec in LINKS.iter().filter(|l| l.from == id) {
+        for status in spec.statuses {
+            let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
+                continue;
+            };
+            let name = spec
+                .to
+                .split('_')
+                .map(|word| {
+                    let mut chars = word.chars();
+                    chars.next().map_or(String::new(), |first| {
+                        first.to_ascii_uppercase().to_string() + chars.as_str()
+                    })
+                })
+                .collect::<String>();
+            response.links.insert(
+                name,
+                LinkBuilder::new()
+                    .operation_id(spec.to)
+                    .parameter(spec.parameter, spec.value)
+                    .build()
+                    .into(),
+            );
+        }
     }
 }
 
@@ -228,6 +324,7 @@ pub fn build(endpoints: &[Endpoint]) -> OpenApi {
         let mut operation = endpoint.operation();
         error_responses(endpoint, &mut operation);
         security(endpoint, &mut operation);
+        links(&mut operation);
         paths = paths.path(
             endpoint.path(),
             PathItem::from_http_methods(endpoint.documented_methods(), operation),

@@ -6,6 +6,7 @@
 //!   "auction": {"kind": "batch", "interval_ms": 500}}]
 //! ```
 
+use crate::limits::GPUS_PER_ORDER_MAX;
 use crate::money::ApiPrice;
 use anyhow::Context;
 use matching_engine::{AuctionMode, PoolConfig};
@@ -16,12 +17,16 @@ use std::path::Path;
 /// `price_min` defaults to the tick when a tick is given.
 #[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"gpu": "h100-sxm", "region": "us-east"}))]
 pub struct PoolSpec {
     /// `<gpu>.<region>`; optional, but must match when given.
+    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63)]
     pub id: Option<String>,
     /// GPU model.
+    #[schema(pattern = r"^[a-z0-9-]{1,31}$", min_length = 1, max_length = 31, example = "h100-sxm")]
     pub gpu: String,
     /// Region.
+    #[schema(pattern = r"^[a-z0-9-]{1,31}$", min_length = 1, max_length = 31, example = "us-east")]
     pub region: String,
     /// Price grid (USD).
     pub tick: Option<ApiPrice>,
@@ -30,10 +35,13 @@ pub struct PoolSpec {
     /// Highest price (USD).
     pub price_max: Option<ApiPrice>,
     /// Most GPUs per bid or block.
+    #[schema(minimum = 1, maximum = 1000000)]
     pub gpus_per_order_max: Option<u32>,
     /// Shortest lease.
+    #[schema(minimum = 1)]
     pub duration_min_s: Option<u32>,
-    /// Longest lease.
+    /// Longest lease, at least `duration_min_s`.
+    #[schema(minimum = 1)]
     pub duration_max_s: Option<u32>,
     /// Guaranteed preemption notice.
     pub notice_s: Option<u32>,
@@ -78,6 +86,11 @@ impl PoolSpec {
             config.price_max = p.0;
         }
         if let Some(n) = self.gpus_per_order_max {
+            if n > GPUS_PER_ORDER_MAX {
+                return Err(format!(
+                    "gpus_per_order_max must be at most {GPUS_PER_ORDER_MAX}"
+                ));
+            }
             config.gpus_per_order_max = n;
         }
         if let Some(n) = self.duration_min_s {

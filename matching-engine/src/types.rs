@@ -100,6 +100,7 @@ pub enum AuctionMode {
     /// Orders collect; every `interval_ms` the pool uncrosses at one uniform price.
     Batch {
         /// Milliseconds between uncrosses.
+        #[cfg_attr(feature = "openapi", schema(minimum = 1))]
         interval_ms: u64,
     },
 }

@@ -75,7 +75,7 @@ struct PoolOnly {
     path = "/v1/admin/pools/{pool}",
     operation_id = "configure_pool",
     tag = "admin",
-    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`; must match the body's gpu and region", example = "h100-sxm.us-east")),
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`; must match the body's gpu and region", pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", example = "h100-sxm.us-east")),
     request_body = PoolSpec,
     responses((status = 200, description = "The pool as configured", body = PoolOnly)),
 )]
@@ -116,8 +116,10 @@ pub async fn configure_pool(
 #[serde(deny_unknown_fields)]
 pub struct KillSwitchBody {
     /// An account to stop (its bids are cancelled, new ones refused).
+    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
     account: Option<String>,
     /// A pool to halt.
+    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63)]
     pool: Option<String>,
     /// Engage (true) or lift (false).
     engaged: bool,
@@ -209,7 +211,7 @@ struct LimitsJson {
     path = "/v1/admin/accounts/{account}/limits",
     operation_id = "set_account_limits",
     tag = "admin",
-    params(("account" = String, Path, description = "The account id (a token's `sub`)")),
+    params(("account" = String, Path, description = "The account id (a token's `sub`)", pattern = r"^[A-Za-z0-9._:@-]{1,128}$", example = "acme-buyer")),
     request_body = LimitsBody,
     responses((status = 200, description = "The limits as set", body = LimitsJson)),
 )]

@@ -4,7 +4,7 @@
 //! id is simply a different block, and is never visible.
 
 use super::caller::Supplier;
-use super::{check_name, overlay_live, rejection, ListQuery};
+use super::{check_name, overlay_live, rejection, BlockListQuery};
 use crate::error::ApiError;
 use crate::limits::{BLOCK_ID_BYTES_MAX, NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
@@ -68,23 +68,26 @@ pub const FORECAST_ERRORS: &[ApiError] = &[
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
     /// The node's name, `[A-Za-z0-9._:-]`.
-    #[schema(example = "rack12-n3")]
+    #[schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 64, example = "rack12-n3")]
     node: String,
     /// GPUs on that node.
+    #[schema(minimum = 1, maximum = 1000000)]
     gpus: u32,
 }
 
 /// `POST /v1/capacity`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"block_id": "rack12-night", "pool": "h100-sxm.us-east", "gpus": 8, "reserve_price": "1.50", "available_until": "2099-01-01T00:00:00Z"}))]
 pub struct ReleaseBody {
     /// The supplier's own id for the block, `[A-Za-z0-9._:-]`.
-    #[schema(example = "rack12-night")]
+    #[schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 64, example = "rack12-night")]
     block_id: String,
     /// The pool, `<gpu>.<region>`.
-    #[schema(example = "h100-sxm.us-east")]
+    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63, example = "h100-sxm.us-east")]
     pool: String,
-    /// GPUs released.
+    /// GPUs released, at most the pool's `gpus_per_order_max`.
+    #[schema(minimum = 1, maximum = 1000000)]
     gpus: u32,
     /// The least it sells for, per GPU-hour.
     reserve_price: ApiPrice,
@@ -94,6 +97,7 @@ pub struct ReleaseBody {
     available_until: Rfc3339Time,
     /// The machines, whose GPUs add up to `gpus` (optional).
     #[serde(default)]
+    #[schema(max_items = 1024)]
     nodes: Vec<NodeBody>,
 }
 
@@ -112,6 +116,7 @@ pub struct UpdateBody {
 #[serde(deny_unknown_fields)]
 pub struct ReclaimBody {
     /// GPUs taken back: unsold ones first, then whole leases with notice.
+    #[schema(minimum = 1, maximum = 1000000)]
     gpus: u32,
     /// Notice given to the leases (default and minimum: the pool's `notice_s`).
     notice_s: Option<u32>,
@@ -298,13 +303,13 @@ pub async fn release(
     path = "/v1/capacity",
     operation_id = "list_capacity",
     tag = "capacity",
-    params(super::ListQuery),
+    params(super::BlockListQuery),
     responses((status = 200, description = "The caller's blocks: sold, unsold, reclaiming GPUs, revenue", body = BlockPage)),
 )]
 pub async fn list(
     state: web::Data<AppState>,
     supplier: Supplier,
-    query: web::Query<ListQuery>,
+    query: web::Query<BlockListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit()?;
     let status = match query.status.as_deref() {
@@ -313,7 +318,7 @@ pub async fn list(
             ApiError::InvalidQuery("status must be pending, open or closed".into())
         })?),
     };
-    let after = query.before.clone();
+    let after = query.cursor()?;
     let account = supplier.0.account.clone();
     let owner = account.clone();
     let blocks: Vec<BlockView> = match status {
@@ -361,7 +366,7 @@ pub async fn list(
     path = "/v1/capacity/{block_id}",
     operation_id = "get_capacity",
     tag = "capacity",
-    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    params(("block_id" = String, Path, description = "The supplier's block id", pattern = r"^[A-Za-z0-9._:-]{1,64}$", example = "rack12-night")),
     responses((status = 200, description = "The block", body = BlockOnly)),
 )]
 pub async fn one(
@@ -382,7 +387,7 @@ pub async fn one(
     path = "/v1/capacity/{block_id}",
     operation_id = "update_capacity",
     tag = "capacity",
-    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    params(("block_id" = String, Path, description = "The supplier's block id", pattern = r"^[A-Za-z0-9._:-]{1,64}$", example = "rack12-night")),
     request_body = UpdateBody,
     responses((status = 200, description = "The block after the change", body = BlockOnly)),
 )]
@@ -419,7 +424,7 @@ pub async fn update(
     path = "/v1/capacity/{block_id}/reclaim",
     operation_id = "reclaim_capacity",
     tag = "capacity",
-    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    params(("block_id" = String, Path, description = "The supplier's block id", pattern = r"^[A-Za-z0-9._:-]{1,64}$", example = "rack12-night")),
     request_body = ReclaimBody,
     responses((status = 200, description = "What was taken back and when the notice ends", body = BlockReclaimed)),
 )]
@@ -480,7 +485,7 @@ pub async fn reclaim(
     path = "/v1/capacity/{block_id}/forecast",
     operation_id = "forecast_reclaim",
     tag = "capacity",
-    params(("block_id" = String, Path, description = "The supplier's block id", example = "rack12-night")),
+    params(("block_id" = String, Path, description = "The supplier's block id", pattern = r"^[A-Za-z0-9._:-]{1,64}$", example = "rack12-night")),
     request_body = ForecastBody,
     responses((status = 200, description = "The block and how many leases were warned", body = BlockForecast)),
 )]

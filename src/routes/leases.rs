@@ -1,7 +1,7 @@
 //! Leases: list, read, release early. Role `buyer`; another buyer's lease is 404.
 
 use super::caller::Buyer;
-use super::{overlay_live, parse_id, rejection, ListQuery};
+use super::{overlay_live, parse_id, rejection, LeaseListQuery};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::ListFilter;
@@ -58,13 +58,13 @@ async fn find_lease(
     path = "/v1/leases",
     operation_id = "list_leases",
     tag = "leases",
-    params(super::ListQuery),
+    params(super::LeaseListQuery),
     responses((status = 200, description = "The caller's leases, newest first", body = LeasePage)),
 )]
 pub async fn list(
     state: web::Data<AppState>,
     buyer: Buyer,
-    query: web::Query<ListQuery>,
+    query: web::Query<LeaseListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit()?;
     let status = match query.status.as_deref() {
@@ -75,13 +75,7 @@ pub async fn list(
             )
         })?),
     };
-    let before = match query.before.as_deref() {
-        None => None,
-        Some(text) => Some(
-            parse_id(text)
-                .ok_or_else(|| ApiError::InvalidQuery("before must be a lease id".into()))?,
-        ),
-    };
+    let before = query.cursor()?;
     let account = buyer.0.account.clone();
     let owner = account.clone();
     let leases: Vec<LeaseView> = match status {
@@ -125,7 +119,7 @@ pub async fn list(
     path = "/v1/leases/{id}",
     operation_id = "get_lease",
     tag = "leases",
-    params(("id" = String, Path, description = "Lease id", example = "7")),
+    params(("id" = String, Path, description = "Lease id (digits)", pattern = r"^[0-9]{1,19}$", example = "7")),
     responses((status = 200, description = "The lease (a running one with its cost so far)", body = LeaseOnly)),
 )]
 pub async fn one(
@@ -146,7 +140,7 @@ pub async fn one(
     path = "/v1/leases/{id}/release",
     operation_id = "release_lease",
     tag = "leases",
-    params(("id" = String, Path, description = "Lease id", example = "7")),
+    params(("id" = String, Path, description = "Lease id (digits)", pattern = r"^[0-9]{1,19}$", example = "7")),
     responses((status = 200, description = "The ended lease", body = LeaseOnly)),
 )]
 pub async fn release(

@@ -17,7 +17,7 @@ pub mod websocket;
 
 use crate::auth::Role;
 use crate::error::{self, ApiError};
-use crate::limits::{LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REQUEST_BODY_BYTES_MAX};
+use crate::limits::{BLOCK_ID_BYTES_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REQUEST_BODY_BYTES_MAX};
 pub use crate::openapi::Endpoint;
 use actix_web::web;
 use matching_engine::{Event, Rejection};
@@ -39,6 +39,7 @@ macro_rules! endpoint {
                 methods: <$($module::)+ [<__path_ $handler>] as utoipa::Path>::methods,
                 operation: <$($module::)+ [<__path_ $handler>] as utoipa::Path>::operation,
                 schemas: <$($module::)+ [<__path_ $handler>] as utoipa::__dev::SchemaReferences>::schemas,
+                tags: <$($module::)+ [<__path_ $handler>] as utoipa::__dev::Tags<'static>>::tags,
                 route: || web::route().to($($module::)+ $handler),
                 role: $role,
                 errors: &[$($errors),*],
@@ -250,24 +251,96 @@ pub fn check_name(value: &str, max: usize, field: &str) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// `?status=&limit=&before=` of the list endpoints.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct ListQuery {
-    /// Only this status (orders: open, filled, cancelled, expired; leases: active, preempting,
-    /// preempted, completed, released; blocks: pending, open, closed).
-    pub status: Option<String>,
-    /// Page size.
-    #[param(minimum = 1)]
-    pub limit: Option<usize>,
-    /// Cursor (also spelled `after`): ids below this one (orders, leases) or block ids after
-    /// it (capacity); the previous page's `next_before` / `next_after`.
-    #[serde(alias = "after")]
-    pub before: Option<String>,
+/// The shape of a caller-chosen name (`block_id`, node names): `[A-Za-z0-9._:-]`.
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9._:-]+$";
+
+/// The shape of an order or lease id: digits.
+pub const ID_PATTERN: &str = r"^[0-9]{1,19}$";
+
+/// What one list endpoint lists: its status filter and the shape of its cursor.
+pub trait ListKind {
+    /// The cursor, parsed.
+    type Cursor;
+    /// The `status` filter's values.
+    const STATUSES: &'static [&'static str];
+    /// What the cursor is, for messages and the document ("an order id").
+    const CURSOR_IS: &'static str;
+    /// The cursor's pattern and longest length, for the document.
+    const CURSOR_PATTERN: &'static str;
+    /// See [`ListKind::CURSOR_PATTERN`].
+    const CURSOR_BYTES_MAX: usize;
+    /// The cursor of this text, or `None` when it cannot be one.
+    fn cursor(text: &str) -> Option<Self::Cursor>;
 }
 
-impl ListQuery {
+/// `GET /v1/orders`: ids below the cursor, newest first.
+pub struct OrderList;
+/// `GET /v1/leases`: ids below the cursor, newest first.
+pub struct LeaseList;
+/// `GET /v1/capacity`: block ids after the cursor.
+pub struct BlockList;
+
+impl ListKind for OrderList {
+    type Cursor = u64;
+    const STATUSES: &'static [&'static str] = &["open", "filled", "cancelled", "expired"];
+    const CURSOR_IS: &'static str = "an order id";
+    const CURSOR_PATTERN: &'static str = ID_PATTERN;
+    const CURSOR_BYTES_MAX: usize = 19;
+    fn cursor(text: &str) -> Option<u64> {
+        parse_id(text)
+    }
+}
+
+impl ListKind for LeaseList {
+    type Cursor = u64;
+    const STATUSES: &'static [&'static str] =
+        &["active", "preempting", "preempted", "completed", "released"];
+    const CURSOR_IS: &'static str = "a lease id";
+    const CURSOR_PATTERN: &'static str = ID_PATTERN;
+    const CURSOR_BYTES_MAX: usize = 19;
+    fn cursor(text: &str) -> Option<u64> {
+        parse_id(text)
+    }
+}
+
+impl ListKind for BlockList {
+    type Cursor = String;
+    const STATUSES: &'static [&'static str] = &["pending", "open", "closed"];
+    const CURSOR_IS: &'static str = "a block id";
+    const CURSOR_PATTERN: &'static str = NAME_PATTERN;
+    const CURSOR_BYTES_MAX: usize = BLOCK_ID_BYTES_MAX;
+    fn cursor(text: &str) -> Option<String> {
+        check_name(text, BLOCK_ID_BYTES_MAX, "cursor")
+            .ok()
+            .map(|()| text.to_owned())
+    }
+}
+
+/// `?status=&limit=&before=` (or `after=`) of the list endpoints. The cursor is checked here,
+/// in one place, as an id of the listed resource's shape, before anything reaches the store.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery<K> {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Page size.
+    pub limit: Option<usize>,
+    /// The cursor: the previous page's `next_before` / `next_after`.
+    before: Option<String>,
+    /// The same cursor under the other name (capacity pages name it `next_after`).
+    after: Option<String>,
+    #[serde(skip)]
+    kind: std::marker::PhantomData<K>,
+}
+
+/// The query of `GET /v1/orders`.
+pub type OrderListQuery = ListQuery<OrderList>;
+/// The query of `GET /v1/leases`.
+pub type LeaseListQuery = ListQuery<LeaseList>;
+/// The query of `GET /v1/capacity`.
+pub type BlockListQuery = ListQuery<BlockList>;
+
+impl<K: ListKind> ListQuery<K> {
     /// The page size, checked.
     pub fn limit(&self) -> Result<usize, ApiError> {
         match self.limit {
@@ -277,5 +350,82 @@ impl ListQuery {
                 "limit must be between 1 and {LIST_LIMIT_MAX}"
             ))),
         }
+    }
+
+    /// The cursor (`before` or `after`, not both), checked: anything that cannot be an id of
+    /// this resource (a NUL, a letter in an order id, an overlong name) is 400 `invalid_query`.
+    pub fn cursor(&self) -> Result<Option<K::Cursor>, ApiError> {
+        let (name, text) = match (&self.before, &self.after) {
+            (None, None) => return Ok(None),
+            (Some(text), None) => ("before", text),
+            (None, Some(text)) => ("after", text),
+            (Some(_), Some(_)) => {
+                return Err(ApiError::InvalidQuery(
+                    "give before or after, not both (they are the same cursor)".into(),
+                ))
+            }
+        };
+        K::cursor(text)
+            .map(Some)
+            .ok_or_else(|| ApiError::InvalidQuery(format!("{name} must be {}", K::CURSOR_IS)))
+    }
+}
+
+impl<K: ListKind> utoipa::IntoParams for ListQuery<K> {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::Required;
+        let param = |name: &str, description: String, schema: ObjectBuilder| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(Required::False)
+                .description(Some(description))
+                .schema(Some(schema))
+                .build()
+        };
+        let cursor = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(K::CURSOR_PATTERN))
+                .min_length(Some(1))
+                .max_length(Some(K::CURSOR_BYTES_MAX))
+        };
+        vec![
+            param(
+                "status",
+                "Only this status".to_owned(),
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(K::STATUSES.iter().copied())),
+            ),
+            param(
+                "limit",
+                format!("Page size (default {LIST_LIMIT_DEFAULT})"),
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(LIST_LIMIT_MAX)),
+            ),
+            param(
+                "before",
+                format!(
+                    "Cursor, {}: the previous page's `next_before` / `next_after`. Ids below \
+                     it (orders, leases) or block ids after it (capacity)",
+                    K::CURSOR_IS
+                ),
+                cursor(),
+            ),
+            param(
+                "after",
+                "The same cursor as `before`, under the name capacity pages use; give one \
+                 of the two, not both"
+                    .to_owned(),
+                cursor(),
+            ),
+        ]
     }
 }

@@ -3,7 +3,7 @@
 //! Another account's order is answered exactly like a missing one (404 `unknown_order`).
 
 use super::caller::Buyer;
-use super::{overlay_live, parse_id, rejection, ListQuery};
+use super::{overlay_live, parse_id, rejection, OrderListQuery};
 use crate::error::ApiError;
 use crate::limits::{CLIENT_ORDER_ID_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
@@ -62,19 +62,24 @@ pub const CANCEL_ERRORS: &[ApiError] = &[
 /// `POST /v1/orders`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"pool": "h100-sxm.us-east", "gpus": 2, "price": "2.50", "duration_s": 3600}))]
 pub struct PlaceOrderBody {
     /// The pool, `<gpu>.<region>`.
-    #[schema(example = "h100-sxm.us-east")]
+    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63, example = "h100-sxm.us-east")]
     pool: String,
-    /// GPUs wanted.
+    /// GPUs wanted, at most the pool's `gpus_per_order_max`.
+    #[schema(minimum = 1, maximum = 1000000)]
     gpus: u32,
     /// The most this bid pays per GPU-hour.
     price: ApiPrice,
-    /// Lease length needed, in seconds.
+    /// Lease length needed, in seconds, within the pool's `duration_min_s..=duration_max_s`.
+    #[schema(minimum = 1)]
     duration_s: u32,
     /// The longest lease accepted (default `duration_s`).
+    #[schema(minimum = 1)]
     max_duration_s: Option<u32>,
-    /// The fewest GPUs accepted in one fill (default `gpus`).
+    /// The fewest GPUs accepted in one fill (default `gpus`), at most `gpus`.
+    #[schema(minimum = 1, maximum = 1000000)]
     min_gpus: Option<u32>,
     /// Default `gtc`.
     tif: Option<TimeInForce>,
@@ -82,17 +87,21 @@ pub struct PlaceOrderBody {
     expires_at: Option<Rfc3339Time>,
     /// Re-bid for the lost GPUs when a lease is preempted.
     persistent: Option<bool>,
-    /// Idempotency key: a second bid with the same key returns the first (200).
+    /// Idempotency key: a second bid with the same key returns the first (200). Printable
+    /// ASCII (no space), 1..=64 characters.
+    #[schema(pattern = r"^[!-~]{1,64}$", min_length = 1, max_length = 64)]
     client_order_id: Option<String>,
 }
 
 /// `PATCH /v1/orders/{id}`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"price": "2.60"}))]
 pub struct AmendOrderBody {
     /// A new price (the bid loses time priority if it changes).
     price: Option<ApiPrice>,
     /// New remaining GPUs.
+    #[schema(minimum = 1, maximum = 1000000)]
     gpus: Option<u32>,
 }
 
@@ -250,13 +259,13 @@ pub async fn place(
     path = "/v1/orders",
     operation_id = "list_orders",
     tag = "orders",
-    params(super::ListQuery),
+    params(super::OrderListQuery),
     responses((status = 200, description = "The caller's orders, newest first", body = OrderPage)),
 )]
 pub async fn list(
     state: web::Data<AppState>,
     buyer: Buyer,
-    query: web::Query<ListQuery>,
+    query: web::Query<OrderListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit()?;
     let status = match query.status.as_deref() {
@@ -265,13 +274,7 @@ pub async fn list(
             ApiError::InvalidQuery("status must be open, filled, cancelled or expired".into())
         })?),
     };
-    let before = match query.before.as_deref() {
-        None => None,
-        Some(text) => Some(
-            parse_id(text)
-                .ok_or_else(|| ApiError::InvalidQuery("before must be an order id".into()))?,
-        ),
-    };
+    let before = query.cursor()?;
     let account = buyer.0.account.clone();
     let owner = account.clone();
     let orders: Vec<OrderView> = if status == Some(OrderStatus::Open) {
@@ -313,7 +316,7 @@ pub async fn list(
     path = "/v1/orders/{id}",
     operation_id = "get_order",
     tag = "orders",
-    params(("id" = String, Path, description = "Order id", example = "42")),
+    params(("id" = String, Path, description = "Order id (digits)", pattern = r"^[0-9]{1,19}$", example = "42")),
     responses((status = 200, description = "The order", body = OrderOnly)),
 )]
 pub async fn one(
@@ -334,7 +337,7 @@ pub async fn one(
     path = "/v1/orders/{id}",
     operation_id = "amend_order",
     tag = "orders",
-    params(("id" = String, Path, description = "Order id", example = "42")),
+    params(("id" = String, Path, description = "Order id (digits)", pattern = r"^[0-9]{1,19}$", example = "42")),
     request_body = AmendOrderBody,
     responses((status = 200, description = "The order after the amend, and the leases it opened", body = OrderWithLeases)),
 )]
@@ -374,7 +377,7 @@ pub async fn amend(
     path = "/v1/orders/{id}",
     operation_id = "cancel_order",
     tag = "orders",
-    params(("id" = String, Path, description = "Order id", example = "42")),
+    params(("id" = String, Path, description = "Order id (digits)", pattern = r"^[0-9]{1,19}$", example = "42")),
     responses((status = 200, description = "The cancelled order", body = OrderOnly)),
 )]
 pub async fn cancel(

@@ -173,8 +173,8 @@ pub async fn book(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct TradesQuery {
-    /// How many, newest first (default and maximum: see the limits).
-    #[param(minimum = 1)]
+    /// How many, newest first (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -241,10 +241,10 @@ pub async fn trades(
 #[serde(deny_unknown_fields)]
 pub struct CandlesQuery {
     /// `1m` (default), `5m`, `15m`, `1h`, `4h` or `1d`.
-    #[param(pattern = "^(1m|5m|15m|1h|4h|1d)$")]
+    #[param(value_type = Option<CandleInterval>, inline)]
     interval: Option<String>,
-    /// How many intervals, newest last.
-    #[param(minimum = 1)]
+    /// How many intervals, newest last (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -338,8 +338,46 @@ pub async fn candles(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
-    /// A duration such as `15m`, `1h`, `24h` (default) or `7d`.
+    /// A duration such as `15m`, `1h`, `24h` (default) or `7d`; any duration from one minute
+    /// to seven days is accepted, the listed ones are the usual windows.
+    #[param(value_type = Option<StatsWindow>, inline)]
     window: Option<String>,
+}
+
+/// The candle intervals (documentation of `interval`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum CandleInterval {
+    #[schema(rename = "1m")]
+    M1,
+    #[schema(rename = "5m")]
+    M5,
+    #[schema(rename = "15m")]
+    M15,
+    #[schema(rename = "1h")]
+    H1,
+    #[schema(rename = "4h")]
+    H4,
+    #[schema(rename = "1d")]
+    D1,
+}
+
+/// The usual stats windows (documentation of `window`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+enum StatsWindow {
+    #[schema(rename = "1m")]
+    M1,
+    #[schema(rename = "15m")]
+    M15,
+    #[schema(rename = "1h")]
+    H1,
+    #[schema(rename = "4h")]
+    H4,
+    #[schema(rename = "24h")]
+    H24,
+    #[schema(rename = "7d")]
+    D7,
 }
 
 /// Price, volatility, volume and preemption statistics over a window.
@@ -417,8 +455,10 @@ pub async fn stats(
 #[serde(deny_unknown_fields)]
 pub struct QuoteQuery {
     /// GPUs wanted.
+    #[param(minimum = 1, maximum = 1000000)]
     gpus: u32,
     /// Lease length wanted, in seconds.
+    #[param(minimum = 1)]
     duration_s: u32,
 }
 
