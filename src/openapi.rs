@@ -158,60 +158,113 @@ fn error_responses(endpoint: &Endpoint, operation: &mut Operation) {
     }
 }
 
-/// One OpenAPI link: from a response of `from` (operation id, status) to operation `to`,
-/// its parameter filled from the response body.
+/// OpenAPI links: the id in a response of `from` (at these statuses, under `value`, a runtime
+/// expression `$response.body#/...`) fills path parameter `parameter` of each operation in `to`.
 struct LinkSpec {
     from: &'static str,
     statuses: &'static [&'static str],
-    to: &'static str,
-    parameter: &'static str,
-    /// A runtime expression, `$response.body#/...`.
     value: &'static str,
-}
-
-const fn link(
-    from: &'static str,
-    statuses: &'static [&'static str],
-    to: &'static str,
     parameter: &'static str,
-    value: &'static str,
-) -> LinkSpec {
-    LinkSpec {
-        from,
-        statuses,
-        to,
-        parameter,
-        value,
-    }
+    to: &'static [&'static str],
 }
 
 /// How the ids an operation answers with feed the operations on that resource: what a client
 /// (or a stateful API fuzzer) does next with a new order, lease or block.
 static LINKS: &[LinkSpec] = &[
-    link("place_order", &["201", "200"], "get_order", "id", "$response.body#/order/id"),
-    link("place_order", &["201", "200"], "amend_order", "id", "$response.body#/order/id"),
-    link("place_order", &["201", "200"], "cancel_order", "id", "$response.body#/order/id"),
-    link("place_order", &["201", "200"], "get_lease", "id", "$response.body#/leases/0/id"),
-    link("place_order", &["201", "200"], "release_lease", "id", "$response.body#/leases/0/id"),
-    link("amend_order", &["200"], "get_lease", "id", "$response.body#/leases/0/id"),
-    link("list_orders", &["200"], "get_order", "id", "$response.body#/orders/0/id"),
-    link("list_orders", &["200"], "amend_order", "id", "$response.body#/orders/0/id"),
-    link("list_orders", &["200"], "cancel_order", "id", "$response.body#/orders/0/id"),
-    link("list_leases", &["200"], "get_lease", "id", "$response.body#/leases/0/id"),
-    link("list_leases", &["200"], "release_lease", "id", "$response.body#/leases/0/id"),
-    link("get_lease", &["200"], "get_order", "id", "$response.body#/lease/order_id"),
-    link("release_capacity", &["201"], "get_capacity", "block_id", "$response.body#/block/block_id"),
-    link("release_capacity", &["201"], "update_capacity", "block_id", "$response.body#/block/block_id"),
-    link("release_capacity", &["201"], "reclaim_capacity", "block_id", "$response.body#/block/block_id"),
-    link("release_capacity", &["201"], "forecast_reclaim", "block_id", "$response.body#/block/block_id"),
-    link("list_capacity", &["200"], "get_capacity", "block_id", "$response.body#/blocks/0/block_id"),
-    link("list_capacity", &["200"], "update_capacity", "block_id", "$response.body#/blocks/0/block_id"),
-    link("list_capacity", &["200"], "reclaim_capacity", "block_id", "$response.body#/blocks/0/block_id"),
-    link("list_capacity", &["200"], "forecast_reclaim", "block_id", "$response.body#/blocks/0/block_id"),
-    link("list_pools", &["200"], "get_pool", "pool", "$response.body#/pools/0/id"),
-    link("list_pools", &["200"], "get_book", "pool", "$response.body#/pools/0/id"),
-    link("configure_pool", &["200"], "get_pool", "pool", "$response.body#/pool/id"),
+    LinkSpec {
+        from: "place_order",
+        statuses: &["201", "200"],
+        value: "$response.body#/order/id",
+        parameter: "id",
+        to: &["get_order", "amend_order", "cancel_order"],
+    },
+    LinkSpec {
+        from: "place_order",
+        statuses: &["201", "200"],
+        value: "$response.body#/leases/0/id",
+        parameter: "id",
+        to: &["get_lease", "release_lease"],
+    },
+    LinkSpec {
+        from: "amend_order",
+        statuses: &["200"],
+        value: "$response.body#/leases/0/id",
+        parameter: "id",
+        to: &["get_lease", "release_lease"],
+    },
+    LinkSpec {
+        from: "list_orders",
+        statuses: &["200"],
+        value: "$response.body#/orders/0/id",
+        parameter: "id",
+        to: &["get_order", "amend_order", "cancel_order"],
+    },
+    LinkSpec {
+        from: "list_leases",
+        statuses: &["200"],
+        value: "$response.body#/leases/0/id",
+        parameter: "id",
+        to: &["get_lease", "release_lease"],
+    },
+    LinkSpec {
+        from: "get_lease",
+        statuses: &["200"],
+        value: "$response.body#/lease/order_id",
+        parameter: "id",
+        to: &["get_order"],
+    },
+    LinkSpec {
+        from: "release_capacity",
+        statuses: &["201"],
+        value: "$response.body#/block/block_id",
+        parameter: "block_id",
+        to: &[
+            "get_capacity",
+            "update_capacity",
+            "reclaim_capacity",
+            "forecast_reclaim",
+        ],
+    },
+    LinkSpec {
+        from: "list_capacity",
+        statuses: &["200"],
+        value: "$response.body#/blocks/0/block_id",
+        parameter: "block_id",
+        to: &[
+            "get_capacity",
+            "update_capacity",
+            "reclaim_capacity",
+            "forecast_reclaim",
+        ],
+    },
+    LinkSpec {
+        from: "list_pools",
+        statuses: &["200"],
+        value: "$response.body#/pools/0/id",
+        parameter: "pool",
+        to: &["get_pool", "get_book"],
+    },
+    LinkSpec {
+        from: "configure_pool",
+        statuses: &["200"],
+        value: "$response.body#/pool/id",
+        parameter: "pool",
+        to: &["get_pool"],
+    },
 ];
+
+/// A link's name: its target operation in UpperCamelCase (`get_order` -> `GetOrder`).
+fn link_name(operation_id: &str) -> String {
+    operation_id
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or(String::new(), |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
 
 /// Adds the [`LINKS`] of this operation to its documented responses.
 fn links(operation: &mut Operation) {
@@ -223,24 +276,16 @@ fn links(operation: &mut Operation) {
             let Some(RefOr::T(response)) = operation.responses.responses.get_mut(*status) else {
                 continue;
             };
-            let name = spec
-                .to
-                .split('_')
-                .map(|word| {
-                    let mut chars = word.chars();
-                    chars.next().map_or(String::new(), |first| {
-                        first.to_ascii_uppercase().to_string() + chars.as_str()
-                    })
-                })
-                .collect::<String>();
-            response.links.insert(
-                name,
-                LinkBuilder::new()
-                    .operation_id(spec.to)
-                    .parameter(spec.parameter, spec.value)
-                    .build()
-                    .into(),
-            );
+            for to in spec.to {
+                response.links.insert(
+                    link_name(to),
+                    LinkBuilder::new()
+                        .operation_id(*to)
+                        .parameter(spec.parameter, spec.value)
+                        .build()
+                        .into(),
+                );
+            }
         }
     }
 }
@@ -401,6 +446,41 @@ pub fn build(endpoints: &[Endpoint]) -> OpenApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_link_joins_operations_that_exist_by_a_path_parameter() {
+        let document = serde_json::to_value(build(crate::routes::ENDPOINTS)).unwrap();
+        let operations: Vec<&serde_json::Value> = document["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .collect();
+        let find = |id: &str| {
+            operations
+                .iter()
+                .find(|op| op["operationId"] == id)
+                .unwrap_or_else(|| panic!("no operation {id}"))
+        };
+        for spec in LINKS {
+            let from = find(spec.from);
+            for status in spec.statuses {
+                assert!(
+                    from["responses"][*status].is_object(),
+                    "{} {status}",
+                    spec.from
+                );
+            }
+            for to in spec.to {
+                let takes = find(to)["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["name"] == spec.parameter && p["in"] == "path");
+                assert!(takes, "{to} has no path parameter {}", spec.parameter);
+            }
+        }
+    }
 
     #[test]
     fn every_operation_id_is_unique() {
