@@ -481,3 +481,258 @@ async fn real_answers_conform_to_their_documented_schemas() {
     assert_eq!(code(&body), "unknown_pool");
     check("/v1/pools/{pool}/book", "get", status, &body);
 }
+
+/// The schema a `$ref` names, or the schema itself.
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema["$ref"].as_str() {
+        Some(target) => {
+            let name = target.trim_start_matches("#/components/schemas/");
+            &doc["components"]["schemas"][name]
+        }
+        None => schema,
+    }
+}
+
+/// The operation with this id.
+fn operation<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .find(|op| op["operationId"] == id)
+        .unwrap_or_else(|| panic!("no operation {id}"))
+}
+
+fn body_schema<'a>(doc: &'a Value, id: &str) -> &'a Value {
+    resolve(
+        doc,
+        &operation(doc, id)["requestBody"]["content"]["application/json"]["schema"],
+    )
+}
+
+#[tokio::test]
+async fn the_document_states_the_constraints_the_server_enforces() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+
+    let place = &body_schema(&doc, "place_order")["properties"];
+    assert_eq!(place["gpus"]["type"], "integer", "{}", place["gpus"]);
+    assert_eq!(place["gpus"]["minimum"], 1, "{}", place["gpus"]);
+    assert_eq!(place["gpus"]["maximum"], 1_000_000, "{}", place["gpus"]);
+    assert_eq!(place["duration_s"]["minimum"], 1);
+    assert_eq!(place["client_order_id"]["maxLength"], 64);
+    assert!(place["client_order_id"]["pattern"].is_string());
+    assert!(place["pool"]["pattern"].is_string());
+    let price = resolve(&doc, &place["price"]);
+    let string = price["oneOf"]
+        .as_array()
+        .expect("a price is a string or a number")
+        .iter()
+        .find(|s| s["type"] == "string")
+        .expect("a price as a string");
+    assert_eq!(string["pattern"], r"^[0-9]{1,12}(\.[0-9]{1,6})?$");
+    assert_eq!(string["maxLength"], 19);
+
+    let release = &body_schema(&doc, "release_capacity")["properties"];
+    assert_eq!(release["gpus"]["minimum"], 1);
+    assert_eq!(release["block_id"]["maxLength"], 64);
+    assert_eq!(release["block_id"]["pattern"], "^[A-Za-z0-9._:-]+$");
+    let reclaim = &body_schema(&doc, "reclaim_capacity")["properties"];
+    assert_eq!(reclaim["gpus"]["minimum"], 1);
+    let pool = &body_schema(&doc, "configure_pool")["properties"];
+    assert_eq!(pool["gpu"]["maxLength"], 31);
+    assert_eq!(pool["gpus_per_order_max"]["maximum"], 1_000_000);
+    // The server refuses more than the document allows (a pool, then every bid, in range).
+    let admin = app.token("root", "admin");
+    let (status, body) = app
+        .put(
+            &format!("/v1/admin/pools/{POOL}"),
+            Some(&admin),
+            json!({"gpu": "h100-sxm", "region": "us-east", "gpus_per_order_max": 1_000_001}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+
+    // The list queries: a status enum per resource, `after` beside `before`, both patterned.
+    for (id, statuses) in [
+        (
+            "list_orders",
+            vec!["open", "filled", "cancelled", "expired"],
+        ),
+        ("list_capacity", vec!["pending", "open", "closed"]),
+    ] {
+        let parameters = operation(&doc, id)["parameters"].as_array().unwrap();
+        let named = |name: &str| {
+            parameters
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap_or_else(|| panic!("{id}: no parameter {name}"))
+        };
+        assert_eq!(named("status")["schema"]["enum"], json!(statuses), "{id}");
+        assert_eq!(named("limit")["schema"]["minimum"], 1, "{id}");
+        assert_eq!(named("limit")["schema"]["maximum"], 1000, "{id}");
+        for cursor in ["before", "after"] {
+            assert_eq!(named(cursor)["in"], "query", "{id}");
+            assert!(named(cursor)["schema"]["pattern"].is_string(), "{id}");
+        }
+    }
+    assert_eq!(
+        operation(&doc, "get_order")["parameters"][0]["schema"]["pattern"],
+        "^[0-9]{1,19}$"
+    );
+    let place_tif = resolve(&doc, &place["tif"]);
+    assert!(
+        place_tif["enum"].is_array() || place_tif["oneOf"].is_array(),
+        "tif is an enum: {place_tif}"
+    );
+    // Times are RFC 3339 date-times, by reference to the one timestamp schema.
+    let expires_at = serde_json::to_string(&place["expires_at"]).unwrap();
+    assert!(
+        expires_at.contains("#/components/schemas/Timestamp"),
+        "{expires_at}"
+    );
+    assert_eq!(
+        doc["components"]["schemas"]["Timestamp"]["format"],
+        "date-time"
+    );
+}
+
+#[tokio::test]
+async fn the_document_links_ids_to_their_operations_and_tags_them() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let link = |from: &str, status: &str, name: &str| {
+        operation(&doc, from)["responses"][status]["links"][name].clone()
+    };
+    for (from, status, to, parameter, value) in [
+        (
+            "place_order",
+            "201",
+            "get_order",
+            "id",
+            "$response.body#/order/id",
+        ),
+        (
+            "place_order",
+            "201",
+            "amend_order",
+            "id",
+            "$response.body#/order/id",
+        ),
+        (
+            "place_order",
+            "201",
+            "cancel_order",
+            "id",
+            "$response.body#/order/id",
+        ),
+        (
+            "place_order",
+            "201",
+            "get_lease",
+            "id",
+            "$response.body#/leases/0/id",
+        ),
+        (
+            "place_order",
+            "201",
+            "release_lease",
+            "id",
+            "$response.body#/leases/0/id",
+        ),
+        (
+            "list_orders",
+            "200",
+            "get_order",
+            "id",
+            "$response.body#/orders/0/id",
+        ),
+        (
+            "list_leases",
+            "200",
+            "get_lease",
+            "id",
+            "$response.body#/leases/0/id",
+        ),
+        (
+            "list_leases",
+            "200",
+            "release_lease",
+            "id",
+            "$response.body#/leases/0/id",
+        ),
+        (
+            "release_capacity",
+            "201",
+            "get_capacity",
+            "block_id",
+            "$response.body#/block/block_id",
+        ),
+        (
+            "release_capacity",
+            "201",
+            "update_capacity",
+            "block_id",
+            "$response.body#/block/block_id",
+        ),
+        (
+            "release_capacity",
+            "201",
+            "reclaim_capacity",
+            "block_id",
+            "$response.body#/block/block_id",
+        ),
+        (
+            "release_capacity",
+            "201",
+            "forecast_reclaim",
+            "block_id",
+            "$response.body#/block/block_id",
+        ),
+    ] {
+        let name: String = to
+            .split('_')
+            .map(|w| w[..1].to_uppercase() + &w[1..])
+            .collect();
+        let found = link(from, status, &name);
+        assert_eq!(found["operationId"], to, "{from} {status} -> {to}: {found}");
+        assert_eq!(found["parameters"][parameter], value, "{from} -> {to}");
+        // The target exists and takes that parameter in its path.
+        let target = operation(&doc, to);
+        assert!(
+            target["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == parameter && p["in"] == "path"),
+            "{to} has no path parameter {parameter}"
+        );
+    }
+    for (id, tag) in [
+        ("place_order", "orders"),
+        ("list_leases", "leases"),
+        ("release_capacity", "capacity"),
+        ("configure_pool", "admin"),
+        ("list_pools", "market"),
+    ] {
+        assert_eq!(operation(&doc, id)["tags"], json!([tag]), "{id}");
+    }
+    let declared: BTreeSet<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for (path, method, op) in operations(&doc) {
+        let tags = op["tags"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{method} {path} has no tags"));
+        for tag in tags {
+            assert!(
+                declared.contains(tag.as_str().unwrap()),
+                "{method} {path}: tag {tag} is not declared"
+            );
+        }
+    }
+}

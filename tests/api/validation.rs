@@ -217,3 +217,119 @@ async fn the_rate_limit_is_per_account_with_retry_after() {
     let globex = app.token("globex", "buyer");
     assert_eq!(app.get("/v1/orders", Some(&globex)).await.0, StatusCode::OK);
 }
+
+/// Every list cursor a client can send, under both names, that no resource id has the shape
+/// of: a NUL (which PostgreSQL refuses inside text), stray bytes, an overlong name.
+const BAD_CURSORS: [&str; 5] = ["%00b%C3%84", "%00", "b1%00", "%C3%84", "caf%C3%A9"];
+
+/// Checks the list cursors of `/v1/orders`, `/v1/leases` and `/v1/capacity` on the server at
+/// `address`: a cursor that cannot be an id of the listed resource is 400 `invalid_query`
+/// before anything reaches the store, under `before` and `after` alike.
+async fn cursors_are_checked_at_the_boundary(address: &str) {
+    let http = reqwest::Client::new();
+    let buyer = crate::helpers::token("acme", "buyer");
+    let supplier = crate::helpers::token("dc1", "supplier");
+    let get = |path: String, token: &str| {
+        let request = http.get(format!("{address}{path}")).bearer_auth(token);
+        async move {
+            let response = request.send().await.expect("request sent");
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.expect("a JSON body");
+            (status, body)
+        }
+    };
+    let lists = [
+        ("/v1/orders", &buyer, "abc"),
+        ("/v1/leases", &buyer, "-1"),
+        ("/v1/capacity", &supplier, "no spaces"),
+    ];
+    for (list, token, wrong_shape) in lists {
+        let overlong = "x".repeat(65);
+        let shapes = BAD_CURSORS.iter().map(|s| s.to_string()).chain([
+            wrong_shape.replace(' ', "%20"),
+            overlong,
+            String::new(),
+        ]);
+        for bad in shapes {
+            for name in ["before", "after"] {
+                let (status, body) = get(format!("{list}?{name}={bad}"), token).await;
+                assert_eq!(
+                    status,
+                    StatusCode::BAD_REQUEST,
+                    "{list}?{name}={bad}: {body}"
+                );
+                assert_eq!(code(&body), "invalid_query", "{list}?{name}={bad}: {body}");
+            }
+        }
+        let good = if list == "/v1/capacity" { "b1" } else { "1" };
+        let (status, body) = get(format!("{list}?before={good}&after={good}"), token).await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{list}: both cursors: {body}"
+        );
+        assert_eq!(code(&body), "invalid_query");
+        for name in ["before", "after"] {
+            let (status, body) = get(format!("{list}?{name}={good}"), token).await;
+            assert_eq!(status, StatusCode::OK, "{list}?{name}={good}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn list_cursors_are_checked_at_the_boundary_on_postgres() {
+    let app = TestApp::spawn().await;
+    cursors_are_checked_at_the_boundary(&app.address).await;
+}
+
+#[tokio::test]
+async fn list_cursors_are_checked_at_the_boundary_on_sqlite() {
+    let app = crate::embedded::EmbeddedApp::spawn().await;
+    cursors_are_checked_at_the_boundary(&app.address).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn after_is_the_same_cursor_as_before() {
+    let app = TestApp::spawn().await;
+    let supplier = app.token("dc1", "supplier");
+    for id in ["b1", "b2", "b3"] {
+        app.release_block(&supplier, id, 1, "1.50", 3).await;
+    }
+    let (status, first) = app.get("/v1/capacity?limit=2", Some(&supplier)).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    assert_eq!(first["next_after"], "b2", "{first}");
+    for name in ["after", "before"] {
+        let (status, next) = app
+            .get(&format!("/v1/capacity?limit=2&{name}=b2"), Some(&supplier))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{next}");
+        let ids: Vec<&str> = next["blocks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["block_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["b3"], "{name}: {next}");
+    }
+    let buyer = app.token("acme", "buyer");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (status, body) = app.bid(&buyer, 1, &format!("1.0{i}")).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        ids.push(body["order"]["id"].as_str().unwrap().to_owned());
+    }
+    for name in ["after", "before"] {
+        let (status, page) = app
+            .get(&format!("/v1/orders?{name}={}", ids[2]), Some(&buyer))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let listed: Vec<&str> = page["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, [ids[1].as_str(), ids[0].as_str()], "{name}: {page}");
+    }
+}
