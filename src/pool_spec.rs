@@ -23,10 +23,20 @@ pub struct PoolSpec {
     #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63)]
     pub id: Option<String>,
     /// GPU model.
-    #[schema(pattern = r"^[a-z0-9-]{1,31}$", min_length = 1, max_length = 31, example = "h100-sxm")]
+    #[schema(
+        pattern = r"^[a-z0-9-]{1,31}$",
+        min_length = 1,
+        max_length = 31,
+        example = "h100-sxm"
+    )]
     pub gpu: String,
     /// Region.
-    #[schema(pattern = r"^[a-z0-9-]{1,31}$", min_length = 1, max_length = 31, example = "us-east")]
+    #[schema(
+        pattern = r"^[a-z0-9-]{1,31}$",
+        min_length = 1,
+        max_length = 31,
+        example = "us-east"
+    )]
     pub region: String,
     /// Price grid (USD).
     pub tick: Option<ApiPrice>,

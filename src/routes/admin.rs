@@ -116,7 +116,11 @@ pub async fn configure_pool(
 #[serde(deny_unknown_fields)]
 pub struct KillSwitchBody {
     /// An account to stop (its bids are cancelled, new ones refused).
-    #[schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$", min_length = 1, max_length = 128)]
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     account: Option<String>,
     /// A pool to halt.
     #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63)]

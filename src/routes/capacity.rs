@@ -68,7 +68,12 @@ pub const FORECAST_ERRORS: &[ApiError] = &[
 #[serde(deny_unknown_fields)]
 pub struct NodeBody {
     /// The node's name, `[A-Za-z0-9._:-]`.
-    #[schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 64, example = "rack12-n3")]
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:-]+$",
+        min_length = 1,
+        max_length = 64,
+        example = "rack12-n3"
+    )]
     node: String,
     /// GPUs on that node.
     #[schema(minimum = 1, maximum = 1000000)]
@@ -81,10 +86,19 @@ pub struct NodeBody {
 #[schema(example = json!({"block_id": "rack12-night", "pool": "h100-sxm.us-east", "gpus": 8, "reserve_price": "1.50", "available_until": "2099-01-01T00:00:00Z"}))]
 pub struct ReleaseBody {
     /// The supplier's own id for the block, `[A-Za-z0-9._:-]`.
-    #[schema(pattern = r"^[A-Za-z0-9._:-]+$", min_length = 1, max_length = 64, example = "rack12-night")]
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:-]+$",
+        min_length = 1,
+        max_length = 64,
+        example = "rack12-night"
+    )]
     block_id: String,
     /// The pool, `<gpu>.<region>`.
-    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63, example = "h100-sxm.us-east")]
+    #[schema(
+        pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$",
+        max_length = 63,
+        example = "h100-sxm.us-east"
+    )]
     pool: String,
     /// GPUs released, at most the pool's `gpus_per_order_max`.
     #[schema(minimum = 1, maximum = 1000000)]

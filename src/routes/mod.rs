@@ -17,7 +17,9 @@ pub mod websocket;
 
 use crate::auth::Role;
 use crate::error::{self, ApiError};
-use crate::limits::{BLOCK_ID_BYTES_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REQUEST_BODY_BYTES_MAX};
+use crate::limits::{
+    BLOCK_ID_BYTES_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, REQUEST_BODY_BYTES_MAX,
+};
 pub use crate::openapi::Endpoint;
 use actix_web::web;
 use matching_engine::{Event, Rejection};

@@ -65,7 +65,11 @@ pub const CANCEL_ERRORS: &[ApiError] = &[
 #[schema(example = json!({"pool": "h100-sxm.us-east", "gpus": 2, "price": "2.50", "duration_s": 3600}))]
 pub struct PlaceOrderBody {
     /// The pool, `<gpu>.<region>`.
-    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63, example = "h100-sxm.us-east")]
+    #[schema(
+        pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$",
+        max_length = 63,
+        example = "h100-sxm.us-east"
+    )]
     pool: String,
     /// GPUs wanted, at most the pool's `gpus_per_order_max`.
     #[schema(minimum = 1, maximum = 1000000)]
