@@ -8,10 +8,12 @@
 //! [`StoreError::Unavailable`]; deadpool's fast recycling drops closed connections, so the
 //! store recovers by itself once PostgreSQL answers again.
 
+mod batch;
+
 use super::rows::{
     self, applied_signal_of, bigint_or_max, block_of, i64_of, id_cursor, journal_entry_of,
     lease_event_of, lease_minute_ended_of, lease_minute_started_of, lease_of, limit_of, order_of,
-    public_trade_of, signal_id_of, snapshot_of, Value, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
+    public_trade_of, signal_id_of, snapshot_of, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
     SELECT_LEASE_EVENTS,
 };
 use super::{
@@ -28,7 +30,6 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use futures_util::future::join_all;
 use matching_engine::{BlockView, LeaseId, LeaseView, OrderId, OrderView, TimeMs};
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -81,6 +82,48 @@ fn pool(config: &tokio_postgres::Config, size: usize) -> Result<Pool, StoreError
 }
 
 impl PgStore {
+    /// Every row `sql` returns for `params`, on a read connection, through `map`.
+    async fn read_all<T>(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        within(DB_READ_TIMEOUT, what, async {
+            let client = self.read_pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            client
+                .query(&statement, params)
+                .await?
+                .iter()
+                .map(map)
+                .collect()
+        })
+        .await
+    }
+
+    /// The row `sql` returns for `params`, if any, on a read connection, through `map`.
+    async fn read_one<T>(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        map: fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        within(DB_READ_TIMEOUT, what, async {
+            let client = self.read_pool.get().await?;
+            let statement = client.prepare_cached(sql).await?;
+            client
+                .query_opt(&statement, params)
+                .await?
+                .as_ref()
+                .map(map)
+                .transpose()
+        })
+        .await
+    }
+
     /// A store for this URL; connections are opened on first use.
     pub fn new(url: &str) -> Result<PgStore, StoreError> {
         let mut config: tokio_postgres::Config = url
@@ -189,185 +232,12 @@ impl rows::Row for Row {
     }
 }
 
-const INSERT_JOURNAL: &str = "INSERT INTO journal (seq, at_ms, command) \
-    SELECT u.seq, u.at_ms, u.command::json FROM UNNEST($1::int8[], $2::int8[], $3::text[]) \
-    AS u(seq, at_ms, command)";
-
-const UPSERT_ORDERS: &str = "INSERT INTO orders (id, account, pool, price_micros, gpus, \
-    remaining_gpus, filled_gpus, min_gpus, duration_s, max_duration_s, tif, expires_at, \
-    persistent, client_order_id, status, cancel_reason, created_at, updated_at) \
-    SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int8[], $5::int4[], $6::int4[], \
-    $7::int4[], $8::int4[], $9::int4[], $10::int4[], $11::text[], $12::timestamptz[], \
-    $13::bool[], $14::text[], $15::text[], $16::text[], $17::timestamptz[], $18::timestamptz[]) \
-    ON CONFLICT (id) DO UPDATE SET price_micros = EXCLUDED.price_micros, gpus = EXCLUDED.gpus, \
-    remaining_gpus = EXCLUDED.remaining_gpus, filled_gpus = EXCLUDED.filled_gpus, \
-    min_gpus = EXCLUDED.min_gpus, expires_at = EXCLUDED.expires_at, status = EXCLUDED.status, \
-    cancel_reason = EXCLUDED.cancel_reason, updated_at = EXCLUDED.updated_at";
-
-const UPSERT_LEASES: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
-    price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, updated_at) \
-    SELECT u.id, u.order_id, u.buyer, u.pool, u.block_id, u.gpus, u.price_micros, u.status, \
-    u.started_at, u.ends_at, u.notice_ends_at, u.ended_at, u.cost_micros, u.lease_no, \
-    u.supplier, u.preempted_at, u.emergency, u.nodes::jsonb, now() \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
-    $7::int8[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
-    $12::timestamptz[], $13::int8[], $14::int8[], $15::text[], $16::timestamptz[], $17::bool[], \
-    $18::text[]) AS u(id, order_id, buyer, pool, block_id, gpus, price_micros, status, \
-    started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, supplier, \
-    preempted_at, emergency, nodes) \
-    ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, ends_at = EXCLUDED.ends_at, \
-    notice_ends_at = EXCLUDED.notice_ends_at, ended_at = EXCLUDED.ended_at, \
-    cost_micros = EXCLUDED.cost_micros, preempted_at = EXCLUDED.preempted_at, \
-    emergency = EXCLUDED.emergency, nodes = EXCLUDED.nodes, updated_at = now()";
-
-const INSERT_TRADES: &str = "INSERT INTO trades (id, pool, price_micros, gpus, order_id, \
-    lease_id, buyer, supplier, block_id, maker_side, at) \
-    SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int8[], $4::int4[], $5::int8[], $6::int8[], \
-    $7::text[], $8::text[], $9::text[], $10::text[], $11::timestamptz[])";
-
-const UPSERT_BLOCKS: &str = "INSERT INTO blocks (supplier, block_id, pool, status, gpus, \
-    gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, reserve_price_micros, \
-    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at) \
-    SELECT u.supplier, u.block_id, u.pool, u.status, u.gpus, u.gpus_sold, u.gpus_unsold, \
-    u.gpus_reclaimed, u.gpus_reclaiming, u.reserve_price_micros, u.available_from, \
-    u.available_until, u.revenue_micros, u.reclaim_forecast_at, u.nodes::jsonb, u.updated_at \
-    FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[], \
-    $7::int4[], $8::int4[], $9::int4[], $10::int8[], $11::timestamptz[], $12::timestamptz[], \
-    $13::int8[], $14::timestamptz[], $15::text[], $16::timestamptz[]) AS u(supplier, block_id, \
-    pool, status, gpus, gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, \
-    reserve_price_micros, available_from, available_until, revenue_micros, reclaim_forecast_at, \
-    nodes, updated_at) \
-    ON CONFLICT (supplier, block_id) DO UPDATE SET status = EXCLUDED.status, \
-    gpus = EXCLUDED.gpus, gpus_sold = EXCLUDED.gpus_sold, gpus_unsold = EXCLUDED.gpus_unsold, \
-    gpus_reclaimed = EXCLUDED.gpus_reclaimed, gpus_reclaiming = EXCLUDED.gpus_reclaiming, \
-    reserve_price_micros = EXCLUDED.reserve_price_micros, \
-    available_from = EXCLUDED.available_from, available_until = EXCLUDED.available_until, \
-    revenue_micros = EXCLUDED.revenue_micros, reclaim_forecast_at = EXCLUDED.reclaim_forecast_at, \
-    nodes = EXCLUDED.nodes, updated_at = EXCLUDED.updated_at";
-
-const INSERT_LEASE_EVENTS: &str = "INSERT INTO lease_events (seq, lease_id, buyer, kind, at, \
-    detail_at) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], \
-    $5::timestamptz[], $6::timestamptz[])";
-
-const INSERT_APPLIED_SIGNALS: &str = "INSERT INTO applied_signals (id_ms, id_seq, seq, \
-    rejection) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[])";
-
-/// One statement of a batch and its (array) parameters.
-struct Write<'a> {
-    sql: &'static str,
-    params: Vec<Box<dyn ToSql + Sync + Send + 'a>>,
-}
-
 /// The sequencer's own connection for batches, with its prepared statements. Not pooled: a
 /// batch is a hand-made transaction, and a connection whose batch failed or timed out is
 /// dropped (closing it rolls the transaction back) instead of being reused in an unknown state.
 struct BatchConnection {
     client: tokio_postgres::Client,
     statements: HashMap<&'static str, Statement>,
-}
-
-/// The statements of one batch, with their parameters: one per table that has rows.
-fn batch_writes(rows: &BatchRows) -> Result<Vec<Write<'_>>, StoreError> {
-    let mut writes = Vec::new();
-    add_write(
-        &mut writes,
-        INSERT_JOURNAL,
-        &rows.journal,
-        rows::journal_values,
-    )?;
-    add_write(&mut writes, UPSERT_ORDERS, &rows.orders, rows::order_values)?;
-    add_write(&mut writes, UPSERT_LEASES, &rows.leases, rows::lease_values)?;
-    add_write(&mut writes, INSERT_TRADES, &rows.trades, rows::trade_values)?;
-    add_write(&mut writes, UPSERT_BLOCKS, &rows.blocks, rows::block_values)?;
-    add_write(
-        &mut writes,
-        INSERT_LEASE_EVENTS,
-        &rows.lease_events,
-        rows::lease_event_values,
-    )?;
-    // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
-    add_write(
-        &mut writes,
-        INSERT_APPLIED_SIGNALS,
-        &rows.applied_signals,
-        rows::applied_signal_values,
-    )?;
-    Ok(writes)
-}
-
-/// Adds the statement `sql` with one array parameter per column of `items`, if there are any.
-fn add_write<'a, T, const N: usize>(
-    writes: &mut Vec<Write<'a>>,
-    sql: &'static str,
-    items: &'a [T],
-    values: fn(&'a T) -> Result<[Value<'a>; N], StoreError>,
-) -> Result<(), StoreError> {
-    let Some(first) = items.first() else {
-        return Ok(());
-    };
-    let mut columns: Vec<Column<'a>> = values(first)?
-        .iter()
-        .map(|v| Column::of(v, items.len()))
-        .collect();
-    for item in items {
-        for (column, value) in columns.iter_mut().zip(values(item)?) {
-            column.push(value)?;
-        }
-    }
-    writes.push(Write {
-        sql,
-        params: columns.into_iter().map(Column::into_param).collect(),
-    });
-    Ok(())
-}
-
-/// One column of a batch's rows, as the array an `UNNEST` parameter takes.
-enum Column<'a> {
-    Int8(Vec<Option<i64>>),
-    Int4(Vec<i32>),
-    Text(Vec<Option<Cow<'a, str>>>),
-    Time(Vec<Option<OffsetDateTime>>),
-    Bool(Vec<bool>),
-}
-
-impl<'a> Column<'a> {
-    /// An empty column of `value`'s type, for `n` rows.
-    fn of(value: &Value<'_>, n: usize) -> Column<'a> {
-        match value {
-            Value::Int8(_) => Column::Int8(Vec::with_capacity(n)),
-            Value::Int4(_) => Column::Int4(Vec::with_capacity(n)),
-            Value::Text(_) => Column::Text(Vec::with_capacity(n)),
-            Value::Time(_) => Column::Time(Vec::with_capacity(n)),
-            Value::Bool(_) => Column::Bool(Vec::with_capacity(n)),
-        }
-    }
-
-    fn push(&mut self, value: Value<'a>) -> Result<(), StoreError> {
-        match (self, value) {
-            (Column::Int8(column), Value::Int8(v)) => column.push(v),
-            (Column::Int4(column), Value::Int4(v)) => column.push(v),
-            (Column::Text(column), Value::Text(v)) => column.push(v),
-            (Column::Time(column), Value::Time(v)) => column.push(v.map(to_datetime)),
-            (Column::Bool(column), Value::Bool(v)) => column.push(v),
-            (_, value) => {
-                return Err(StoreError::Query(format!(
-                    "a batch column changed type at {value:?}"
-                )))
-            }
-        }
-        Ok(())
-    }
-
-    fn into_param(self) -> Box<dyn ToSql + Sync + Send + 'a> {
-        match self {
-            Column::Int8(column) => Box::new(column),
-            Column::Int4(column) => Box::new(column),
-            Column::Text(column) => Box::new(column),
-            Column::Time(column) => Box::new(column),
-            Column::Bool(column) => Box::new(column),
-        }
-    }
 }
 
 #[async_trait]
@@ -462,7 +332,7 @@ impl Store for PgStore {
 
     async fn write_batch(&self, rows: &BatchRows) -> Result<(), StoreError> {
         within(DB_WRITE_TIMEOUT, "the batch transaction", async {
-            let writes = batch_writes(rows)?;
+            let writes = batch::batch_writes(rows)?;
             let mut slot = self.batch.lock().await;
             // Taken out of the slot: if this future fails or is dropped (timeout), the
             // connection goes with it and PostgreSQL rolls back whatever was open.
@@ -551,16 +421,12 @@ impl Store for PgStore {
         let Ok(id) = i64::try_from(id.0) else {
             return Ok(None);
         };
-        within(DB_READ_TIMEOUT, "reading an order", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account = $2"
-                ))
-                .await?;
-            let row = client.query_opt(&statement, &[&id, &account]).await?;
-            row.as_ref().map(order_of).transpose()
-        })
+        self.read_one(
+            "reading an order",
+            &format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND account = $2"),
+            &[&id, &account],
+            order_of,
+        )
         .await
     }
 
@@ -569,70 +435,50 @@ impl Store for PgStore {
         account: &str,
         filter: &ListFilter,
     ) -> Result<Vec<OrderView>, StoreError> {
-        within(DB_READ_TIMEOUT, "listing orders", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders WHERE account = $1 \
-                     AND ($2::text IS NULL OR status = $2) AND ($3::int8 IS NULL OR id < $3) \
-                     ORDER BY id DESC LIMIT $4"
-                ))
-                .await?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[
-                        &account,
-                        &filter.status,
-                        &id_cursor(filter),
-                        &limit_of(filter),
-                    ],
-                )
-                .await?;
-            rows.iter().map(order_of).collect()
-        })
+        self.read_all(
+            "listing orders",
+            &format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE account = $1 \
+                 AND ($2::text IS NULL OR status = $2) AND ($3::int8 IS NULL OR id < $3) \
+                 ORDER BY id DESC LIMIT $4"
+            ),
+            &[
+                &account,
+                &filter.status,
+                &id_cursor(filter),
+                &limit_of(filter),
+            ],
+            order_of,
+        )
         .await
     }
 
     async fn lease(&self, buyer: &str, id: LeaseId) -> Result<Option<LeaseView>, StoreError> {
-        within(DB_READ_TIMEOUT, "reading a lease", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {LEASE_COLUMNS} FROM leases WHERE id = $1 AND buyer = $2"
-                ))
-                .await?;
-            let row = client
-                .query_opt(&statement, &[&id.to_string(), &buyer])
-                .await?;
-            row.as_ref().map(lease_of).transpose()
-        })
+        self.read_one(
+            "reading a lease",
+            &format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = $1 AND buyer = $2"),
+            &[&id.to_string(), &buyer],
+            lease_of,
+        )
         .await
     }
 
     async fn leases(&self, buyer: &str, filter: &ListFilter) -> Result<Vec<LeaseView>, StoreError> {
-        within(DB_READ_TIMEOUT, "listing leases", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {LEASE_COLUMNS} FROM leases WHERE buyer = $1 \
-                     AND ($2::text IS NULL OR status = $2) \
-                     AND ($3::int8 IS NULL OR lease_no < $3) ORDER BY lease_no DESC LIMIT $4"
-                ))
-                .await?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[
-                        &buyer,
-                        &filter.status,
-                        &id_cursor(filter),
-                        &limit_of(filter),
-                    ],
-                )
-                .await?;
-            rows.iter().map(lease_of).collect()
-        })
+        self.read_all(
+            "listing leases",
+            &format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE buyer = $1 \
+                 AND ($2::text IS NULL OR status = $2) \
+                 AND ($3::int8 IS NULL OR lease_no < $3) ORDER BY lease_no DESC LIMIT $4"
+            ),
+            &[
+                &buyer,
+                &filter.status,
+                &id_cursor(filter),
+                &limit_of(filter),
+            ],
+            lease_of,
+        )
         .await
     }
 
@@ -641,35 +487,25 @@ impl Store for PgStore {
         buyer: &str,
         order_id: OrderId,
     ) -> Result<Vec<LeaseView>, StoreError> {
-        within(DB_READ_TIMEOUT, "listing an order's leases", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {LEASE_COLUMNS} FROM leases WHERE order_id = $1 AND buyer = $2 \
-                     ORDER BY lease_no"
-                ))
-                .await?;
-            let rows = client
-                .query(&statement, &[&order_id.to_string(), &buyer])
-                .await?;
-            rows.iter().map(lease_of).collect()
-        })
+        self.read_all(
+            "listing an order's leases",
+            &format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE order_id = $1 AND buyer = $2 \
+                 ORDER BY lease_no"
+            ),
+            &[&order_id.to_string(), &buyer],
+            lease_of,
+        )
         .await
     }
 
     async fn block(&self, supplier: &str, block_id: &str) -> Result<Option<BlockView>, StoreError> {
-        within(DB_READ_TIMEOUT, "reading a block", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = $1 AND block_id = $2"
-                ))
-                .await?;
-            let row = client
-                .query_opt(&statement, &[&supplier, &block_id])
-                .await?;
-            row.as_ref().map(block_of).transpose()
-        })
+        self.read_one(
+            "reading a block",
+            &format!("SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = $1 AND block_id = $2"),
+            &[&supplier, &block_id],
+            block_of,
+        )
         .await
     }
 
@@ -678,23 +514,16 @@ impl Store for PgStore {
         supplier: &str,
         filter: &ListFilter,
     ) -> Result<Vec<BlockView>, StoreError> {
-        within(DB_READ_TIMEOUT, "listing blocks", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = $1 \
-                     AND ($2::text IS NULL OR status = $2) \
-                     AND ($3::text IS NULL OR block_id > $3) ORDER BY block_id LIMIT $4"
-                ))
-                .await?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[&supplier, &filter.status, &filter.cursor, &limit_of(filter)],
-                )
-                .await?;
-            rows.iter().map(block_of).collect()
-        })
+        self.read_all(
+            "listing blocks",
+            &format!(
+                "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = $1 \
+                 AND ($2::text IS NULL OR status = $2) \
+                 AND ($3::text IS NULL OR block_id > $3) ORDER BY block_id LIMIT $4"
+            ),
+            &[&supplier, &filter.status, &filter.cursor, &limit_of(filter)],
+            block_of,
+        )
         .await
     }
 
@@ -744,26 +573,19 @@ impl Store for PgStore {
         after_row_id: u64,
         limit: usize,
     ) -> Result<Vec<LeaseEventRecord>, StoreError> {
-        within(DB_READ_TIMEOUT, "reading lease events", async {
-            let client = self.read_pool.get().await?;
-            let statement = client
-                .prepare_cached(&format!(
-                    "{SELECT_LEASE_EVENTS} WHERE (e.seq, e.id) > ($1, $2) \
-                     ORDER BY e.seq, e.id LIMIT $3"
-                ))
-                .await?;
-            let rows = client
-                .query(
-                    &statement,
-                    &[
-                        &bigint_or_max(after_seq),
-                        &bigint_or_max(after_row_id),
-                        &bigint_or_max(limit),
-                    ],
-                )
-                .await?;
-            rows.iter().map(lease_event_of).collect()
-        })
+        self.read_all(
+            "reading lease events",
+            &format!(
+                "{SELECT_LEASE_EVENTS} WHERE (e.seq, e.id) > ($1, $2) \
+                 ORDER BY e.seq, e.id LIMIT $3"
+            ),
+            &[
+                &bigint_or_max(after_seq),
+                &bigint_or_max(after_row_id),
+                &bigint_or_max(limit),
+            ],
+            lease_event_of,
+        )
         .await
     }
 

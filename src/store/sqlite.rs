@@ -14,10 +14,12 @@
 //! reported as [`StoreError::Unavailable`] (its outcome unknown: the journal decides on
 //! recovery, as with PostgreSQL).
 
+mod batch;
+
 use super::rows::{
     self, applied_signal_of, bigint_or_max, block_of, i64_of, id_cursor, journal_entry_of,
     lease_event_of, lease_minute_ended_of, lease_minute_started_of, lease_of, limit_of, order_of,
-    public_trade_of, signal_id_of, snapshot_of, Value, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
+    public_trade_of, signal_id_of, snapshot_of, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
     SELECT_LEASE_EVENTS,
 };
 use super::{
@@ -31,10 +33,9 @@ use crate::limits::{
 use crate::timestamp::now_ms;
 use async_trait::async_trait;
 use matching_engine::{BlockView, LeaseId, LeaseView, OrderId, OrderView, TimeMs};
-use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::types::ValueRef;
 use rusqlite::{
-    params, params_from_iter, Connection, OpenFlags, OptionalExtension, Params, Row, ToSql,
-    TransactionBehavior,
+    params, Connection, OpenFlags, OptionalExtension, Params, Row, TransactionBehavior,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -162,6 +163,35 @@ impl SqliteStore {
         .await
     }
 
+    /// Every row `sql` returns for `params`, on a read connection, through `map`.
+    async fn read_all<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        sql: String,
+        params: impl Params + Send + 'static,
+        map: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(what, move |conn| query_all(conn, &sql, params, map))
+            .await
+    }
+
+    /// The row `sql` returns for `params`, if any, on a read connection, through `map`.
+    async fn read_one<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        sql: String,
+        params: impl Params + Send + 'static,
+        map: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(what, move |conn| {
+            conn.prepare_cached(&sql)?
+                .query_row(params, |row| Ok(map(row)))
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
     /// Runs `work` on one of the read connections, on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
@@ -259,110 +289,6 @@ impl rows::Row for Row<'_> {
     fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
         get(self, column)
     }
-}
-
-impl ToSql for Value<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        // Times are integer milliseconds, booleans 0/1, `integer` and `bigint` both INTEGER.
-        Ok(match self {
-            Value::Int8(v) => ToSqlOutput::Owned(SqlValue::from(*v)),
-            Value::Int4(v) => ToSqlOutput::from(*v),
-            Value::Text(Some(v)) => ToSqlOutput::from(v.as_ref()),
-            Value::Text(None) => ToSqlOutput::Owned(SqlValue::Null),
-            Value::Time(v) => ToSqlOutput::Owned(SqlValue::from(v.map(|t| t.0))),
-            Value::Bool(v) => ToSqlOutput::from(*v),
-        })
-    }
-}
-
-const INSERT_JOURNAL: &str = "INSERT INTO journal (seq, at_ms, command) VALUES (?1, ?2, ?3)";
-
-const UPSERT_ORDER: &str = "INSERT INTO orders (id, account, pool, price_micros, gpus, \
-    remaining_gpus, filled_gpus, min_gpus, duration_s, max_duration_s, tif, expires_at, \
-    persistent, client_order_id, status, cancel_reason, created_at, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
-    ON CONFLICT (id) DO UPDATE SET price_micros = excluded.price_micros, gpus = excluded.gpus, \
-    remaining_gpus = excluded.remaining_gpus, filled_gpus = excluded.filled_gpus, \
-    min_gpus = excluded.min_gpus, expires_at = excluded.expires_at, status = excluded.status, \
-    cancel_reason = excluded.cancel_reason, updated_at = excluded.updated_at";
-
-const UPSERT_LEASE: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
-    price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
-    ON CONFLICT (id) DO UPDATE SET status = excluded.status, ends_at = excluded.ends_at, \
-    notice_ends_at = excluded.notice_ends_at, ended_at = excluded.ended_at, \
-    cost_micros = excluded.cost_micros, preempted_at = excluded.preempted_at, \
-    emergency = excluded.emergency, nodes = excluded.nodes, updated_at = excluded.updated_at";
-
-const INSERT_TRADE: &str = "INSERT INTO trades (id, pool, price_micros, gpus, order_id, \
-    lease_id, buyer, supplier, block_id, maker_side, at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-const UPSERT_BLOCK: &str = "INSERT INTO blocks (supplier, block_id, pool, status, gpus, \
-    gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, reserve_price_micros, \
-    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-    ON CONFLICT (supplier, block_id) DO UPDATE SET status = excluded.status, \
-    gpus = excluded.gpus, gpus_sold = excluded.gpus_sold, gpus_unsold = excluded.gpus_unsold, \
-    gpus_reclaimed = excluded.gpus_reclaimed, gpus_reclaiming = excluded.gpus_reclaiming, \
-    reserve_price_micros = excluded.reserve_price_micros, \
-    available_from = excluded.available_from, available_until = excluded.available_until, \
-    revenue_micros = excluded.revenue_micros, reclaim_forecast_at = excluded.reclaim_forecast_at, \
-    nodes = excluded.nodes, updated_at = excluded.updated_at";
-
-const INSERT_LEASE_EVENT: &str = "INSERT INTO lease_events (seq, lease_id, buyer, kind, at, \
-    detail_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-
-/// Writes every row of a batch inside the caller's transaction.
-fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &BatchRows) -> Result<(), StoreError> {
-    execute_each(tx, INSERT_JOURNAL, &rows.journal, rows::journal_values, &[])?;
-    execute_each(tx, UPSERT_ORDER, &rows.orders, rows::order_values, &[])?;
-    // PostgreSQL stamps `now()`; SQLite has no clock in milliseconds, so it is a parameter.
-    let updated_at = Value::Time(Some(now_ms()));
-    execute_each(
-        tx,
-        UPSERT_LEASE,
-        &rows.leases,
-        rows::lease_values,
-        &[updated_at],
-    )?;
-    execute_each(tx, INSERT_TRADE, &rows.trades, rows::trade_values, &[])?;
-    execute_each(tx, UPSERT_BLOCK, &rows.blocks, rows::block_values, &[])?;
-    execute_each(
-        tx,
-        INSERT_LEASE_EVENT,
-        &rows.lease_events,
-        rows::lease_event_values,
-        &[],
-    )?;
-    // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
-    execute_each(
-        tx,
-        "INSERT INTO applied_signals (id_ms, id_seq, seq, rejection) VALUES (?1, ?2, ?3, ?4)",
-        &rows.applied_signals,
-        rows::applied_signal_values,
-        &[],
-    )?;
-    Ok(())
-}
-
-/// Runs `sql` once per item with its values, then `extra`.
-fn execute_each<'a, T, const N: usize>(
-    tx: &rusqlite::Transaction<'_>,
-    sql: &str,
-    items: &'a [T],
-    values: fn(&'a T) -> Result<[Value<'a>; N], StoreError>,
-    extra: &[Value<'_>],
-) -> Result<(), StoreError> {
-    if items.is_empty() {
-        return Ok(());
-    }
-    let mut statement = tx.prepare_cached(sql)?;
-    for item in items {
-        statement.execute(params_from_iter(values(item)?.iter().chain(extra)))?;
-    }
-    Ok(())
 }
 
 /// Every row `sql` returns for `params`, through `map`.
@@ -480,7 +406,7 @@ impl Store for SqliteStore {
         };
         self.write(DB_WRITE_TIMEOUT, "the batch transaction", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            write_rows(&tx, &rows)?;
+            batch::write_rows(&tx, &rows)?;
             tx.commit()?;
             Ok(())
         })
@@ -515,15 +441,12 @@ impl Store for SqliteStore {
         let Ok(id) = i64::try_from(id.0) else {
             return Ok(None);
         };
-        let account = account.to_owned();
-        self.read("reading an order", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1 AND account = ?2"
-            ))?
-            .query_row(params![id, account], |row| Ok(order_of(row)))
-            .optional()?
-            .transpose()
-        })
+        self.read_one(
+            "reading an order",
+            format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1 AND account = ?2"),
+            (id, account.to_owned()),
+            |row| order_of(row),
+        )
         .await
     }
 
@@ -532,54 +455,50 @@ impl Store for SqliteStore {
         account: &str,
         filter: &ListFilter,
     ) -> Result<Vec<OrderView>, StoreError> {
-        let (account, filter) = (account.to_owned(), filter.clone());
-        self.read("listing orders", move |conn| {
-            query_all(
-                conn,
-                &format!(
-                    "SELECT {ORDER_COLUMNS} FROM orders WHERE account = ?1 \
-                     AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
-                     ORDER BY id DESC LIMIT ?4"
-                ),
-                params![
-                    account,
-                    filter.status,
-                    id_cursor(&filter),
-                    limit_of(&filter)
-                ],
-                |row| order_of(row),
-            )
-        })
+        self.read_all(
+            "listing orders",
+            format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE account = ?1 \
+                 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
+                 ORDER BY id DESC LIMIT ?4"
+            ),
+            (
+                account.to_owned(),
+                filter.status.clone(),
+                id_cursor(filter),
+                limit_of(filter),
+            ),
+            |row| order_of(row),
+        )
         .await
     }
 
     async fn lease(&self, buyer: &str, id: LeaseId) -> Result<Option<LeaseView>, StoreError> {
-        let buyer = buyer.to_owned();
-        self.read("reading a lease", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1 AND buyer = ?2"
-            ))?
-            .query_row(params![id.to_string(), buyer], |row| Ok(lease_of(row)))
-            .optional()?
-            .transpose()
-        })
+        self.read_one(
+            "reading a lease",
+            format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1 AND buyer = ?2"),
+            (id.to_string(), buyer.to_owned()),
+            |row| lease_of(row),
+        )
         .await
     }
 
     async fn leases(&self, buyer: &str, filter: &ListFilter) -> Result<Vec<LeaseView>, StoreError> {
-        let (buyer, filter) = (buyer.to_owned(), filter.clone());
-        self.read("listing leases", move |conn| {
-            query_all(
-                conn,
-                &format!(
-                    "SELECT {LEASE_COLUMNS} FROM leases WHERE buyer = ?1 \
-                     AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR lease_no < ?3) \
-                     ORDER BY lease_no DESC LIMIT ?4"
-                ),
-                params![buyer, filter.status, id_cursor(&filter), limit_of(&filter)],
-                |row| lease_of(row),
-            )
-        })
+        self.read_all(
+            "listing leases",
+            format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE buyer = ?1 \
+                 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR lease_no < ?3) \
+                 ORDER BY lease_no DESC LIMIT ?4"
+            ),
+            (
+                buyer.to_owned(),
+                filter.status.clone(),
+                id_cursor(filter),
+                limit_of(filter),
+            ),
+            |row| lease_of(row),
+        )
         .await
     }
 
@@ -588,31 +507,25 @@ impl Store for SqliteStore {
         buyer: &str,
         order_id: OrderId,
     ) -> Result<Vec<LeaseView>, StoreError> {
-        let buyer = buyer.to_owned();
-        self.read("listing an order's leases", move |conn| {
-            query_all(
-                conn,
-                &format!(
-                    "SELECT {LEASE_COLUMNS} FROM leases WHERE order_id = ?1 AND buyer = ?2 \
-                     ORDER BY lease_no"
-                ),
-                params![order_id.to_string(), buyer],
-                |row| lease_of(row),
-            )
-        })
+        self.read_all(
+            "listing an order's leases",
+            format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE order_id = ?1 AND buyer = ?2 \
+                 ORDER BY lease_no"
+            ),
+            (order_id.to_string(), buyer.to_owned()),
+            |row| lease_of(row),
+        )
         .await
     }
 
     async fn block(&self, supplier: &str, block_id: &str) -> Result<Option<BlockView>, StoreError> {
-        let (supplier, block_id) = (supplier.to_owned(), block_id.to_owned());
-        self.read("reading a block", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 AND block_id = ?2"
-            ))?
-            .query_row(params![supplier, block_id], |row| Ok(block_of(row)))
-            .optional()?
-            .transpose()
-        })
+        self.read_one(
+            "reading a block",
+            format!("SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 AND block_id = ?2"),
+            (supplier.to_owned(), block_id.to_owned()),
+            |row| block_of(row),
+        )
         .await
     }
 
@@ -621,20 +534,22 @@ impl Store for SqliteStore {
         supplier: &str,
         filter: &ListFilter,
     ) -> Result<Vec<BlockView>, StoreError> {
-        let (supplier, filter) = (supplier.to_owned(), filter.clone());
-        self.read("listing blocks", move |conn| {
-            // `BINARY` collation: byte order, as PostgreSQL's "C" order for these ASCII ids.
-            query_all(
-                conn,
-                &format!(
-                    "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 \
-                     AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR block_id > ?3) \
-                     ORDER BY block_id LIMIT ?4"
-                ),
-                params![supplier, filter.status, filter.cursor, limit_of(&filter)],
-                |row| block_of(row),
-            )
-        })
+        // `BINARY` collation: byte order, as PostgreSQL's "C" order for these ASCII ids.
+        self.read_all(
+            "listing blocks",
+            format!(
+                "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 \
+                 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR block_id > ?3) \
+                 ORDER BY block_id LIMIT ?4"
+            ),
+            (
+                supplier.to_owned(),
+                filter.status.clone(),
+                filter.cursor.clone(),
+                limit_of(filter),
+            ),
+            |row| block_of(row),
+        )
         .await
     }
 
@@ -680,18 +595,15 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<LeaseEventRecord>, StoreError> {
         let after = (bigint_or_max(after_seq), bigint_or_max(after_row_id));
-        let limit = bigint_or_max(limit);
-        self.read("reading lease events", move |conn| {
-            query_all(
-                conn,
-                &format!(
-                    "{SELECT_LEASE_EVENTS} WHERE (e.seq, e.id) > (?1, ?2) \
-                     ORDER BY e.seq, e.id LIMIT ?3"
-                ),
-                params![after.0, after.1, limit],
-                |row| lease_event_of(row),
-            )
-        })
+        self.read_all(
+            "reading lease events",
+            format!(
+                "{SELECT_LEASE_EVENTS} WHERE (e.seq, e.id) > (?1, ?2) \
+                 ORDER BY e.seq, e.id LIMIT ?3"
+            ),
+            (after.0, after.1, bigint_or_max(limit)),
+            |row| lease_event_of(row),
+        )
         .await
     }
 
