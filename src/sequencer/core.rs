@@ -343,11 +343,14 @@ mod tests {
             .any(|e| matches!(e, Event::BidAccepted { .. }))
     }
 
+    /// A write as the core takes it: a command and the signal it came from.
+    type Write = (Command, Option<EntryId>);
+
     /// The kept writes of a batch after signal screening, like the shell does it.
     fn screened(
         core: &SequencerCore<impl Clock>,
-        writes: Vec<(Command, Option<EntryId>)>,
-    ) -> (Vec<(Command, Option<EntryId>)>, Vec<Option<SubmitError>>) {
+        writes: Vec<Write>,
+    ) -> (Vec<Write>, Vec<Option<SubmitError>>) {
         let signals: Vec<_> = writes.iter().map(|(_, signal)| *signal).collect();
         assert!(core.signals_to_look_up(&signals).is_empty());
         let refusals = core.signal_refusals(&signals, Some(&HashSet::new()));
