@@ -4,17 +4,16 @@
 //! id is simply a different block, and is never visible.
 
 use super::caller::Supplier;
-use super::{check_name, overlay_live, rejection, ListQuery};
+use super::{overlay_live, rejection, ListQuery};
 use crate::error::ApiError;
-use crate::limits::{BLOCK_ID_BYTES_MAX, NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
 use crate::state::AppState;
 use crate::store::ListFilter;
 use crate::timestamp::Rfc3339Time;
+use crate::validate;
 use crate::wire::codes;
 use crate::wire::rest::BlockJson;
 use actix_web::{web, HttpResponse};
-use matching_engine::limits::NODES_PER_BLOCK_MAX;
 use matching_engine::{
     BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
     UpdateCapacity,
@@ -178,9 +177,9 @@ struct BlockPage {
 
 /// A block id from a path; one that could never have been released names nothing.
 fn block_id_of(path: &str) -> Result<String, ApiError> {
-    check_name(path, BLOCK_ID_BYTES_MAX, "block_id")
-        .map_err(|_| ApiError::NotFound("unknown_block"))?;
-    Ok(path.to_owned())
+    validate::block_id(path)
+        .map(str::to_owned)
+        .map_err(|_| ApiError::NotFound("unknown_block"))
 }
 
 /// The latest view of the supplier's block among a command's events.
@@ -243,18 +242,9 @@ pub async fn release(
     body: web::Json<ReleaseBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    check_name(&body.block_id, BLOCK_ID_BYTES_MAX, "block_id")?;
-    if body.pool.len() > POOL_ID_BYTES_MAX {
-        return Err(ApiError::Rejected(Rejection::UnknownPool));
-    }
-    if body.nodes.len() > NODES_PER_BLOCK_MAX {
-        return Err(ApiError::InvalidBody(format!(
-            "a block lists at most {NODES_PER_BLOCK_MAX} nodes"
-        )));
-    }
-    for node in &body.nodes {
-        check_name(&node.node, NODE_NAME_BYTES_MAX, "nodes[].node")?;
-    }
+    validate::block_id(&body.block_id)?;
+    validate::pool(&body.pool)?;
+    validate::nodes(body.nodes.iter().map(|n| n.node.as_str()))?;
     let account = supplier.0.account.clone();
     let block_id = body.block_id.clone();
     let committed = state

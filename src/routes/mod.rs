@@ -235,21 +235,6 @@ pub fn parse_id(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// Checks a caller-chosen name: 1..=max bytes of `[A-Za-z0-9._:-]`.
-pub fn check_name(value: &str, max: usize, field: &str) -> Result<(), ApiError> {
-    if value.is_empty()
-        || value.len() > max
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-    {
-        return Err(ApiError::InvalidBody(format!(
-            "{field} must be 1..={max} characters of [A-Za-z0-9._:-]"
-        )));
-    }
-    Ok(())
-}
-
 /// `?status=&limit=&before=` of the list endpoints.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

@@ -5,11 +5,11 @@
 use super::caller::Buyer;
 use super::{overlay_live, parse_id, rejection, ListQuery};
 use crate::error::ApiError;
-use crate::limits::{CLIENT_ORDER_ID_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
 use crate::state::AppState;
 use crate::store::ListFilter;
 use crate::timestamp::Rfc3339Time;
+use crate::validate;
 use crate::wire::codes;
 use crate::wire::rest::{LeaseJson, OrderJson};
 use actix_web::{web, HttpResponse};
@@ -117,18 +117,6 @@ struct OrderPage {
     next_before: Option<String>,
 }
 
-fn check_client_order_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty()
-        || id.len() > CLIENT_ORDER_ID_BYTES_MAX
-        || !id.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ApiError::InvalidBody(format!(
-            "client_order_id must be 1..={CLIENT_ORDER_ID_BYTES_MAX} printable ASCII characters"
-        )));
-    }
-    Ok(())
-}
-
 /// The latest view of `id` among a command's events.
 fn order_in(events: &[Event], id: OrderId) -> Option<&OrderView> {
     events.iter().rev().find_map(|e| match e {
@@ -190,11 +178,9 @@ pub async fn place(
     body: web::Json<PlaceOrderBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    if body.pool.len() > POOL_ID_BYTES_MAX {
-        return Err(ApiError::Rejected(Rejection::UnknownPool));
-    }
+    validate::pool(&body.pool)?;
     if let Some(id) = &body.client_order_id {
-        check_client_order_id(id)?;
+        validate::client_order_id(id)?;
     }
     let account = buyer.0.account.clone();
     let command = Command::PlaceBid(PlaceBid {
