@@ -12,6 +12,7 @@ pub mod docs;
 pub mod health;
 pub mod leases;
 pub mod orders;
+pub mod owned;
 pub mod pools;
 pub mod websocket;
 
@@ -206,25 +207,6 @@ pub fn rejection(events: &[Event]) -> Option<Rejection> {
         Event::Rejected { reason } => Some(*reason),
         _ => None,
     })
-}
-
-/// Replaces stored rows by their live engine views where the engine still holds them: a
-/// running lease's cost so far, an open order's fills since its row was written.
-pub fn overlay_live<T, K: std::hash::Hash + Eq>(
-    stored: &mut [T],
-    live: Vec<T>,
-    id: impl Fn(&T) -> K,
-) {
-    if live.is_empty() {
-        return;
-    }
-    let mut fresh: std::collections::HashMap<K, T> =
-        live.into_iter().map(|view| (id(&view), view)).collect();
-    for row in stored {
-        if let Some(view) = fresh.remove(&id(row)) {
-            *row = view;
-        }
-    }
 }
 
 /// An id from a path; one that does not parse names nothing.
