@@ -12,6 +12,7 @@ pub mod docs;
 pub mod health;
 pub mod leases;
 pub mod orders;
+pub mod owned;
 pub mod pools;
 pub mod websocket;
 
@@ -208,46 +209,12 @@ pub fn rejection(events: &[Event]) -> Option<Rejection> {
     })
 }
 
-/// Replaces stored rows by their live engine views where the engine still holds them: a
-/// running lease's cost so far, an open order's fills since its row was written.
-pub fn overlay_live<T, K: std::hash::Hash + Eq>(
-    stored: &mut [T],
-    live: Vec<T>,
-    id: impl Fn(&T) -> K,
-) {
-    if live.is_empty() {
-        return;
-    }
-    let mut fresh: std::collections::HashMap<K, T> =
-        live.into_iter().map(|view| (id(&view), view)).collect();
-    for row in stored {
-        if let Some(view) = fresh.remove(&id(row)) {
-            *row = view;
-        }
-    }
-}
-
 /// An id from a path; one that does not parse names nothing.
 pub fn parse_id(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
-}
-
-/// Checks a caller-chosen name: 1..=max bytes of `[A-Za-z0-9._:-]`.
-pub fn check_name(value: &str, max: usize, field: &str) -> Result<(), ApiError> {
-    if value.is_empty()
-        || value.len() > max
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-    {
-        return Err(ApiError::InvalidBody(format!(
-            "{field} must be 1..={max} characters of [A-Za-z0-9._:-]"
-        )));
-    }
-    Ok(())
 }
 
 /// `?status=&limit=&before=` of the list endpoints.

@@ -6,12 +6,13 @@
 
 use crate::error::ApiError;
 use crate::limits::{
-    BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX, CANDLES_LIMIT_DEFAULT, CANDLES_LIMIT_MAX,
-    POOL_ID_BYTES_MAX, STATS_WINDOW_MAX, STATS_WINDOW_MIN, TRADES_LIMIT_DEFAULT, TRADES_LIMIT_MAX,
+    BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX, CANDLES_LIMIT_DEFAULT, CANDLES_LIMIT_MAX, STATS_WINDOW_MAX,
+    STATS_WINDOW_MIN, TRADES_LIMIT_DEFAULT, TRADES_LIMIT_MAX,
 };
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::timestamp::{now_ms, Rfc3339Time};
+use crate::validate;
 use crate::wire::codes;
 use crate::wire::rest::PoolJson;
 use actix_web::{web, HttpResponse};
@@ -57,9 +58,7 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 }
 
 async fn pool_summary(state: &AppState, pool: &str) -> Result<PoolSummary, ApiError> {
-    if pool.len() > POOL_ID_BYTES_MAX {
-        return Err(Rejection::UnknownPool.into());
-    }
+    validate::pool(pool)?;
     let id = pool.to_owned();
     state
         .sequencer
@@ -151,9 +150,7 @@ pub async fn book(
         )));
     }
     let pool = path.into_inner();
-    if pool.len() > POOL_ID_BYTES_MAX {
-        return Err(Rejection::UnknownPool.into());
-    }
+    validate::pool(&pool)?;
     let id = pool.clone();
     let (seq, book) = state
         .sequencer
@@ -453,9 +450,7 @@ pub async fn quote(
         return Err(Rejection::GpusMustNotBeZero.into());
     }
     let pool = path.into_inner();
-    if pool.len() > POOL_ID_BYTES_MAX {
-        return Err(Rejection::UnknownPool.into());
-    }
+    validate::pool(&pool)?;
     let (id, gpus, duration_s) = (pool.clone(), query.gpus, query.duration_s);
     let (seq, quote) = state
         .sequencer
