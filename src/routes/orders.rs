@@ -117,7 +117,8 @@ struct OrderPage {
     next_before: Option<String>,
 }
 
-fn check_client_order_id(id: &str) -> Result<(), ApiError> {
+/// Checks a `client_order_id`: 1..=64 printable ASCII characters (public for the fuzz targets).
+pub fn check_client_order_id(id: &str) -> Result<(), ApiError> {
     if id.is_empty()
         || id.len() > CLIENT_ORDER_ID_BYTES_MAX
         || !id.bytes().all(|b| b.is_ascii_graphic())
