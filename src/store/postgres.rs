@@ -251,6 +251,8 @@ fn lease_of(row: &Row) -> Result<LeaseView, StoreError> {
         notice_ends_at: opt_time_of(row, "notice_ends_at")?,
         preempted_at: opt_time_of(row, "preempted_at")?,
         emergency: get(row, "emergency")?,
+        // No column yet: a stored lease reads as having promised nothing beyond the pool.
+        notice_s: 0,
         ended_at: opt_time_of(row, "ended_at")?,
         cost_micros: u64_of(get(row, "cost_micros")?, "cost")?,
         nodes: nodes_of(row)?,
@@ -281,6 +283,8 @@ fn block_of(row: &Row) -> Result<BlockView, StoreError> {
         available_until: time_of(row, "available_until")?,
         revenue_micros: u64_of(get(row, "revenue_micros")?, "revenue")?,
         reclaim_forecast_at: opt_time_of(row, "reclaim_forecast_at")?,
+        // Computed by the engine for live blocks; a stored (ended) block has none pending.
+        reclaim_expected_at: None,
         nodes: nodes_of(row)?,
         updated_at: time_of(row, "updated_at")?,
     })
