@@ -16,7 +16,7 @@ use crate::wire::rest::BlockJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::limits::NODES_PER_BLOCK_MAX;
 use matching_engine::{
-    BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
+    BlockStatus, BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
     UpdateCapacity,
 };
 use serde::{Deserialize, Serialize};
@@ -42,9 +42,9 @@ pub const RELEASE_ERRORS: &[ApiError] = &[
 /// What updating a block can be refused for.
 pub const UPDATE_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::UnknownBlock),
+    ApiError::Rejected(Rejection::BlockClosed),
     ApiError::Rejected(Rejection::PriceNotOnTick),
     ApiError::Rejected(Rejection::PriceOutOfBand),
-    ApiError::Rejected(Rejection::WindowInvalid),
     ApiError::Rejected(Rejection::WindowCannotShrink),
     ApiError::Rejected(Rejection::NothingToChange),
 ];
@@ -213,6 +213,24 @@ async fn find_block(
             .block(supplier, block_id)
             .await?
             .ok_or(ApiError::NotFound("unknown_block")),
+    }
+}
+
+/// The engine forgets a block once its window has ended and its last lease with it, so it
+/// answers `unknown_block` for it; a block still on record as closed is `block_closed`.
+async fn closed_if_on_record(
+    state: &AppState,
+    reason: Rejection,
+    supplier: &Arc<str>,
+    block_id: &str,
+) -> ApiError {
+    if reason != Rejection::UnknownBlock {
+        return reason.into();
+    }
+    match state.store.block(supplier, block_id).await {
+        Ok(Some(block)) if block.status == BlockStatus::Closed => Rejection::BlockClosed.into(),
+        Ok(_) => reason.into(),
+        Err(err) => err.into(),
     }
 }
 
@@ -405,7 +423,7 @@ pub async fn update(
         .await?;
     let events = committed.events();
     if let Some(reason) = rejection(events) {
-        return Err(reason.into());
+        return Err(closed_if_on_record(&state, reason, &account, &block_id).await);
     }
     let block = block_after(&state, events, &account, &block_id).await?;
     Ok(HttpResponse::Ok().json(BlockOnly {
