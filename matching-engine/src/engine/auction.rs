@@ -275,13 +275,16 @@ pub(super) struct ExtraBid {
     pub duration_s: u32,
 }
 
+/// GPUs taken from each block, in walk order.
+type BlockFills = Vec<(BlockKey, u32)>;
+
 /// A planned uniform-price allocation.
 #[derive(Default)]
 struct Allocation {
     volume: u64,
     executions: u32,
     /// With `record`: each execution's bid (`None` for the extra bid) and fills, in order.
-    fills: Vec<(Option<BidKey>, Vec<(BlockKey, u32)>)>,
+    fills: Vec<(Option<BidKey>, BlockFills)>,
     /// The extra bid's fills, if it executes.
     extra_fills: Vec<(BlockKey, u32)>,
 }

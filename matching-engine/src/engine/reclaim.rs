@@ -15,6 +15,10 @@ use crate::event::Event;
 use crate::types::{LeaseId, LeaseStatus, PriceMicros, Rejection, TimeMs};
 use std::cmp::Reverse;
 
+/// A lease a reclaim may hit, in preemption order: price, newest start, highest id; then its
+/// GPUs and the notice it is owed.
+type Candidate = (PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>, u32, u32);
+
 impl Engine {
     pub(super) fn reclaim_capacity(&mut self, cmd: &ReclaimCapacity, out: &mut Vec<Event>) {
         let key = match self.owned_block(&cmd.supplier, &cmd.block_id) {
@@ -47,7 +51,7 @@ impl Engine {
 
         // Whole leases: lowest price first, newest first, until the rest is covered. Each is
         // owed the larger of the pool's notice now and its own promise.
-        let mut candidates: Vec<(PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>, u32, u32)> = block
+        let mut candidates: Vec<Candidate> = block
             .leases
             .iter()
             .map(|id| &self.leases[id])
