@@ -80,7 +80,7 @@ fn rejection_status(reason: Rejection) -> StatusCode {
         KillSwitch => StatusCode::FORBIDDEN,
         // Conflicts with the current state: retrying after the state changes can succeed.
         LimitOrdersOpen | LimitNotional | OrderNotOpen | BlockIdTaken | WindowCannotShrink
-        | ReclaimOverBlock | PoolNotEmpty => StatusCode::CONFLICT,
+        | ReclaimOverBlock | PoolNotEmpty | BlockClosed => StatusCode::CONFLICT,
         // Well-formed requests whose values the market does not accept.
         PriceNotOnTick
         | PriceOutOfBand
@@ -96,7 +96,8 @@ fn rejection_status(reason: Rejection) -> StatusCode {
         | ExpiresAtInvalid
         | ReclaimAtInPast
         | PoolConfigInvalid
-        | NothingToChange => StatusCode::UNPROCESSABLE_ENTITY,
+        | NothingToChange
+        | GpusNotAboveFilled => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

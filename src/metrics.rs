@@ -157,6 +157,7 @@ pub struct Metrics {
     trades: Family<PoolLabel, Counter>,
     traded_gpus: Family<PoolLabel, Counter>,
     notices: Family<PoolLabel, Counter>,
+    emergency_reclaims: Family<PoolLabel, Counter>,
     batches: Counter,
     journal_commit_seconds: Histogram,
     journal_batch_commands: Histogram,
@@ -199,6 +200,7 @@ impl Metrics {
         let trades = Family::<PoolLabel, Counter>::default();
         let traded_gpus = Family::<PoolLabel, Counter>::default();
         let notices = Family::<PoolLabel, Counter>::default();
+        let emergency_reclaims = Family::<PoolLabel, Counter>::default();
         let batches = Counter::default();
         let journal_commit_seconds = latency_histogram();
         // 1 to 4096 commands by doubling: BATCH_COMMANDS_MAX is the top.
@@ -237,6 +239,11 @@ impl Metrics {
             "notices",
             "Leases given preemption notice, by pool",
             notices.clone(),
+        );
+        r.register(
+            "emergency_reclaims",
+            "Reclaims accepted with a notice shorter than promised (emergency), by pool",
+            emergency_reclaims.clone(),
         );
         r.register("batches", "Batches committed", batches.clone());
         r.register(
@@ -314,6 +321,7 @@ impl Metrics {
             trades,
             traded_gpus,
             notices,
+            emergency_reclaims,
             batches,
             journal_commit_seconds,
             journal_batch_commands,
@@ -334,8 +342,8 @@ impl Metrics {
         }
     }
 
-    /// A batch committed in `took`: counts its commands, rejections, bids, trades and notices,
-    /// and remembers when it committed.
+    /// A batch committed in `took`: counts its commands, rejections, bids, trades, notices and
+    /// emergency reclaims, and remembers when it committed.
     pub fn batch_committed(&self, batch: &CommittedBatch, took: Duration) {
         let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
             return;
@@ -353,7 +361,7 @@ impl Metrics {
 
         // Tallied per batch first: one family lookup per pool or reason, not one per event.
         let mut rejections: HashMap<&'static str, u64> = HashMap::new();
-        let mut pools: HashMap<&str, [u64; 4]> = HashMap::new();
+        let mut pools: HashMap<&str, [u64; 5]> = HashMap::new();
         for event in batch.records.iter().flat_map(|r| &r.events) {
             match event {
                 Event::Rejected { reason } => *rejections.entry(reason.as_str()).or_default() += 1,
@@ -366,6 +374,11 @@ impl Metrics {
                 Event::LeaseChanged { lease } if lease.status == LeaseStatus::Preempting => {
                     pools.entry(&lease.pool).or_default()[3] += 1
                 }
+                Event::ReclaimAccepted {
+                    pool,
+                    emergency: true,
+                    ..
+                } => pools.entry(pool).or_default()[4] += 1,
                 _ => {}
             }
         }
@@ -374,7 +387,7 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason })
                 .inc_by(n);
         }
-        for (pool, [orders, trades, gpus, notices]) in pools {
+        for (pool, [orders, trades, gpus, notices, emergencies]) in pools {
             let label = PoolLabel {
                 pool: pool.to_owned(),
             };
@@ -383,6 +396,7 @@ impl Metrics {
                 (&self.trades, trades),
                 (&self.traded_gpus, gpus),
                 (&self.notices, notices),
+                (&self.emergency_reclaims, emergencies),
             ] {
                 if n > 0 {
                     family.get_or_create(&label).inc_by(n);
@@ -606,6 +620,42 @@ mod tests {
         );
         assert!(
             text.contains("# HELP offpeak_stuff_total Stuff so far.\n# TYPE offpeak_stuff_total counter\noffpeak_stuff_total 3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn emergency_reclaims_are_counted_per_pool_from_committed_events() {
+        let metrics = Metrics::new();
+        let reclaim = |pool: &str, emergency| Event::ReclaimAccepted {
+            pool: pool.into(),
+            supplier: "sched".into(),
+            block_id: "b".into(),
+            gpus: 1,
+            gpus_from_book: 1,
+            leases_preempted: 0,
+            notice_ends_at: TimeMs(0),
+            emergency,
+        };
+        metrics.batch_committed(
+            &batch(
+                1,
+                vec![
+                    vec![reclaim("p", true)],
+                    vec![reclaim("p", false)],
+                    vec![reclaim("q", true)],
+                    vec![reclaim("p", true)],
+                ],
+            ),
+            Duration::ZERO,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("offpeak_emergency_reclaims_total{pool=\"p\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offpeak_emergency_reclaims_total{pool=\"q\"} 1\n"),
             "{text}"
         );
     }

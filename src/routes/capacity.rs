@@ -14,10 +14,11 @@ use crate::validate;
 use crate::wire::rest::BlockJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::{
-    BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
+    BlockStatus, BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
     UpdateCapacity,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// A block this supplier never released (or an id that could not be one).
@@ -39,9 +40,9 @@ pub const RELEASE_ERRORS: &[ApiError] = &[
 /// What updating a block can be refused for.
 pub const UPDATE_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::UnknownBlock),
+    ApiError::Rejected(Rejection::BlockClosed),
     ApiError::Rejected(Rejection::PriceNotOnTick),
     ApiError::Rejected(Rejection::PriceOutOfBand),
-    ApiError::Rejected(Rejection::WindowInvalid),
     ApiError::Rejected(Rejection::WindowCannotShrink),
     ApiError::Rejected(Rejection::NothingToChange),
 ];
@@ -180,6 +181,24 @@ fn block_id_of(path: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::NotFound("unknown_block"))
 }
 
+/// The engine forgets a block once its window has ended and its last lease with it, so it
+/// answers `unknown_block` for it; a block still on record as closed is `block_closed`.
+async fn closed_if_on_record(
+    state: &AppState,
+    reason: Rejection,
+    supplier: &Arc<str>,
+    block_id: &str,
+) -> ApiError {
+    if reason != Rejection::UnknownBlock {
+        return reason.into();
+    }
+    match state.store.block(supplier, block_id).await {
+        Ok(Some(block)) if block.status == BlockStatus::Closed => Rejection::BlockClosed.into(),
+        Ok(_) => reason.into(),
+        Err(err) => err.into(),
+    }
+}
+
 /// Releases a capacity block; its unsold GPUs rest on the ask side while its window is open.
 #[utoipa::path(
     post,
@@ -307,7 +326,7 @@ pub async fn update(
         .await?;
     let events = committed.events();
     if let Some(reason) = rejection(events) {
-        return Err(reason.into());
+        return Err(closed_if_on_record(&state, reason, &account, &block_id).await);
     }
     let block: BlockView = owned::after(&state, events, &account, block_id.clone()).await?;
     Ok(HttpResponse::Ok().json(BlockOnly {

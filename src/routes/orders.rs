@@ -46,6 +46,7 @@ pub const AMEND_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::PriceOutOfBand),
     ApiError::Rejected(Rejection::GpusMustNotBeZero),
     ApiError::Rejected(Rejection::GpusOverMax),
+    ApiError::Rejected(Rejection::GpusNotAboveFilled),
     ApiError::Rejected(Rejection::KillSwitch),
     ApiError::Rejected(Rejection::LimitNotional),
     ApiError::Rejected(Rejection::NothingToChange),
@@ -90,7 +91,8 @@ pub struct PlaceOrderBody {
 pub struct AmendOrderBody {
     /// A new price (the bid loses time priority if it changes).
     price: Option<ApiPrice>,
-    /// New remaining GPUs.
+    /// The new total GPUs (filled + remaining); it must be above the GPUs already filled
+    /// (`gpus_not_above_filled`). A decrease at the same price keeps time priority.
     gpus: Option<u32>,
 }
 

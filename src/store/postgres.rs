@@ -50,6 +50,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "applied_signals",
         include_str!("../../migrations/postgres/0002_applied_signals.sql"),
     ),
+    (
+        3,
+        "lease_notice",
+        include_str!("../../migrations/postgres/0003_lease_notice.sql"),
+    ),
 ];
 
 /// Serializes concurrent migrators (two servers starting on one database).

@@ -161,7 +161,7 @@ pub fn order_of(row: &impl Row) -> Result<OrderView, StoreError> {
 /// The columns [`lease_of`] reads (`nodes` is `jsonb` in PostgreSQL: read as text).
 pub const LEASE_COLUMNS: &str = "lease_no, order_id, buyer, supplier, pool, block_id, gpus, \
     price_micros, status, started_at, ends_at, notice_ends_at, preempted_at, emergency, \
-    ended_at, cost_micros, CAST(nodes AS text) AS nodes";
+    notice_s, ended_at, cost_micros, CAST(nodes AS text) AS nodes";
 
 /// A lease from its row.
 pub fn lease_of(row: &impl Row) -> Result<LeaseView, StoreError> {
@@ -180,6 +180,7 @@ pub fn lease_of(row: &impl Row) -> Result<LeaseView, StoreError> {
         notice_ends_at: row.opt_time("notice_ends_at")?,
         preempted_at: row.opt_time("preempted_at")?,
         emergency: row.bool("emergency")?,
+        notice_s: row.u32("notice_s")?,
         ended_at: row.opt_time("ended_at")?,
         cost_micros: row.u64("cost_micros")?,
         nodes: nodes_of(row)?,
@@ -209,6 +210,9 @@ pub fn block_of(row: &impl Row) -> Result<BlockView, StoreError> {
         available_until: row.time("available_until")?,
         revenue_micros: row.u64("revenue_micros")?,
         reclaim_forecast_at: row.opt_time("reclaim_forecast_at")?,
+        // Computed by the engine from a pending forecast; a block read back from the store is
+        // shown as the engine has it when it is live (routes overlay live views on rows).
+        reclaim_expected_at: None,
         nodes: nodes_of(row)?,
         updated_at: row.time("updated_at")?,
     })
@@ -220,7 +224,7 @@ pub const SELECT_LEASE_EVENTS: &str = "SELECT e.id AS row_id, e.seq, \
     e.lease_id AS event_lease, e.buyer AS event_buyer, e.kind, e.at AS event_at, e.detail_at, \
     l.lease_no, l.order_id, l.buyer, l.supplier, l.pool, l.block_id, l.gpus, l.price_micros, \
     l.status, l.started_at, l.ends_at, l.notice_ends_at, l.preempted_at, l.emergency, \
-    l.ended_at, l.cost_micros, CAST(l.nodes AS text) AS nodes \
+    l.notice_s, l.ended_at, l.cost_micros, CAST(l.nodes AS text) AS nodes \
     FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id";
 
 /// A lease event and its lease from a row of [`SELECT_LEASE_EVENTS`].
@@ -387,8 +391,8 @@ pub fn order_values(o: &OrderView) -> Result<[Value<'_>; 18], StoreError> {
 
 /// A lease's values: `id, order_id, buyer, pool, block_id, gpus, price_micros, status,
 /// started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, supplier,
-/// preempted_at, emergency, nodes` (each backend stamps `updated_at` itself).
-pub fn lease_values(l: &LeaseView) -> Result<[Value<'_>; 18], StoreError> {
+/// preempted_at, emergency, nodes, notice_s` (each backend stamps `updated_at` itself).
+pub fn lease_values(l: &LeaseView) -> Result<[Value<'_>; 19], StoreError> {
     Ok([
         owned(l.id.to_string()),
         owned(l.order_id.to_string()),
@@ -408,6 +412,7 @@ pub fn lease_values(l: &LeaseView) -> Result<[Value<'_>; 18], StoreError> {
         Value::Time(l.preempted_at),
         Value::Bool(l.emergency),
         owned(nodes_json(&l.nodes)?),
+        int4(l.notice_s, "notice_s")?,
     ])
 }
 

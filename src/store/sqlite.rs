@@ -57,6 +57,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "applied_signals",
         include_str!("../../migrations/sqlite/0002_applied_signals.sql"),
     ),
+    (
+        3,
+        "lease_notice",
+        include_str!("../../migrations/sqlite/0003_lease_notice.sql"),
+    ),
 ];
 
 /// The SQLite store.

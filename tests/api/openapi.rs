@@ -481,3 +481,25 @@ async fn real_answers_conform_to_their_documented_schemas() {
     assert_eq!(code(&body), "unknown_pool");
     check("/v1/pools/{pool}/book", "get", status, &body);
 }
+
+#[tokio::test]
+async fn the_amend_body_documents_gpus_as_the_new_total_and_the_quote_its_min_gpus() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app).await;
+    let gpus = &doc["components"]["schemas"]["AmendOrderBody"]["properties"]["gpus"];
+    let text = gpus["description"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("new total") && !text.contains("remaining GPUs."),
+        "{gpus}"
+    );
+    let quote = &doc["paths"]["/v1/pools/{pool}/quote"]["get"];
+    let params: Vec<&str> = quote["parameters"]
+        .as_array()
+        .expect("the quote's parameters")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(params.contains(&"min_gpus"), "{params:?}");
+    let errors = quote["responses"].to_string();
+    assert!(errors.contains("min_gpus_invalid"), "{errors}");
+}

@@ -27,16 +27,16 @@ const UPSERT_ORDERS: &str = "INSERT INTO orders (id, account, pool, price_micros
 
 const UPSERT_LEASES: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
     price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, updated_at) \
+    supplier, preempted_at, emergency, nodes, notice_s, updated_at) \
     SELECT u.id, u.order_id, u.buyer, u.pool, u.block_id, u.gpus, u.price_micros, u.status, \
     u.started_at, u.ends_at, u.notice_ends_at, u.ended_at, u.cost_micros, u.lease_no, \
-    u.supplier, u.preempted_at, u.emergency, u.nodes::jsonb, now() \
+    u.supplier, u.preempted_at, u.emergency, u.nodes::jsonb, u.notice_s, now() \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
     $7::int8[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
     $12::timestamptz[], $13::int8[], $14::int8[], $15::text[], $16::timestamptz[], $17::bool[], \
-    $18::text[]) AS u(id, order_id, buyer, pool, block_id, gpus, price_micros, status, \
-    started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, supplier, \
-    preempted_at, emergency, nodes) \
+    $18::text[], $19::int4[]) AS u(id, order_id, buyer, pool, block_id, gpus, price_micros, \
+    status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, supplier, \
+    preempted_at, emergency, nodes, notice_s) \
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, ends_at = EXCLUDED.ends_at, \
     notice_ends_at = EXCLUDED.notice_ends_at, ended_at = EXCLUDED.ended_at, \
     cost_micros = EXCLUDED.cost_micros, preempted_at = EXCLUDED.preempted_at, \

@@ -36,8 +36,9 @@ const UPSERT_ORDER: &str = "INSERT INTO orders (id, account, pool, price_micros,
 
 const UPSERT_LEASE: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
     price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+    supplier, preempted_at, emergency, nodes, notice_s, updated_at) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20) \
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, ends_at = excluded.ends_at, \
     notice_ends_at = excluded.notice_ends_at, ended_at = excluded.ended_at, \
     cost_micros = excluded.cost_micros, preempted_at = excluded.preempted_at, \
