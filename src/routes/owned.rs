@@ -15,6 +15,7 @@ use super::ListQuery;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{ListFilter, Store, StoreError};
+use crate::validate;
 use crate::wire::codes;
 use matching_engine::{
     BlockStatus, BlockView, Engine, Event, LeaseId, LeaseStatus, LeaseView, OrderId, OrderStatus,
@@ -294,8 +295,9 @@ impl Owned for BlockView {
     type Status = BlockStatus;
     const UNKNOWN: &'static str = "unknown_block";
     const STATUS_EXPECTED: &'static str = "status must be pending, open or closed";
-    // Any text is a cursor: blocks are paged by block id.
-    const CURSOR_EXPECTED: &'static str = "";
+    // Blocks are paged by block id, so a cursor is one: anything else (a NUL, say) would only
+    // reach the database to be refused there.
+    const CURSOR_EXPECTED: &'static str = "after must be a block id";
 
     fn key(&self) -> Arc<str> {
         self.block_id.clone()
@@ -313,7 +315,7 @@ impl Owned for BlockView {
         matches!(status, BlockStatus::Pending | BlockStatus::Open)
     }
     fn parse_cursor(text: &str) -> Option<Arc<str>> {
-        Some(text.into())
+        validate::block_id(text).ok().map(Arc::from)
     }
     fn cursor(key: &Arc<str>) -> String {
         key.to_string()

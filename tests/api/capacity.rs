@@ -436,3 +436,40 @@ async fn updating_a_block_whose_window_ended_is_block_closed() {
         "{body}"
     );
 }
+
+/// A list cursor that is not an id of the list's kind (here a NUL, which PostgreSQL refuses in
+/// text) is 400 `invalid_query` at the boundary, never a database error.
+const BAD_CURSORS: &[&str] = &["before=%00b%C3%84", "after=%00", "after=a%20b"];
+
+#[tokio::test]
+async fn a_cursor_that_is_no_id_is_400_on_postgresql() {
+    let app = TestApp::spawn().await;
+    let supplier = app.token("dc1", "supplier");
+    let buyer = app.token("acme", "buyer");
+    for bad in BAD_CURSORS {
+        let (status, body) = app
+            .get(&format!("/v1/capacity?{bad}"), Some(&supplier))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(code(&body), "invalid_query", "{bad}");
+        for list in ["/v1/orders", "/v1/leases"] {
+            let (status, body) = app.get(&format!("{list}?{bad}"), Some(&buyer)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{list}?{bad}: {body}");
+        }
+    }
+    let (status, body) = app.get("/v1/capacity?after=b1", Some(&supplier)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_cursor_that_is_no_id_is_400_on_sqlite() {
+    let app = crate::embedded::EmbeddedApp::spawn().await;
+    let supplier = crate::helpers::token("dc1", "supplier");
+    for bad in BAD_CURSORS {
+        let (status, body) = app
+            .get(&format!("/v1/capacity?{bad}"), Some(&supplier))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(code(&body), "invalid_query", "{bad}");
+    }
+}
