@@ -6,6 +6,7 @@
 //! `unknown_lease` with the same message, so an id reveals nothing about other tenants.
 
 use crate::limits::UNAVAILABLE_RETRY_AFTER_S;
+use crate::validate::Invalid;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use matching_engine::Rejection;
@@ -79,7 +80,7 @@ fn rejection_status(reason: Rejection) -> StatusCode {
         KillSwitch => StatusCode::FORBIDDEN,
         // Conflicts with the current state: retrying after the state changes can succeed.
         LimitOrdersOpen | LimitNotional | OrderNotOpen | BlockIdTaken | WindowCannotShrink
-        | ReclaimOverBlock | PoolNotEmpty => StatusCode::CONFLICT,
+        | ReclaimOverBlock | PoolNotEmpty | BlockClosed => StatusCode::CONFLICT,
         // Well-formed requests whose values the market does not accept.
         PriceNotOnTick
         | PriceOutOfBand
@@ -95,7 +96,8 @@ fn rejection_status(reason: Rejection) -> StatusCode {
         | ExpiresAtInvalid
         | ReclaimAtInPast
         | PoolConfigInvalid
-        | NothingToChange => StatusCode::UNPROCESSABLE_ENTITY,
+        | NothingToChange
+        | GpusNotAboveFilled => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -223,6 +225,16 @@ impl ResponseError for ApiError {
 impl From<Rejection> for ApiError {
     fn from(reason: Rejection) -> Self {
         ApiError::Rejected(reason)
+    }
+}
+
+/// A malformed field is the body's fault (`invalid_body`); the rest is the engine's refusal.
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        match invalid {
+            Invalid::Malformed(message) => ApiError::InvalidBody(message),
+            Invalid::Rejected(reason) => ApiError::Rejected(reason),
+        }
     }
 }
 

@@ -743,6 +743,7 @@ mod tests {
             notice_ends_at: None,
             preempted_at: None,
             emergency: false,
+            notice_s: 120,
             ended_at: None,
             cost_micros: 0,
             nodes: vec![],

@@ -30,6 +30,7 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod timestamp;
+pub mod validate;
 pub mod web;
 pub mod wire;
 pub mod ws;

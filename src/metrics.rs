@@ -11,18 +11,23 @@
 //! the notice is handed to a consumer: the WebSocket feed (the hub fans it out from there) or
 //! the bus's lease-events stream. The sequencer remembers when each recent batch committed
 //! ([`COMMITS_REMEMBERED_MAX`] of them); a notice whose batch is older than that is not timed.
+//!
+//! Series that another module keeps in its own atomics (the WebSocket hub's connections, the
+//! bus's status and signal counts) are read from it at scrape time through [`Readings`], so
+//! `/metrics` is one encoding of one registry and this module knows neither the hub nor the bus.
 
 use crate::journal::CommittedBatch;
 use crate::limits::COMMITS_REMEMBERED_MAX;
 use matching_engine::{Event, LeaseStatus, PoolSummary};
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
@@ -78,16 +83,81 @@ struct CommitTime {
     at: Instant,
 }
 
+/// Whether a [`Reading`] goes up and down or only up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadingKind {
+    /// A value now (`# TYPE ... gauge`).
+    Gauge,
+    /// A count since start (`# TYPE ..._total counter`, the `_total` added).
+    Counter,
+}
+
+/// One series that another module keeps in its own atomics, read at scrape time.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    /// The name after `offpeak_`; a counter's without its `_total`.
+    pub name: &'static str,
+    /// One sentence of help, without its full stop (as every registered series' help).
+    pub help: &'static str,
+    /// Gauge or counter.
+    pub kind: ReadingKind,
+    /// The value now.
+    pub value: u64,
+}
+
+/// What keeps series of its own for `/metrics` (the hub's stats, the bus's status): read
+/// once per scrape, in the order given.
+pub trait Readings: std::fmt::Debug + Send + Sync + 'static {
+    /// Every series, with its value now.
+    fn readings(&self) -> Vec<Reading>;
+}
+
+/// A [`Readings`] as a registry collector.
+#[derive(Debug)]
+struct ReadAtScrape(Arc<dyn Readings>);
+
+impl Collector for ReadAtScrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for reading in self.0.readings() {
+            // A registered series' help gets its full stop from the registry; these are alike.
+            let help = format!("{}.", reading.help);
+            match reading.kind {
+                ReadingKind::Gauge => {
+                    let gauge = ConstGauge::new(reading.value.min(i64::MAX as u64) as i64);
+                    gauge.encode(encoder.encode_descriptor(
+                        reading.name,
+                        &help,
+                        None,
+                        gauge.metric_type(),
+                    )?)?;
+                }
+                ReadingKind::Counter => {
+                    let counter = ConstCounter::new(reading.value);
+                    counter.encode(encoder.encode_descriptor(
+                        reading.name,
+                        &help,
+                        None,
+                        counter.metric_type(),
+                    )?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The server's metrics.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Locked only to add a [`Readings`] at start and to encode a scrape.
+    registry: Mutex<Registry>,
     commands: Counter,
     rejections: Family<ReasonLabel, Counter>,
     orders: Family<PoolLabel, Counter>,
     trades: Family<PoolLabel, Counter>,
     traded_gpus: Family<PoolLabel, Counter>,
     notices: Family<PoolLabel, Counter>,
+    emergency_reclaims: Family<PoolLabel, Counter>,
     batches: Counter,
     journal_commit_seconds: Histogram,
     journal_batch_commands: Histogram,
@@ -130,6 +200,7 @@ impl Metrics {
         let trades = Family::<PoolLabel, Counter>::default();
         let traded_gpus = Family::<PoolLabel, Counter>::default();
         let notices = Family::<PoolLabel, Counter>::default();
+        let emergency_reclaims = Family::<PoolLabel, Counter>::default();
         let batches = Counter::default();
         let journal_commit_seconds = latency_histogram();
         // 1 to 4096 commands by doubling: BATCH_COMMANDS_MAX is the top.
@@ -168,6 +239,11 @@ impl Metrics {
             "notices",
             "Leases given preemption notice, by pool",
             notices.clone(),
+        );
+        r.register(
+            "emergency_reclaims",
+            "Reclaims accepted with a notice shorter than promised (emergency), by pool",
+            emergency_reclaims.clone(),
         );
         r.register("batches", "Batches committed", batches.clone());
         r.register(
@@ -238,13 +314,14 @@ impl Metrics {
             resting_bids.clone(),
         );
         Metrics {
-            registry,
+            registry: Mutex::new(registry),
             commands,
             rejections,
             orders,
             trades,
             traded_gpus,
             notices,
+            emergency_reclaims,
             batches,
             journal_commit_seconds,
             journal_batch_commands,
@@ -265,8 +342,8 @@ impl Metrics {
         }
     }
 
-    /// A batch committed in `took`: counts its commands, rejections, bids, trades and notices,
-    /// and remembers when it committed.
+    /// A batch committed in `took`: counts its commands, rejections, bids, trades, notices and
+    /// emergency reclaims, and remembers when it committed.
     pub fn batch_committed(&self, batch: &CommittedBatch, took: Duration) {
         let (Some(first), Some(last)) = (batch.records.first(), batch.records.last()) else {
             return;
@@ -284,7 +361,7 @@ impl Metrics {
 
         // Tallied per batch first: one family lookup per pool or reason, not one per event.
         let mut rejections: HashMap<&'static str, u64> = HashMap::new();
-        let mut pools: HashMap<&str, [u64; 4]> = HashMap::new();
+        let mut pools: HashMap<&str, [u64; 5]> = HashMap::new();
         for event in batch.records.iter().flat_map(|r| &r.events) {
             match event {
                 Event::Rejected { reason } => *rejections.entry(reason.as_str()).or_default() += 1,
@@ -297,6 +374,11 @@ impl Metrics {
                 Event::LeaseChanged { lease } if lease.status == LeaseStatus::Preempting => {
                     pools.entry(&lease.pool).or_default()[3] += 1
                 }
+                Event::ReclaimAccepted {
+                    pool,
+                    emergency: true,
+                    ..
+                } => pools.entry(pool).or_default()[4] += 1,
                 _ => {}
             }
         }
@@ -305,7 +387,7 @@ impl Metrics {
                 .get_or_create(&ReasonLabel { reason })
                 .inc_by(n);
         }
-        for (pool, [orders, trades, gpus, notices]) in pools {
+        for (pool, [orders, trades, gpus, notices, emergencies]) in pools {
             let label = PoolLabel {
                 pool: pool.to_owned(),
             };
@@ -314,6 +396,7 @@ impl Metrics {
                 (&self.trades, trades),
                 (&self.traded_gpus, gpus),
                 (&self.notices, notices),
+                (&self.emergency_reclaims, emergencies),
             ] {
                 if n > 0 {
                     family.get_or_create(&label).inc_by(n);
@@ -417,11 +500,20 @@ impl Metrics {
         }
     }
 
+    /// Adds `source`'s series to every scrape, after those registered before it.
+    pub fn read_at_scrape(&self, source: Arc<dyn Readings>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(Box::new(ReadAtScrape(source)));
+    }
+
     /// The Prometheus text exposition of these metrics.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);
         out
     }
 }
@@ -489,6 +581,81 @@ mod tests {
         );
         assert!(
             text.contains("offpeak_journal_commit_seconds_bucket{le=\"0.0032\"} 1\n"),
+            "{text}"
+        );
+    }
+
+    #[derive(Debug)]
+    struct Fixed;
+
+    impl Readings for Fixed {
+        fn readings(&self) -> Vec<Reading> {
+            vec![
+                Reading {
+                    name: "things",
+                    help: "Things now",
+                    kind: ReadingKind::Gauge,
+                    value: 2,
+                },
+                Reading {
+                    name: "stuff",
+                    help: "Stuff so far",
+                    kind: ReadingKind::Counter,
+                    value: 3,
+                },
+            ]
+        }
+    }
+
+    #[test]
+    fn readings_are_encoded_at_scrape_like_registered_series() {
+        let metrics = Metrics::new();
+        metrics.read_at_scrape(Arc::new(Fixed));
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "# HELP offpeak_things Things now.\n# TYPE offpeak_things gauge\noffpeak_things 2\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("# HELP offpeak_stuff_total Stuff so far.\n# TYPE offpeak_stuff_total counter\noffpeak_stuff_total 3\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn emergency_reclaims_are_counted_per_pool_from_committed_events() {
+        let metrics = Metrics::new();
+        let reclaim = |pool: &str, emergency| Event::ReclaimAccepted {
+            pool: pool.into(),
+            supplier: "sched".into(),
+            block_id: "b".into(),
+            gpus: 1,
+            gpus_from_book: 1,
+            leases_preempted: 0,
+            notice_ends_at: TimeMs(0),
+            emergency,
+        };
+        metrics.batch_committed(
+            &batch(
+                1,
+                vec![
+                    vec![reclaim("p", true)],
+                    vec![reclaim("p", false)],
+                    vec![reclaim("q", true)],
+                    vec![reclaim("p", true)],
+                ],
+            ),
+            Duration::ZERO,
+        );
+        let text = metrics.render();
+        assert!(
+            text.contains("offpeak_emergency_reclaims_total{pool=\"p\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("offpeak_emergency_reclaims_total{pool=\"q\"} 1\n"),
             "{text}"
         );
     }

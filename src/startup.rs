@@ -77,6 +77,9 @@ impl Application {
             store.clone(),
             metrics.clone(),
         );
+        // One registry: the hub's and the bus's own series are read from them at each scrape.
+        metrics.read_at_scrape(ws.stats.clone());
+        metrics.read_at_scrape(bus.status.clone());
         let state = AppState {
             sequencer: handle,
             store,

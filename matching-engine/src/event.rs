@@ -64,6 +64,9 @@ pub enum Event {
     },
     /// A reclaim was accepted.
     ReclaimAccepted {
+        /// The block's pool.
+        #[serde(default = "empty_name")]
+        pool: Name,
         /// The block's supplier.
         supplier: Name,
         /// The block.
@@ -74,9 +77,11 @@ pub enum Event {
         gpus_from_book: u32,
         /// Leases given notice.
         leases_preempted: u32,
-        /// When the notice ends.
+        /// When the last notice this reclaim gave ends (without leases: when the notice it
+        /// asked for would end).
         notice_ends_at: TimeMs,
-        /// Whether the notice was shorter than the pool's promise.
+        /// Whether the notice was shorter than the pool's promise or than the promise of a
+        /// lease it gave notice to (allowed only with `emergency`).
         emergency: bool,
     },
     /// A price level's new totals (GPUs 0 means the level is gone).
@@ -223,6 +228,10 @@ pub struct LeaseView {
     pub preempted_at: Option<TimeMs>,
     /// Whether the notice was an emergency one (shorter than promised).
     pub emergency: bool,
+    /// The notice promised when it opened: the pool's `notice_s` at that moment. A reclaim
+    /// without an explicit notice gives at least this.
+    #[serde(default)]
+    pub notice_s: u32,
     /// When it ended.
     pub ended_at: Option<TimeMs>,
     /// Money owed: final once ended, accrued so far otherwise.
@@ -262,6 +271,10 @@ pub struct BlockView {
     pub revenue_micros: Micros,
     /// The last reclaim forecast.
     pub reclaim_forecast_at: Option<TimeMs>,
+    /// The last reclaim forecast while it is still ahead (at or after now); `None` once it
+    /// has passed.
+    #[serde(default)]
+    pub reclaim_expected_at: Option<TimeMs>,
     /// Machines and their GPUs.
     pub nodes: Vec<NodeGpus>,
     /// When it last changed.
@@ -307,6 +320,9 @@ pub struct PoolSummary {
     pub reclaiming_gpus: u64,
     /// Whether the pool's kill switch is engaged.
     pub halted: bool,
+    /// Emergency reclaims (a notice shorter than promised) accepted since the pool was created.
+    #[serde(default)]
+    pub emergency_reclaims: u64,
 }
 
 /// What a bid would get now, without placing it.
@@ -320,4 +336,12 @@ pub struct Quote {
     pub worst_price: Option<PriceMicros>,
     /// Cost of leasing them for the duration.
     pub total_cost_micros: Micros,
+    /// The earliest pending reclaim forecast of a block the fill would use.
+    pub reclaim_expected_at: Option<TimeMs>,
+    /// Batch pools: when the uncross this bid would join runs (all GPUs at its one price).
+    pub clears_at: Option<TimeMs>,
+}
+
+fn empty_name() -> Name {
+    Name::from("")
 }

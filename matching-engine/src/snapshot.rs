@@ -38,6 +38,9 @@ struct PoolState {
     leased_gpus: u64,
     reclaiming_gpus: u64,
     auction_at: Option<TimeMs>,
+    /// Absent from snapshots taken before it was counted: they restore 0.
+    #[serde(default)]
+    emergency_reclaims: u64,
 }
 
 impl Engine {
@@ -91,6 +94,7 @@ impl Engine {
                     leased_gpus: pool.leased_gpus,
                     reclaiming_gpus: pool.reclaiming_gpus,
                     auction_at: pool.auction_at,
+                    emergency_reclaims: pool.emergency_reclaims,
                 })
                 .collect(),
             accounts: self.accounts.clone(),
@@ -132,6 +136,7 @@ impl Engine {
                 leased_gpus: state.leased_gpus,
                 reclaiming_gpus: state.reclaiming_gpus,
                 auction_at: state.auction_at,
+                emergency_reclaims: state.emergency_reclaims,
             });
         }
         for (key, account) in snapshot.accounts.into_iter().enumerate() {

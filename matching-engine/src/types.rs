@@ -338,6 +338,10 @@ pub enum Rejection {
     PoolNotEmpty,
     /// Nothing to change in an amend or update.
     NothingToChange,
+    /// An amend's new total GPUs are not above the GPUs already filled.
+    GpusNotAboveFilled,
+    /// The block's window is over: it can no longer be updated.
+    BlockClosed,
 }
 
 impl Rejection {
@@ -373,6 +377,8 @@ impl Rejection {
             Rejection::PoolConfigInvalid => "pool_config_invalid",
             Rejection::PoolNotEmpty => "pool_not_empty",
             Rejection::NothingToChange => "nothing_to_change",
+            Rejection::GpusNotAboveFilled => "gpus_not_above_filled",
+            Rejection::BlockClosed => "block_closed",
         }
     }
 }

@@ -73,6 +73,8 @@ struct Pool {
     halted: bool,
     last_price: Option<u64>,
     auction_at: Option<i64>,
+    /// Reclaims accepted with a notice shorter than promised.
+    emergency_reclaims: u64,
 }
 
 impl Pool {
@@ -178,6 +180,8 @@ struct Lease {
     notice_ends_at: Option<i64>,
     preempted_at: Option<i64>,
     emergency: bool,
+    /// The pool's `notice_s` when it opened: its promise.
+    notice_s: u32,
     /// `(node index in the block, GPUs)`.
     nodes: Vec<(usize, u32)>,
 }
@@ -611,6 +615,7 @@ impl Model {
             notice_ends_at: lease.notice_ends_at.map(TimeMs),
             preempted_at: lease.preempted_at.map(TimeMs),
             emergency: lease.emergency,
+            notice_s: lease.notice_s,
             ended_at: ended.map(|(at, _)| TimeMs(at)),
             cost_micros: ended.map_or_else(
                 || {
@@ -649,6 +654,7 @@ impl Model {
             available_until: TimeMs(block.available_until),
             revenue_micros: block.revenue,
             reclaim_forecast_at: block.forecast_at.map(TimeMs),
+            reclaim_expected_at: self.expected_reclaim_of(block).map(TimeMs),
             nodes: block
                 .nodes
                 .iter()
@@ -659,6 +665,11 @@ impl Model {
                 .collect(),
             updated_at: TimeMs(block.updated_at),
         }
+    }
+
+    /// Rulebook: a block's forecast is pending while its time is now or later.
+    fn expected_reclaim_of(&self, block: &Block) -> Option<i64> {
+        block.forecast_at.filter(|at| *at >= self.now)
     }
 
     fn emit_block(&mut self, serial: u64) {
@@ -720,6 +731,7 @@ impl Model {
                     halted: false,
                     last_price: None,
                     auction_at: None,
+                    emergency_reclaims: 0,
                 });
                 self.emit(Event::PoolConfigured {
                     pool: name(&config.id),
@@ -935,7 +947,7 @@ impl Model {
         }
         let filled = bid.gpus - bid.remaining;
         if new_gpus <= filled {
-            return self.reject(Rejection::OrderNotOpen);
+            return self.reject(Rejection::GpusNotAboveFilled);
         }
         let new_remaining = new_gpus - filled;
         let old_notional = notional(bid.price, bid.remaining, bid.duration_s);
@@ -1123,6 +1135,7 @@ impl Model {
                 notice_ends_at: None,
                 preempted_at: None,
                 emergency: false,
+                notice_s: self.pools[pool].config.notice_s,
                 nodes,
             };
             self.schedule(ends_at, Due::LeaseEnds(lease_id));
@@ -1144,6 +1157,15 @@ impl Model {
             let view = self.lease_view(&lease, None);
             self.leases.push(lease);
             self.emit(Event::LeaseOpened { lease: view });
+            // Rulebook: a lease opened on a block under a pending forecast is warned at once.
+            let block_now = self.block(serial).expect("resting block").clone();
+            if let Some(reclaim_at) = self.expected_reclaim_of(&block_now) {
+                self.emit(Event::ReclaimForecast {
+                    lease_id,
+                    buyer: name(&bid.account),
+                    reclaim_at: TimeMs(reclaim_at),
+                });
+            }
             if !used.contains(&serial) {
                 used.push(serial);
             }
@@ -1269,7 +1291,7 @@ impl Model {
         };
         let block = self.block(serial).expect("owned").clone();
         if block.status == BlockStatus::Closed {
-            return self.reject(Rejection::WindowInvalid);
+            return self.reject(Rejection::BlockClosed);
         }
         // Rulebook: `nothing_to_change`. Like an amend, an update that names only the
         // current values changes nothing.
@@ -1324,9 +1346,10 @@ impl Model {
             return self.reject(Rejection::GpusMustNotBeZero);
         }
         let block = self.block(serial).expect("owned").clone();
-        let promised_s = self.pool(&block.pool).config.notice_s;
-        let notice_s = cmd.notice_s.unwrap_or(promised_s);
-        if notice_s < promised_s && !cmd.emergency {
+        let pool_notice_s = self.pool(&block.pool).config.notice_s;
+        // Rulebook: `notice_too_short` (below the pool's notice without `emergency`) comes
+        // before `reclaim_over_block`.
+        if cmd.notice_s.is_some_and(|n| n < pool_notice_s) && !cmd.emergency {
             return self.reject(Rejection::NoticeTooShort);
         }
         let mut active: Vec<Lease> = self
@@ -1342,13 +1365,6 @@ impl Model {
         let now = self.now;
         let from_book = cmd.gpus.min(block.unsold);
         let still_needed = cmd.gpus - from_book;
-        self.change_block(serial, |block| {
-            block.unsold -= from_book;
-            block.reclaimed += from_book;
-            take_free_node_gpus(&mut block.nodes, from_book);
-            block.reclaiming += still_needed;
-            block.updated_at = now;
-        });
         // Whole active leases: lowest price first, then newest start, then highest id.
         active.sort_by_key(|l| {
             (
@@ -1357,18 +1373,39 @@ impl Model {
                 std::cmp::Reverse(l.id),
             )
         });
-        let notice_ends_at = plus_s(now, notice_s as u64);
-        // Documented on the event and the lease view: "whether the notice was shorter than the
-        // pool's promise".
-        let emergency = notice_s < promised_s;
         let mut covered = 0;
-        let mut preempted = Vec::new();
+        let mut hit: Vec<Lease> = Vec::new();
         for lease in active {
             if covered >= still_needed {
                 break;
             }
             covered += lease.gpus;
-            preempted.push(lease.id);
+            hit.push(lease);
+        }
+        // Rulebook: each lease is owed the larger of the pool's notice now and its own promise;
+        // an explicit notice below what the pool or a hit lease is owed is an emergency.
+        let owed = |lease: &Lease| pool_notice_s.max(lease.notice_s);
+        let emergency = match cmd.notice_s {
+            None => false,
+            Some(n) => n < pool_notice_s || hit.iter().any(|l| n < owed(l)),
+        };
+        if emergency && !cmd.emergency {
+            return self.reject(Rejection::NoticeTooShort);
+        }
+        self.change_block(serial, |block| {
+            block.unsold -= from_book;
+            block.reclaimed += from_book;
+            take_free_node_gpus(&mut block.nodes, from_book);
+            block.reclaiming += still_needed;
+            block.updated_at = now;
+        });
+        let mut last_end = plus_s(now, cmd.notice_s.unwrap_or(pool_notice_s) as u64);
+        let mut preempted = Vec::new();
+        for lease in &hit {
+            let notice_s = cmd.notice_s.unwrap_or(owed(lease));
+            let notice_ends_at = plus_s(now, notice_s as u64);
+            last_end = last_end.max(notice_ends_at);
+            preempted.push((lease.id, notice_ends_at));
             let running = self
                 .leases
                 .iter_mut()
@@ -1377,18 +1414,23 @@ impl Model {
             running.status = LeaseStatus::Preempting;
             running.notice_ends_at = Some(notice_ends_at);
             running.preempted_at = Some(now);
-            running.emergency = emergency;
+            running.emergency = notice_s < owed(lease);
+        }
+        if emergency {
+            let index = self.pool_index(&block.pool).expect("known pool");
+            self.pools[index].emergency_reclaims += 1;
         }
         self.emit(Event::ReclaimAccepted {
+            pool: name(&block.pool),
             supplier: name(&cmd.supplier),
             block_id: name(&cmd.block_id),
             gpus: cmd.gpus,
             gpus_from_book: from_book,
             leases_preempted: preempted.len() as u32,
-            notice_ends_at: TimeMs(notice_ends_at),
+            notice_ends_at: TimeMs(last_end),
             emergency,
         });
-        for id in preempted {
+        for (id, notice_ends_at) in preempted {
             self.schedule(notice_ends_at, Due::NoticeEnds(id));
             let view = self.lease_view(self.lease(id).expect("running"), None);
             self.emit(Event::LeaseChanged { lease: view });
@@ -1719,6 +1761,7 @@ impl Model {
                         .map(|l| l.gpus as u64)
                         .sum(),
                     halted: pool.halted,
+                    emergency_reclaims: pool.emergency_reclaims,
                 }
             })
             .collect()
@@ -1763,24 +1806,97 @@ impl Model {
         })
     }
 
-    /// What a bid for `gpus` lasting `duration_s` would lease now.
-    pub fn quote(&self, pool: &str, gpus: u32, duration_s: u32) -> Option<Quote> {
-        self.pool_index(pool)?;
-        let shortest_until = plus_s(self.now, duration_s as u64);
-        let mut quote = Quote::default();
+    /// What a bid for `gpus` (at least `min_gpus` at once) lasting `duration_s` would lease
+    /// now. Rulebook: the quote is a bid at the top of the pool's band placed now; the model
+    /// places it in a copy of itself and reads what matching (continuous) or the uncross
+    /// (batch, run now) gives it.
+    pub fn quote(&self, pool: &str, gpus: u32, min_gpus: u32, duration_s: u32) -> Option<Quote> {
+        let index = self.pool_index(pool)?;
+        let config = self.pools[index].config.clone();
+        let mut quote = Quote {
+            clears_at: self.pools[index].batch_interval_ms().map(|interval| {
+                TimeMs(
+                    self.pools[index]
+                        .auction_at
+                        .unwrap_or((self.now.div_euclid(interval) + 1) * interval),
+                )
+            }),
+            ..Quote::default()
+        };
+        if self.pools[index].halted || gpus == 0 {
+            return Some(quote);
+        }
+        // A copy of this pool's market only: nothing else can take part in its matching.
+        let mut copy = Model {
+            now: self.now,
+            next_id: self.next_id,
+            next_priority: self.next_priority,
+            pools: self.pools.clone(),
+            bids: self
+                .bids
+                .iter()
+                .filter(|b| b.pool == pool)
+                .cloned()
+                .collect(),
+            blocks: self
+                .blocks
+                .iter()
+                .filter(|b| b.pool == pool)
+                .cloned()
+                .collect(),
+            ..Model::new()
+        };
+        let id = OrderId(u64::MAX);
+        let priority = copy.take_priority();
+        copy.bids.push(Bid {
+            id,
+            account: "quote".to_owned(),
+            pool: pool.to_owned(),
+            price: config.price_max.0,
+            gpus,
+            remaining: gpus,
+            min_gpus: min_gpus.clamp(1, gpus),
+            duration_s,
+            max_duration_s: duration_s,
+            tif: TimeInForce::Gtc,
+            expires_at: None,
+            persistent: false,
+            client_order_id: None,
+            status: OrderStatus::Open,
+            cancel_reason: None,
+            created_at: self.now,
+            updated_at: self.now,
+            priority,
+        });
+        if copy.pools[index].batch_interval_ms().is_some() {
+            copy.uncross(pool);
+        } else {
+            copy.match_bid(id);
+        }
         let mut paid: u128 = 0;
-        for serial in self.asks_in_priority(pool) {
-            let block = self.block(serial).expect("resting");
-            if quote.fillable_gpus == gpus {
-                break;
+        for event in &copy.out {
+            let Event::Traded { trade } = event else {
+                continue;
+            };
+            if trade.order_id != id {
+                continue;
             }
-            if block.available_until >= shortest_until {
-                let take = block.unsold.min(gpus - quote.fillable_gpus);
-                quote.fillable_gpus += take;
-                quote.worst_price = Some(PriceMicros(block.reserve_price));
-                paid += block.reserve_price as u128 * take as u128;
-                // Rulebook silent: the engine adds up each block's rounded-down cost.
-                quote.total_cost_micros += cost(block.reserve_price, take, duration_s as u64);
+            quote.fillable_gpus += trade.gpus;
+            quote.worst_price = quote.worst_price.max(Some(trade.price));
+            paid += trade.price.0 as u128 * trade.gpus as u128;
+            // Rulebook silent: the cost is each lease's cost for the duration, added up.
+            quote.total_cost_micros += cost(trade.price.0, trade.gpus, duration_s as u64);
+            let block = self
+                .blocks
+                .iter()
+                .find(|b| b.supplier == *trade.supplier && b.block_id == *trade.block_id)
+                .expect("a traded block is known");
+            if let Some(at) = self.expected_reclaim_of(block) {
+                quote.reclaim_expected_at = Some(
+                    quote
+                        .reclaim_expected_at
+                        .map_or(TimeMs(at), |q| q.min(TimeMs(at))),
+                );
             }
         }
         if quote.fillable_gpus > 0 {
@@ -2375,11 +2491,23 @@ pub mod random {
                 58..=62 => unsold + active + 1,
                 _ => self.rng.gen_range(1..=gpus),
             };
+            // The largest promise among the block's running leases (their notice at opening).
+            let promise = block.as_ref().map_or(0, |b| {
+                model
+                    .leases
+                    .iter()
+                    .filter(|l| l.block_serial == b.serial)
+                    .map(|l| l.notice_s)
+                    .max()
+                    .unwrap_or(0)
+            });
             let notice_s = match self.rng.gen_range(0..100) {
-                0..=49 => None,
-                50..=59 => Some(0),
-                60..=69 => Some(pool_notice.saturating_sub(1)),
-                70..=79 => Some(pool_notice),
+                0..=44 => None,
+                45..=54 => Some(0),
+                55..=62 => Some(pool_notice.saturating_sub(1)),
+                63..=70 => Some(pool_notice),
+                71..=75 => Some(promise.saturating_sub(1)),
+                76..=79 => Some(promise),
                 _ => Some(pool_notice + self.rng.gen_range(1..=600)),
             };
             Command::ReclaimCapacity(ReclaimCapacity {

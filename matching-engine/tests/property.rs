@@ -251,10 +251,14 @@ fn compare_views(engine: &Engine, model: &Model, step: u64) -> Result<(), String
         // A few sizes and durations, varied by step so every edge comes up.
         let gpus = [0, 1, 3, config.gpus_per_order_max][step as usize % 4];
         let duration_s = [config.duration_min_s, 3_600, 1][step as usize % 3];
+        let min_gpus = [gpus, 1, gpus / 2][step as usize % 3];
         same(
-            &format!("quotes of {} for {gpus} GPUs x {duration_s}s", config.id),
-            engine.quote(&config.id, gpus, duration_s),
-            model.quote(&config.id, gpus, duration_s),
+            &format!(
+                "quotes of {} for {gpus} GPUs (min {min_gpus}) x {duration_s}s",
+                config.id
+            ),
+            engine.quote(&config.id, gpus, min_gpus, duration_s),
+            model.quote(&config.id, gpus, min_gpus, duration_s),
         )?;
     }
     for account in ACCOUNTS {

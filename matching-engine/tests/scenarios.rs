@@ -1008,10 +1008,274 @@ fn quote_prices_a_bid_without_placing_it() {
     let mut m = Market::new();
     m.release("sched", "a", 4, 100, 10);
     m.release("sched", "b", 4, 200, 10);
-    let quote = m.engine.quote(POOL, 6, HOUR_S).unwrap();
+    let quote = m.engine.quote(POOL, 6, 6, HOUR_S).unwrap();
     assert_eq!(quote.fillable_gpus, 6);
     assert_eq!(quote.worst_price, Some(usd(200)));
     assert_eq!(quote.average_price, Some(PriceMicros(1_333_333)));
     assert_eq!(quote.total_cost_micros, 8_000_000);
     assert_eq!(m.depth().asks.len(), 2, "nothing placed");
+}
+
+#[test]
+fn quote_respects_min_gpus_as_matching_would() {
+    let mut m = Market::new();
+    m.release("sched", "a", 4, 100, 10);
+    let all_or_none = m.engine.quote(POOL, 6, 6, HOUR_S).unwrap();
+    assert_eq!(all_or_none.fillable_gpus, 0, "6 GPUs all-or-none: nothing");
+    assert_eq!(all_or_none.average_price, None);
+    assert_eq!(all_or_none.total_cost_micros, 0);
+    let at_least_four = m.engine.quote(POOL, 6, 4, HOUR_S).unwrap();
+    assert_eq!(at_least_four.fillable_gpus, 4);
+    assert_eq!(at_least_four.worst_price, Some(usd(100)));
+    assert_eq!(
+        at_least_four.clears_at, None,
+        "a continuous pool has no uncross"
+    );
+    // What the quote says is what the same bid gets.
+    let mut same = bid("a", 6, 500);
+    same.min_gpus = Some(4);
+    m.place(same);
+    assert_eq!(m.engine.leases_of("a")[0].gpus, 4);
+}
+
+#[test]
+fn batch_quote_is_the_next_uncross_price_with_the_bid_added() {
+    let mut m = batch_market();
+    m.at(0).release("s1", "a", 4, 100, 10);
+    m.release("s2", "b", 4, 140, 10);
+    m.bid("x", 4, 160);
+    // With the quote's 4 GPUs added, 8 GPUs clear; only at 140 can both asks sell.
+    let quote = m.engine.quote(POOL, 4, 4, HOUR_S).unwrap();
+    assert_eq!(quote.fillable_gpus, 4);
+    assert_eq!(quote.average_price, Some(usd(140)));
+    assert_eq!(quote.worst_price, Some(usd(140)));
+    assert_eq!(quote.total_cost_micros, 4 * 1_400_000);
+    assert_eq!(quote.clears_at, Some(at_s(1)));
+    // The quote's bid is at the top of the band, so it goes before x: 5 GPUs leave x's
+    // all-or-none 4 unfillable, and 5 still clear at 140.
+    let ahead = m.engine.quote(POOL, 5, 5, HOUR_S).unwrap();
+    assert_eq!(ahead.fillable_gpus, 5);
+    assert_eq!(ahead.average_price, Some(usd(140)));
+    // More than all supply, all-or-none: nothing, yet the uncross time is known.
+    let too_many = m.engine.quote(POOL, 9, 9, HOUR_S).unwrap();
+    assert_eq!(too_many.fillable_gpus, 0);
+    assert_eq!(too_many.average_price, None);
+    assert_eq!(too_many.clears_at, Some(at_s(1)));
+    // The quote placed nothing: the uncross clears only the resting bid.
+    let events = m.tick(1);
+    assert_eq!(trades(&events).len(), 1);
+}
+
+#[test]
+fn lease_records_the_notice_promised_when_it_opened() {
+    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    config.notice_s = 600;
+    let mut m = Market::with_pool(config.clone());
+    m.release("sched", "x", 4, 100, 10);
+    m.bid("a", 4, 100);
+    assert_eq!(m.engine.leases_of("a")[0].notice_s, 600);
+    // The pool lowers its notice; the running lease keeps its promise.
+    config.notice_s = 60;
+    m.run(Command::ConfigurePool(config));
+    assert_eq!(m.engine.leases_of("a")[0].notice_s, 600);
+    let events = m.at(10).reclaim("x", 4);
+    let notice = &lease_changes(&events)[0];
+    assert_eq!(notice.notice_ends_at, Some(at_s(10 + 600)));
+    assert!(!notice.emergency);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::ReclaimAccepted { notice_ends_at, emergency: false, .. } if *notice_ends_at == at_s(610)
+    )));
+}
+
+#[test]
+fn reclaim_without_notice_gives_the_larger_of_the_pools_notice_and_the_promise() {
+    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    config.notice_s = 60;
+    let mut m = Market::with_pool(config.clone());
+    m.release("sched", "x", 8, 100, 10);
+    m.bid("a", 4, 100);
+    // The pool raises its notice after the lease opened: the lease gets the larger one.
+    config.notice_s = 300;
+    m.run(Command::ConfigurePool(config));
+    m.bid("b", 4, 100);
+    let events = m.reclaim("x", 8);
+    let notices: Vec<_> = lease_changes(&events)
+        .iter()
+        .map(|l| (l.buyer.to_string(), l.notice_s, l.notice_ends_at))
+        .collect();
+    assert_eq!(
+        notices,
+        vec![
+            ("b".to_owned(), 300, Some(at_s(300))),
+            ("a".to_owned(), 60, Some(at_s(300))),
+        ]
+    );
+}
+
+#[test]
+fn explicit_notice_below_a_leases_promise_needs_emergency() {
+    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    config.notice_s = 600;
+    let mut m = Market::with_pool(config.clone());
+    m.release("sched", "x", 4, 100, 10);
+    m.bid("a", 4, 100);
+    config.notice_s = 60;
+    m.run(Command::ConfigurePool(config));
+    // 120 s satisfies the pool's 60 s but not the lease's 600 s promise.
+    let reclaim = |emergency| {
+        Command::ReclaimCapacity(ReclaimCapacity {
+            supplier: "sched".into(),
+            block_id: "x".into(),
+            gpus: 4,
+            notice_s: Some(120),
+            emergency,
+        })
+    };
+    let refused = m.run(reclaim(false));
+    assert_eq!(rejection(&refused), Some(Rejection::NoticeTooShort));
+    assert_eq!(m.engine.pool(POOL).unwrap().emergency_reclaims, 0);
+    let events = m.run(reclaim(true));
+    let notice = &lease_changes(&events)[0];
+    assert!(notice.emergency, "shorter than its promise");
+    assert_eq!(notice.notice_ends_at, Some(at_s(120)));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::ReclaimAccepted {
+            emergency: true,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn emergency_reclaims_are_counted_per_pool() {
+    let mut m = Market::new();
+    m.release("sched", "x", 8, 100, 10);
+    m.bid("a", 4, 100);
+    m.reclaim("x", 2);
+    assert_eq!(m.engine.pool(POOL).unwrap().emergency_reclaims, 0);
+    let events = m.run(Command::ReclaimCapacity(ReclaimCapacity {
+        supplier: "sched".into(),
+        block_id: "x".into(),
+        gpus: 4,
+        notice_s: Some(5),
+        emergency: true,
+    }));
+    assert!(lease_changes(&events)[0].emergency);
+    assert_eq!(m.engine.pool(POOL).unwrap().emergency_reclaims, 1);
+    // A long explicit notice with the flag set is no emergency.
+    m.release("sched", "y", 4, 100, 10);
+    m.run(Command::ReclaimCapacity(ReclaimCapacity {
+        supplier: "sched".into(),
+        block_id: "y".into(),
+        gpus: 1,
+        notice_s: Some(900),
+        emergency: true,
+    }));
+    let snapshot = serde_json::to_string(&m.engine.snapshot()).unwrap();
+    let restored = Engine::restore(serde_json::from_str(&snapshot).unwrap());
+    assert_eq!(restored.pool(POOL).unwrap().emergency_reclaims, 1);
+}
+
+#[test]
+fn forecast_shows_on_the_block_and_the_quote_until_it_passes() {
+    let mut m = Market::new();
+    m.release("sched", "x", 4, 100, 10);
+    m.release("sched", "y", 4, 200, 10);
+    m.run(Command::ForecastReclaim {
+        supplier: "sched".into(),
+        block_id: "y".into(),
+        reclaim_at: at_s(1800),
+    });
+    assert_eq!(m.block("y").reclaim_expected_at, Some(at_s(1800)));
+    assert_eq!(m.block("x").reclaim_expected_at, None);
+    let only_x = m.engine.quote(POOL, 4, 4, HOUR_S).unwrap();
+    assert_eq!(
+        only_x.reclaim_expected_at, None,
+        "the fill uses block x only"
+    );
+    let both = m.engine.quote(POOL, 8, 8, HOUR_S).unwrap();
+    assert_eq!(both.reclaim_expected_at, Some(at_s(1800)));
+    m.tick(1801);
+    assert_eq!(
+        m.block("y").reclaim_expected_at,
+        None,
+        "the forecast passed"
+    );
+    assert_eq!(m.block("y").reclaim_forecast_at, Some(at_s(1800)));
+}
+
+#[test]
+fn lease_opened_under_a_pending_forecast_is_warned_at_once() {
+    let mut m = Market::new();
+    m.release("sched", "x", 8, 100, 10);
+    m.run(Command::ForecastReclaim {
+        supplier: "sched".into(),
+        block_id: "x".into(),
+        reclaim_at: at_s(1800),
+    });
+    let events = m.at(60).run(Command::PlaceBid(bid("late", 4, 100)));
+    let opened = events
+        .iter()
+        .position(|e| matches!(e, Event::LeaseOpened { .. }))
+        .expect("a lease opened");
+    match &events[opened + 1] {
+        Event::ReclaimForecast {
+            buyer, reclaim_at, ..
+        } => {
+            assert_eq!(&**buyer, "late");
+            assert_eq!(*reclaim_at, at_s(1800));
+        }
+        other => panic!("expected the warning right after the lease opened, got {other:?}"),
+    }
+    // Once the forecast time has passed, a new lease is not warned.
+    let events = m.at(1801).run(Command::PlaceBid(bid("later", 4, 100)));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::ReclaimForecast { .. })));
+}
+
+#[test]
+fn amending_gpus_to_no_more_than_filled_is_refused_as_such() {
+    let mut m = Market::new();
+    m.release("sched", "x", 2, 100, 10);
+    let mut partial = bid("a", 6, 100);
+    partial.min_gpus = Some(1);
+    let id = m.place(partial);
+    assert_eq!(m.engine.order(id).unwrap().filled_gpus, 2);
+    let events = m.run(Command::AmendBid(AmendBid {
+        account: "a".into(),
+        order_id: id,
+        price: None,
+        gpus: Some(2),
+    }));
+    assert_eq!(rejection(&events), Some(Rejection::GpusNotAboveFilled));
+    let events = m.run(Command::AmendBid(AmendBid {
+        account: "a".into(),
+        order_id: id,
+        price: None,
+        gpus: Some(3),
+    }));
+    assert!(!rejected(&events));
+    assert_eq!(m.engine.order(id).unwrap().remaining_gpus, 1);
+}
+
+#[test]
+fn a_block_whose_window_ended_is_forgotten_so_an_update_names_no_block() {
+    // The window's end and its last lease's end are timers due before any later command, so a
+    // command never finds a Closed block: `block_closed` is the engine's guard for that state,
+    // and the server answers it for blocks it still has on record as closed.
+    let mut m = Market::new();
+    m.release("sched", "x", 4, 100, 1);
+    m.bid("a", 2, 100);
+    m.tick(3600);
+    assert!(m.engine.block("sched", "x").is_none());
+    let events = m.run(Command::UpdateCapacity(UpdateCapacity {
+        supplier: "sched".into(),
+        block_id: "x".into(),
+        reserve_price: Some(usd(120)),
+        available_until: None,
+    }));
+    assert_eq!(rejection(&events), Some(Rejection::UnknownBlock));
 }

@@ -32,6 +32,7 @@ pub mod signal;
 
 use crate::config::BusSettings;
 use crate::journal::EntryId;
+use crate::metrics::{Reading, ReadingKind, Readings};
 use crate::sequencer::SequencerHandle;
 use crate::store::Store;
 use async_trait::async_trait;
@@ -275,56 +276,6 @@ impl BusStatus {
         }
     }
 
-    /// The Prometheus text of the bus's gauges and counters.
-    pub fn render(&self) -> String {
-        let (applied, refused, dead, redelivered, reconnects) = self.counts();
-        let rows: [(&str, &str, &str, u64); 6] = [
-            (
-                "offpeak_bus_up",
-                "gauge",
-                "1 when every bus task (consumer, publishers) reaches the bus.",
-                u64::from(self.all_up()),
-            ),
-            (
-                "offpeak_signals_applied_total",
-                "counter",
-                "Capacity signals applied.",
-                applied,
-            ),
-            (
-                "offpeak_signals_refused_total",
-                "counter",
-                "Capacity signals the engine refused for the market's state at the time.",
-                refused,
-            ),
-            (
-                "offpeak_signals_dead_total",
-                "counter",
-                "Capacity signals sent to the dead letters.",
-                dead,
-            ),
-            (
-                "offpeak_signals_redelivered_total",
-                "counter",
-                "Signals delivered again after being applied (acknowledged, not applied twice).",
-                redelivered,
-            ),
-            (
-                "offpeak_bus_disconnects_total",
-                "counter",
-                "Times a bus task lost its connection.",
-                reconnects,
-            ),
-        ];
-        let mut out = String::new();
-        for (name, kind, help, value) in rows {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-        out
-    }
-
     /// `(applied, refused, dead, redelivered, reconnects)` since start.
     pub fn counts(&self) -> (u64, u64, u64, u64, u64) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -335,6 +286,47 @@ impl BusStatus {
             get(&self.signals_redelivered),
             get(&self.reconnects),
         )
+    }
+}
+
+impl Readings for BusStatus {
+    fn readings(&self) -> Vec<Reading> {
+        let (applied, refused, dead, redelivered, reconnects) = self.counts();
+        let counter = |name, help, value| Reading {
+            name,
+            help,
+            kind: ReadingKind::Counter,
+            value,
+        };
+        vec![
+            Reading {
+                name: "bus_up",
+                help: "1 when every bus task (consumer, publishers) reaches the bus",
+                kind: ReadingKind::Gauge,
+                value: u64::from(self.all_up()),
+            },
+            counter("signals_applied", "Capacity signals applied", applied),
+            counter(
+                "signals_refused",
+                "Capacity signals the engine refused for the market's state at the time",
+                refused,
+            ),
+            counter(
+                "signals_dead",
+                "Capacity signals sent to the dead letters",
+                dead,
+            ),
+            counter(
+                "signals_redelivered",
+                "Signals delivered again after being applied (acknowledged, not applied twice)",
+                redelivered,
+            ),
+            counter(
+                "bus_disconnects",
+                "Times a bus task lost its connection",
+                reconnects,
+            ),
+        ]
     }
 }
 

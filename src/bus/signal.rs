@@ -22,13 +22,10 @@
 //! a REST 4xx, and the entry is acknowledged.
 
 use super::Fields;
-use crate::limits::{
-    ACCOUNT_ID_BYTES_MAX, BLOCK_ID_BYTES_MAX, NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX,
-    SIGNAL_BYTES_MAX, SIGNAL_FIELDS_MAX,
-};
+use crate::limits::{SIGNAL_BYTES_MAX, SIGNAL_FIELDS_MAX};
 use crate::money::parse_usd;
 use crate::timestamp::parse_rfc3339;
-use matching_engine::limits::NODES_PER_BLOCK_MAX;
+use crate::validate::{self, Invalid};
 use matching_engine::{
     Command, NodeGpus, PriceMicros, ReclaimCapacity, Rejection, ReleaseCapacity, TimeMs,
     UpdateCapacity,
@@ -49,6 +46,20 @@ impl Poison {
         Poison {
             reason: "malformed",
             detail: detail.into(),
+        }
+    }
+}
+
+/// A field REST would refuse is poison: `malformed` with REST's message, or the engine's
+/// rejection code (only an impossible pool id is refused before the engine).
+impl From<Invalid> for Poison {
+    fn from(invalid: Invalid) -> Poison {
+        match invalid {
+            Invalid::Malformed(detail) => Poison::malformed(detail),
+            Invalid::Rejected(reason) => Poison {
+                reason: reason.as_str(),
+                detail: "no pool has that id".into(),
+            },
         }
     }
 }
@@ -159,20 +170,6 @@ impl<'a> Taker<'a> {
     }
 }
 
-fn name(value: &str, max: usize, field: &str) -> Result<String, Poison> {
-    if value.is_empty()
-        || value.len() > max
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-    {
-        return Err(Poison::malformed(format!(
-            "{field} must be 1..={max} characters of [A-Za-z0-9._:-]"
-        )));
-    }
-    Ok(value.to_owned())
-}
-
 fn count(value: &str, field: &str) -> Result<u32, Poison> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Poison::malformed(format!(
@@ -216,19 +213,14 @@ fn nodes(value: &str) -> Result<Vec<NodeGpus>, Poison> {
             "nodes must be a JSON list like [{{\"node\":\"rack1-n1\",\"gpus\":8}}]: {e}"
         ))
     })?;
-    if list.len() > NODES_PER_BLOCK_MAX {
-        return Err(Poison::malformed(format!(
-            "a block lists at most {NODES_PER_BLOCK_MAX} nodes"
-        )));
-    }
-    list.into_iter()
-        .map(|n| {
-            Ok(NodeGpus {
-                node: name(&n.node, NODE_NAME_BYTES_MAX, "nodes[].node")?.into(),
-                gpus: n.gpus,
-            })
+    validate::nodes(list.iter().map(|n| n.node.as_str()))?;
+    Ok(list
+        .into_iter()
+        .map(|n| NodeGpus {
+            node: n.node.into(),
+            gpus: n.gpus,
         })
-        .collect()
+        .collect())
 }
 
 /// Parses an entry's fields into the command it asks for.
@@ -254,17 +246,15 @@ pub fn parse(fields: &Fields) -> Result<Command, Poison> {
             })
         }
     };
-    let supplier = name(take.required("supplier")?, ACCOUNT_ID_BYTES_MAX, "supplier")?;
-    let block_id = name(take.required("block_id")?, BLOCK_ID_BYTES_MAX, "block_id")?;
+    let supplier = validate::supplier(take.required("supplier")?)?.to_owned();
+    let block_id = validate::block_id(take.required("block_id")?)?.to_owned();
     let command = match kind {
         "release" => {
             let pool = take.required("pool")?;
-            if pool.is_empty() || pool.len() > POOL_ID_BYTES_MAX {
-                return Err(Poison {
-                    reason: "unknown_pool",
-                    detail: "no pool has that id".into(),
-                });
+            if pool.is_empty() {
+                return Err(Invalid::Rejected(Rejection::UnknownPool).into());
             }
+            validate::pool(pool)?;
             Command::ReleaseCapacity(ReleaseCapacity {
                 supplier,
                 block_id,

@@ -5,11 +5,11 @@ use super::caller::Admin;
 use super::rejection;
 use crate::auth::is_valid_account_id;
 use crate::error::ApiError;
-use crate::limits::POOL_ID_BYTES_MAX;
 use crate::money::{ApiPrice, Usd};
 use crate::pool_spec::PoolSpec;
 use crate::state::AppState;
 use crate::timestamp::Rfc3339Time;
+use crate::validate;
 use crate::wire::rest::PoolJson;
 use actix_web::{web, HttpResponse};
 use matching_engine::{AccountLimits, Command, KillTarget, Rejection};
@@ -163,9 +163,7 @@ pub async fn kill_switch(
             (KillTarget::Account(account.clone()), "account", account)
         }
         (None, Some(pool)) => {
-            if pool.len() > POOL_ID_BYTES_MAX {
-                return Err(Rejection::UnknownPool.into());
-            }
+            validate::pool(&pool)?;
             (KillTarget::Pool(pool.clone()), "pool", pool)
         }
         _ => {

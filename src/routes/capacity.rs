@@ -4,19 +4,17 @@
 //! id is simply a different block, and is never visible.
 
 use super::caller::Supplier;
-use super::{check_name, overlay_live, rejection, BlockListQuery};
+use super::owned;
+use super::{rejection, BlockListQuery};
 use crate::error::ApiError;
-use crate::limits::{BLOCK_ID_BYTES_MAX, NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
 use crate::state::AppState;
-use crate::store::ListFilter;
 use crate::timestamp::Rfc3339Time;
-use crate::wire::codes;
+use crate::validate;
 use crate::wire::rest::BlockJson;
 use actix_web::{web, HttpResponse};
-use matching_engine::limits::NODES_PER_BLOCK_MAX;
 use matching_engine::{
-    BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
+    BlockStatus, BlockView, Command, Event, NodeGpus, ReclaimCapacity, Rejection, ReleaseCapacity,
     UpdateCapacity,
 };
 use serde::{Deserialize, Serialize};
@@ -42,9 +40,9 @@ pub const RELEASE_ERRORS: &[ApiError] = &[
 /// What updating a block can be refused for.
 pub const UPDATE_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::UnknownBlock),
+    ApiError::Rejected(Rejection::BlockClosed),
     ApiError::Rejected(Rejection::PriceNotOnTick),
     ApiError::Rejected(Rejection::PriceOutOfBand),
-    ApiError::Rejected(Rejection::WindowInvalid),
     ApiError::Rejected(Rejection::WindowCannotShrink),
     ApiError::Rejected(Rejection::NothingToChange),
 ];
@@ -197,53 +195,26 @@ struct BlockPage {
 
 /// A block id from a path; one that could never have been released names nothing.
 fn block_id_of(path: &str) -> Result<String, ApiError> {
-    check_name(path, BLOCK_ID_BYTES_MAX, "block_id")
-        .map_err(|_| ApiError::NotFound("unknown_block"))?;
-    Ok(path.to_owned())
+    validate::block_id(path)
+        .map(str::to_owned)
+        .map_err(|_| ApiError::NotFound("unknown_block"))
 }
 
-/// The latest view of the supplier's block among a command's events.
-fn block_in(events: &[Event], supplier: &str, block_id: &str) -> Option<BlockView> {
-    events.iter().rev().find_map(|e| match e {
-        Event::BlockChanged { block }
-            if &*block.supplier == supplier && &*block.block_id == block_id =>
-        {
-            Some(block.clone())
-        }
-        _ => None,
-    })
-}
-
-/// One of `supplier`'s blocks: live from the engine, else from history.
-async fn find_block(
+/// The engine forgets a block once its window has ended and its last lease with it, so it
+/// answers `unknown_block` for it; a block still on record as closed is `block_closed`.
+async fn closed_if_on_record(
     state: &AppState,
+    reason: Rejection,
     supplier: &Arc<str>,
     block_id: &str,
-) -> Result<BlockView, ApiError> {
-    let (owner, id) = (supplier.clone(), block_id.to_owned());
-    let live = state
-        .sequencer
-        .read(move |v| v.engine.block(&owner, &id))
-        .await?;
-    match live {
-        Some(block) => Ok(block),
-        None => state
-            .store
-            .block(supplier, block_id)
-            .await?
-            .ok_or(ApiError::NotFound("unknown_block")),
+) -> ApiError {
+    if reason != Rejection::UnknownBlock {
+        return reason.into();
     }
-}
-
-async fn block_after(
-    state: &AppState,
-    events: &[Event],
-    supplier: &Arc<str>,
-    block_id: &str,
-) -> Result<BlockView, ApiError> {
-    match block_in(events, supplier, block_id) {
-        Some(block) => Ok(block),
-        None => find_block(state, supplier, block_id).await,
+    match state.store.block(supplier, block_id).await {
+        Ok(Some(block)) if block.status == BlockStatus::Closed => Rejection::BlockClosed.into(),
+        Ok(_) => reason.into(),
+        Err(err) => err.into(),
     }
 }
 
@@ -262,18 +233,9 @@ pub async fn release(
     body: web::Json<ReleaseBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    check_name(&body.block_id, BLOCK_ID_BYTES_MAX, "block_id")?;
-    if body.pool.len() > POOL_ID_BYTES_MAX {
-        return Err(ApiError::Rejected(Rejection::UnknownPool));
-    }
-    if body.nodes.len() > NODES_PER_BLOCK_MAX {
-        return Err(ApiError::InvalidBody(format!(
-            "a block lists at most {NODES_PER_BLOCK_MAX} nodes"
-        )));
-    }
-    for node in &body.nodes {
-        check_name(&node.node, NODE_NAME_BYTES_MAX, "nodes[].node")?;
-    }
+    validate::block_id(&body.block_id)?;
+    validate::pool(&body.pool)?;
+    validate::nodes(body.nodes.iter().map(|n| n.node.as_str()))?;
     let account = supplier.0.account.clone();
     let block_id = body.block_id.clone();
     let committed = state
@@ -300,7 +262,7 @@ pub async fn release(
     if let Some(reason) = rejection(events) {
         return Err(reason.into());
     }
-    let block = block_after(&state, events, &account, &block_id).await?;
+    let block: BlockView = owned::after(&state, events, &account, block_id.clone()).await?;
     let leases_opened = events
         .iter()
         .filter(|e| matches!(e, Event::LeaseOpened { lease } if lease.supplier == account && *lease.block_id == *block_id))
@@ -325,49 +287,8 @@ pub async fn list(
     supplier: Supplier,
     query: web::Query<BlockListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit()?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(code) => Some(codes::parse_block_status(code).ok_or_else(|| {
-            ApiError::InvalidQuery("status must be pending, open or closed".into())
-        })?),
-    };
-    let after = query.cursor()?;
-    let account = supplier.0.account.clone();
-    let owner = account.clone();
-    let blocks: Vec<BlockView> = match status {
-        Some(
-            wanted @ (matching_engine::BlockStatus::Pending | matching_engine::BlockStatus::Open),
-        ) => {
-            let mut live = state
-                .sequencer
-                .read(move |v| v.engine.blocks_of(&owner))
-                .await?;
-            live.retain(|b| {
-                b.status == wanted && after.as_deref().is_none_or(|a| &*b.block_id > a)
-            });
-            live.sort_unstable_by(|a, b| a.block_id.cmp(&b.block_id));
-            live.truncate(limit);
-            live
-        }
-        _ => {
-            let filter = ListFilter {
-                status: status.map(|s| codes::block_status(s).to_owned()),
-                cursor: after,
-                limit,
-            };
-            let mut stored = state.store.blocks(&account, &filter).await?;
-            let live = state
-                .sequencer
-                .read(move |v| v.engine.blocks_of(&owner))
-                .await?;
-            overlay_live(&mut stored, live, |b| b.block_id.clone());
-            stored
-        }
-    };
-    let next_after = (blocks.len() == limit)
-        .then(|| blocks.last().map(|b| b.block_id.to_string()))
-        .flatten();
+    let (blocks, next_after) =
+        owned::page::<BlockView, _>(&state, &supplier.0.account, &query).await?;
     Ok(HttpResponse::Ok().json(BlockPage {
         blocks: blocks.iter().map(BlockJson::from).collect(),
         next_after,
@@ -389,7 +310,7 @@ pub async fn one(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let block_id = block_id_of(&path)?;
-    let block = find_block(&state, &supplier.0.account, &block_id).await?;
+    let block: BlockView = owned::find(&state, &supplier.0.account, block_id).await?;
     Ok(HttpResponse::Ok().json(BlockOnly {
         block: BlockJson::from(&block),
     }))
@@ -424,9 +345,9 @@ pub async fn update(
         .await?;
     let events = committed.events();
     if let Some(reason) = rejection(events) {
-        return Err(reason.into());
+        return Err(closed_if_on_record(&state, reason, &account, &block_id).await);
     }
-    let block = block_after(&state, events, &account, &block_id).await?;
+    let block: BlockView = owned::after(&state, events, &account, block_id.clone()).await?;
     Ok(HttpResponse::Ok().json(BlockOnly {
         block: BlockJson::from(&block),
     }))
@@ -486,7 +407,7 @@ pub async fn reclaim(
             "the engine neither accepted nor rejected a reclaim".into(),
         ));
     };
-    let block = block_after(&state, events, &account, &block_id).await?;
+    let block: BlockView = owned::after(&state, events, &account, block_id.clone()).await?;
     Ok(HttpResponse::Ok().json(BlockReclaimed {
         block: BlockJson::from(&block),
         reclaim,
@@ -527,7 +448,7 @@ pub async fn forecast(
         .iter()
         .filter(|e| matches!(e, Event::ReclaimForecast { .. }))
         .count();
-    let block = block_after(&state, events, &account, &block_id).await?;
+    let block: BlockView = owned::after(&state, events, &account, block_id.clone()).await?;
     Ok(HttpResponse::Ok().json(BlockForecast {
         block: BlockJson::from(&block),
         leases_warned,

@@ -102,7 +102,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 ///
 /// Per-pool gauges are read from the committed engine now; if the sequencer cannot answer in
 /// time, the scrape still succeeds with the gauges it read last (a scrape must not fail when
-/// the server is busiest).
+/// the server is busiest). The hub's and the bus's series are read from them in the same
+/// encoding of the one registry.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -138,5 +139,5 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
-        .body(state.metrics.render() + &state.ws.stats.render() + &state.bus.status.render())
+        .body(state.metrics.render())
 }

@@ -12,6 +12,7 @@ pub mod docs;
 pub mod health;
 pub mod leases;
 pub mod orders;
+pub mod owned;
 pub mod pools;
 pub mod websocket;
 
@@ -211,46 +212,12 @@ pub fn rejection(events: &[Event]) -> Option<Rejection> {
     })
 }
 
-/// Replaces stored rows by their live engine views where the engine still holds them: a
-/// running lease's cost so far, an open order's fills since its row was written.
-pub fn overlay_live<T, K: std::hash::Hash + Eq>(
-    stored: &mut [T],
-    live: Vec<T>,
-    id: impl Fn(&T) -> K,
-) {
-    if live.is_empty() {
-        return;
-    }
-    let mut fresh: std::collections::HashMap<K, T> =
-        live.into_iter().map(|view| (id(&view), view)).collect();
-    for row in stored {
-        if let Some(view) = fresh.remove(&id(row)) {
-            *row = view;
-        }
-    }
-}
-
 /// An id from a path; one that does not parse names nothing.
 pub fn parse_id(text: &str) -> Option<u64> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     text.parse().ok()
-}
-
-/// Checks a caller-chosen name: 1..=max bytes of `[A-Za-z0-9._:-]`.
-pub fn check_name(value: &str, max: usize, field: &str) -> Result<(), ApiError> {
-    if value.is_empty()
-        || value.len() > max
-        || !value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-    {
-        return Err(ApiError::InvalidBody(format!(
-            "{field} must be 1..={max} characters of [A-Za-z0-9._:-]"
-        )));
-    }
-    Ok(())
 }
 
 /// The shape of a caller-chosen name (`block_id`, node names): `[A-Za-z0-9._:-]`.
@@ -312,9 +279,7 @@ impl ListKind for BlockList {
     const CURSOR_PATTERN: &'static str = NAME_PATTERN;
     const CURSOR_BYTES_MAX: usize = BLOCK_ID_BYTES_MAX;
     fn cursor(text: &str) -> Option<String> {
-        check_name(text, BLOCK_ID_BYTES_MAX, "cursor")
-            .ok()
-            .map(|()| text.to_owned())
+        crate::validate::block_id(text).ok().map(str::to_owned)
     }
 }
 
@@ -356,6 +321,13 @@ impl<K: ListKind> ListQuery<K> {
 
     /// The cursor (`before` or `after`, not both), checked: anything that cannot be an id of
     /// this resource (a NUL, a letter in an order id, an overlong name) is 400 `invalid_query`.
+    /// The cursor's text, once checked to be a cursor of this kind.
+    pub fn cursor_text(&self) -> Result<Option<&str>, ApiError> {
+        self.cursor()?;
+        Ok(self.before.as_deref().or(self.after.as_deref()))
+    }
+
+    /// The cursor, parsed: `before` or `after`, not both; 400 when it is not one.
     pub fn cursor(&self) -> Result<Option<K::Cursor>, ApiError> {
         let (name, text) = match (&self.before, &self.after) {
             (None, None) => return Ok(None),

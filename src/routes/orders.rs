@@ -3,21 +3,19 @@
 //! Another account's order is answered exactly like a missing one (404 `unknown_order`).
 
 use super::caller::Buyer;
-use super::{overlay_live, parse_id, rejection, OrderListQuery};
+use super::owned::{self, Owned};
+use super::{parse_id, rejection, OrderListQuery};
 use crate::error::ApiError;
-use crate::limits::{CLIENT_ORDER_ID_BYTES_MAX, POOL_ID_BYTES_MAX};
 use crate::money::ApiPrice;
 use crate::state::AppState;
-use crate::store::ListFilter;
 use crate::timestamp::Rfc3339Time;
-use crate::wire::codes;
+use crate::validate;
 use crate::wire::rest::{LeaseJson, OrderJson};
 use actix_web::{web, HttpResponse};
 use matching_engine::{
-    AmendBid, Command, Event, OrderId, OrderStatus, OrderView, PlaceBid, Rejection, TimeInForce,
+    AmendBid, Command, Event, OrderId, OrderView, PlaceBid, Rejection, TimeInForce,
 };
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use utoipa::ToSchema;
 
 /// An order that does not exist or is another account's.
@@ -48,6 +46,7 @@ pub const AMEND_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::PriceOutOfBand),
     ApiError::Rejected(Rejection::GpusMustNotBeZero),
     ApiError::Rejected(Rejection::GpusOverMax),
+    ApiError::Rejected(Rejection::GpusNotAboveFilled),
     ApiError::Rejected(Rejection::KillSwitch),
     ApiError::Rejected(Rejection::LimitNotional),
     ApiError::Rejected(Rejection::NothingToChange),
@@ -104,8 +103,8 @@ pub struct PlaceOrderBody {
 pub struct AmendOrderBody {
     /// A new price (the bid loses time priority if it changes).
     price: Option<ApiPrice>,
-    /// New remaining GPUs.
-    #[schema(minimum = 1, maximum = 1000000)]
+    /// The new total GPUs (filled + remaining); it must be above the GPUs already filled
+    /// (`gpus_not_above_filled`). A decrease at the same price keeps time priority.
     gpus: Option<u32>,
 }
 
@@ -130,28 +129,6 @@ struct OrderPage {
     next_before: Option<String>,
 }
 
-fn check_client_order_id(id: &str) -> Result<(), ApiError> {
-    if id.is_empty()
-        || id.len() > CLIENT_ORDER_ID_BYTES_MAX
-        || !id.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ApiError::InvalidBody(format!(
-            "client_order_id must be 1..={CLIENT_ORDER_ID_BYTES_MAX} printable ASCII characters"
-        )));
-    }
-    Ok(())
-}
-
-/// The latest view of `id` among a command's events.
-fn order_in(events: &[Event], id: OrderId) -> Option<&OrderView> {
-    events.iter().rev().find_map(|e| match e {
-        Event::BidAccepted { order } | Event::OrderChanged { order } if order.id == id => {
-            Some(order)
-        }
-        _ => None,
-    })
-}
-
 /// The leases a command opened for `id`.
 fn leases_opened(events: &[Event], id: OrderId) -> Vec<LeaseJson> {
     events
@@ -161,27 +138,6 @@ fn leases_opened(events: &[Event], id: OrderId) -> Vec<LeaseJson> {
             _ => None,
         })
         .collect()
-}
-
-/// One of `account`'s orders: live from the engine, else from history.
-pub async fn find_order(
-    state: &AppState,
-    account: &Arc<str>,
-    id: OrderId,
-) -> Result<OrderView, ApiError> {
-    let owner = account.clone();
-    let live = state
-        .sequencer
-        .read(move |v| v.engine.order(id).filter(|o| o.account == owner))
-        .await?;
-    match live {
-        Some(order) => Ok(order),
-        None => state
-            .store
-            .order(account, id)
-            .await?
-            .ok_or(ApiError::NotFound("unknown_order")),
-    }
 }
 
 /// Places a bid. 201 with the order and the leases it got at once; 200 with the first result
@@ -203,11 +159,9 @@ pub async fn place(
     body: web::Json<PlaceOrderBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.into_inner();
-    if body.pool.len() > POOL_ID_BYTES_MAX {
-        return Err(ApiError::Rejected(Rejection::UnknownPool));
-    }
+    validate::pool(&body.pool)?;
     if let Some(id) = &body.client_order_id {
-        check_client_order_id(id)?;
+        validate::client_order_id(id)?;
     }
     let account = buyer.0.account.clone();
     let command = Command::PlaceBid(PlaceBid {
@@ -233,7 +187,7 @@ pub async fn place(
         _ => None,
     });
     if let Some(id) = duplicate {
-        let order = find_order(&state, &account, id).await?;
+        let order: OrderView = owned::find(&state, &account, id).await?;
         let leases = state.store.leases_of_order(&account, id).await?;
         return Ok(HttpResponse::Ok().json(OrderWithLeases {
             order: OrderJson::from(&order),
@@ -249,7 +203,7 @@ pub async fn place(
             "the engine neither accepted nor rejected a bid".into(),
         ));
     };
-    let order = order_in(events, id)
+    let order = OrderView::in_events(events, &account, &id)
         .ok_or_else(|| ApiError::Internal("accepted bid has no view".into()))?;
     Ok(HttpResponse::Created().json(OrderWithLeases {
         order: OrderJson::from(order),
@@ -271,43 +225,8 @@ pub async fn list(
     buyer: Buyer,
     query: web::Query<OrderListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = query.limit()?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(code) => Some(codes::parse_order_status(code).ok_or_else(|| {
-            ApiError::InvalidQuery("status must be open, filled, cancelled or expired".into())
-        })?),
-    };
-    let before = query.cursor()?;
-    let account = buyer.0.account.clone();
-    let owner = account.clone();
-    let orders: Vec<OrderView> = if status == Some(OrderStatus::Open) {
-        let mut live = state
-            .sequencer
-            .read(move |v| v.engine.orders_of(&owner))
-            .await?;
-        live.retain(|o| o.status == OrderStatus::Open && before.is_none_or(|b| o.id.0 < b));
-        live.sort_unstable_by_key(|x| std::cmp::Reverse(x.id));
-        live.truncate(limit);
-        live
-    } else {
-        let filter = ListFilter {
-            status: status.map(|s| codes::order_status(s).to_owned()),
-            cursor: before.map(|b| b.to_string()),
-            limit,
-        };
-        let mut stored = state.store.orders(&account, &filter).await?;
-        // Live views are at least as new as the rows just read.
-        let live = state
-            .sequencer
-            .read(move |v| v.engine.orders_of(&owner))
-            .await?;
-        overlay_live(&mut stored, live, |o| o.id);
-        stored
-    };
-    let next_before = (orders.len() == limit)
-        .then(|| orders.last().map(|o| o.id.to_string()))
-        .flatten();
+    let (orders, next_before) =
+        owned::page::<OrderView, _>(&state, &buyer.0.account, &query).await?;
     Ok(HttpResponse::Ok().json(OrderPage {
         orders: orders.iter().map(OrderJson::from).collect(),
         next_before,
@@ -329,7 +248,7 @@ pub async fn one(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path).ok_or(ApiError::NotFound("unknown_order"))?;
-    let order = find_order(&state, &buyer.0.account, OrderId(id)).await?;
+    let order: OrderView = owned::find(&state, &buyer.0.account, OrderId(id)).await?;
     Ok(HttpResponse::Ok().json(OrderOnly {
         order: OrderJson::from(&order),
     }))
@@ -365,10 +284,7 @@ pub async fn amend(
     if let Some(reason) = rejection(events) {
         return Err(reason.into());
     }
-    let order = match order_in(events, id) {
-        Some(order) => order.clone(),
-        None => find_order(&state, &buyer.0.account, id).await?,
-    };
+    let order: OrderView = owned::after(&state, events, &buyer.0.account, id).await?;
     Ok(HttpResponse::Ok().json(OrderWithLeases {
         order: OrderJson::from(&order),
         leases: leases_opened(events, id),
@@ -401,10 +317,7 @@ pub async fn cancel(
     if let Some(reason) = rejection(events) {
         return Err(reason.into());
     }
-    let order = match order_in(events, id) {
-        Some(order) => order.clone(),
-        None => find_order(&state, &buyer.0.account, id).await?,
-    };
+    let order: OrderView = owned::after(&state, events, &buyer.0.account, id).await?;
     Ok(HttpResponse::Ok().json(OrderOnly {
         order: OrderJson::from(&order),
     }))

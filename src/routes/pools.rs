@@ -6,12 +6,13 @@
 
 use crate::error::ApiError;
 use crate::limits::{
-    BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX, CANDLES_LIMIT_DEFAULT, CANDLES_LIMIT_MAX,
-    POOL_ID_BYTES_MAX, STATS_WINDOW_MAX, STATS_WINDOW_MIN, TRADES_LIMIT_DEFAULT, TRADES_LIMIT_MAX,
+    BOOK_DEPTH_DEFAULT, BOOK_DEPTH_MAX, CANDLES_LIMIT_DEFAULT, CANDLES_LIMIT_MAX, STATS_WINDOW_MAX,
+    STATS_WINDOW_MIN, TRADES_LIMIT_DEFAULT, TRADES_LIMIT_MAX,
 };
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::timestamp::{now_ms, Rfc3339Time};
+use crate::validate;
 use crate::wire::codes;
 use crate::wire::rest::PoolJson;
 use actix_web::{web, HttpResponse};
@@ -26,6 +27,7 @@ pub const UNKNOWN_POOL: &[ApiError] = &[ApiError::Rejected(Rejection::UnknownPoo
 pub const QUOTE_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::UnknownPool),
     ApiError::Rejected(Rejection::GpusMustNotBeZero),
+    ApiError::Rejected(Rejection::MinGpusInvalid),
 ];
 
 /// Every pool.
@@ -57,9 +59,7 @@ pub async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
 }
 
 async fn pool_summary(state: &AppState, pool: &str) -> Result<PoolSummary, ApiError> {
-    if pool.len() > POOL_ID_BYTES_MAX {
-        return Err(Rejection::UnknownPool.into());
-    }
+    validate::pool(pool)?;
     let id = pool.to_owned();
     state
         .sequencer
@@ -151,9 +151,7 @@ pub async fn book(
         )));
     }
     let pool = path.into_inner();
-    if pool.len() > POOL_ID_BYTES_MAX {
-        return Err(Rejection::UnknownPool.into());
-    }
+    validate::pool(&pool)?;
     let id = pool.clone();
     let (seq, book) = state
         .sequencer
@@ -398,6 +396,9 @@ struct StatsJson {
     leases_ended: u64,
     leases_preempted: u64,
     preemption_rate: Option<f64>,
+    /// Reclaims accepted with a notice shorter than promised, since the pool was created (not
+    /// limited to the window).
+    emergency_reclaims: u64,
 }
 
 /// `GET /v1/pools/{pool}/stats?window=24h`: price percentiles, volatility, volume, preemptions.
@@ -446,10 +447,11 @@ pub async fn stats(
         leases_ended: stats.leases_ended,
         leases_preempted: stats.leases_preempted,
         preemption_rate,
+        emergency_reclaims: summary.emergency_reclaims,
     }))
 }
 
-/// `?gpus=8&duration_s=14400`.
+/// `?gpus=8&min_gpus=4&duration_s=14400`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -457,21 +459,31 @@ pub struct QuoteQuery {
     /// GPUs wanted.
     #[param(minimum = 1, maximum = 1000000)]
     gpus: u32,
+    /// The fewest GPUs accepted in one execution, 1..=`gpus` (default `gpus`: all or none).
+    min_gpus: Option<u32>,
     /// Lease length wanted, in seconds.
     #[param(minimum = 1)]
     duration_s: u32,
 }
 
-/// What a bid would get now.
+/// What a bid at the top of the pool's band would get now, matched as matching would: all it
+/// finds or nothing below `min_gpus`. In a batch pool: what the next uncross would give it
+/// with the book as it is now, every GPU at that uncross's one price.
 #[derive(Serialize, ToSchema)]
 struct QuoteJson {
     pool: String,
     gpus: u32,
+    min_gpus: u32,
     duration_s: u32,
+    /// GPUs it would lease: 0, or between `min_gpus` and `gpus`.
     fillable_gpus: u32,
     average_price: Option<Usd>,
     worst_price: Option<Usd>,
     total_cost: Usd,
+    /// The earliest pending reclaim forecast of a block the fill would use.
+    reclaim_expected_at: Option<Rfc3339Time>,
+    /// Batch pools: when the uncross it would join runs.
+    clears_at: Option<Rfc3339Time>,
     seq: u64,
 }
 
@@ -492,24 +504,29 @@ pub async fn quote(
     if query.gpus == 0 {
         return Err(Rejection::GpusMustNotBeZero.into());
     }
-    let pool = path.into_inner();
-    if pool.len() > POOL_ID_BYTES_MAX {
-        return Err(Rejection::UnknownPool.into());
+    let min_gpus = query.min_gpus.unwrap_or(query.gpus);
+    if min_gpus == 0 || min_gpus > query.gpus {
+        return Err(Rejection::MinGpusInvalid.into());
     }
+    let pool = path.into_inner();
+    validate::pool(&pool)?;
     let (id, gpus, duration_s) = (pool.clone(), query.gpus, query.duration_s);
     let (seq, quote) = state
         .sequencer
-        .read(move |v| (v.seq, v.engine.quote(&id, gpus, duration_s)))
+        .read(move |v| (v.seq, v.engine.quote(&id, gpus, min_gpus, duration_s)))
         .await?;
     let quote = quote.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
     Ok(HttpResponse::Ok().json(QuoteJson {
         pool,
         gpus,
+        min_gpus,
         duration_s,
         fillable_gpus: quote.fillable_gpus,
         average_price: quote.average_price.map(Usd::from),
         worst_price: quote.worst_price.map(Usd::from),
         total_cost: Usd(quote.total_cost_micros),
+        reclaim_expected_at: quote.reclaim_expected_at.map(Rfc3339Time),
+        clears_at: quote.clears_at.map(Rfc3339Time),
         seq,
     }))
 }

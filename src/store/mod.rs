@@ -8,6 +8,7 @@
 //! same conformance suite (`tests/api/store_conformance.rs`).
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use crate::error::ApiError;

@@ -14,21 +14,29 @@
 //! reported as [`StoreError::Unavailable`] (its outcome unknown: the journal decides on
 //! recovery, as with PostgreSQL).
 
-use super::{
-    AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, LeaseMinute, ListFilter,
-    MarketHistory, PublicTrade, Store, StoreError, StoredSnapshot,
+mod batch;
+
+use super::rows::{
+    self, applied_signal_of, bigint_or_max, block_of, i64_of, id_cursor, journal_entry_of,
+    lease_event_of, lease_minute_ended_of, lease_minute_started_of, lease_of, limit_of, order_of,
+    public_trade_of, signal_id_of, snapshot_of, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
+    SELECT_LEASE_EVENTS,
 };
-use crate::journal::codes;
+use super::{
+    AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, ListFilter, MarketHistory, Store,
+    StoreError, StoredSnapshot,
+};
 use crate::journal::EntryId;
 use crate::limits::{
     DB_READ_TIMEOUT, DB_WRITE_TIMEOUT, SQLITE_BUSY_TIMEOUT, SQLITE_READ_CONNECTIONS_MAX,
 };
 use crate::timestamp::now_ms;
 use async_trait::async_trait;
-use matching_engine::{
-    BlockView, LeaseId, LeaseView, Name, NodeGpus, OrderId, OrderView, PriceMicros, TimeMs,
+use matching_engine::{BlockView, LeaseId, LeaseView, OrderId, OrderView, TimeMs};
+use rusqlite::types::ValueRef;
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Params, Row, TransactionBehavior,
 };
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         2,
         "applied_signals",
         include_str!("../../migrations/sqlite/0002_applied_signals.sql"),
+    ),
+    (
+        3,
+        "lease_notice",
+        include_str!("../../migrations/sqlite/0003_lease_notice.sql"),
     ),
 ];
 
@@ -155,6 +168,35 @@ impl SqliteStore {
         .await
     }
 
+    /// Every row `sql` returns for `params`, on a read connection, through `map`.
+    async fn read_all<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        sql: String,
+        params: impl Params + Send + 'static,
+        map: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.read(what, move |conn| query_all(conn, &sql, params, map))
+            .await
+    }
+
+    /// The row `sql` returns for `params`, if any, on a read connection, through `map`.
+    async fn read_one<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        sql: String,
+        params: impl Params + Send + 'static,
+        map: fn(&Row<'_>) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.read(what, move |conn| {
+            conn.prepare_cached(&sql)?
+                .query_row(params, |row| Ok(map(row)))
+                .optional()?
+                .transpose()
+        })
+        .await
+    }
+
     /// Runs `work` on one of the read connections, on the blocking pool.
     async fn read<T: Send + 'static>(
         &self,
@@ -193,384 +235,77 @@ async fn within<T: Send + 'static>(
     }
 }
 
-fn i64_of(value: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Query(format!("{what} {value} exceeds i64")))
-}
-
-fn u64_of(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is negative")))
-}
-
-fn u32_of(value: i64, what: &str) -> Result<u32, StoreError> {
-    u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} is not a u32")))
-}
-
-fn i32_checked(value: u32, what: &str) -> Result<i64, StoreError> {
-    // The PostgreSQL columns are `integer`: keep the same range so both backends accept the
-    // same rows.
-    i32::try_from(value)
-        .map(i64::from)
-        .map_err(|_| StoreError::Query(format!("{what} {value} exceeds integer")))
-}
-
 fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &str) -> Result<T, StoreError> {
     row.get(column)
         .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
 }
 
-fn time_of(row: &Row<'_>, column: &str) -> Result<TimeMs, StoreError> {
-    Ok(TimeMs(get(row, column)?))
+fn get_ref<'a>(row: &'a Row<'_>, column: &str) -> Result<ValueRef<'a>, StoreError> {
+    row.get_ref(column)
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
 }
 
-fn opt_time_of(row: &Row<'_>, column: &str) -> Result<Option<TimeMs>, StoreError> {
-    Ok(get::<Option<i64>>(row, column)?.map(TimeMs))
+fn text_of<'a>(value: ValueRef<'a>, column: &str) -> Result<Option<&'a str>, StoreError> {
+    value
+        .as_str_or_null()
+        .map_err(|e| StoreError::Corrupt(format!("column {column}: {e}")))
 }
 
-fn name_of(row: &Row<'_>, column: &str) -> Result<Name, StoreError> {
-    Ok(Name::from(get::<String>(row, column)?))
-}
-
-fn u64_col(row: &Row<'_>, column: &str) -> Result<u64, StoreError> {
-    u64_of(get(row, column)?, column)
-}
-
-fn u32_col(row: &Row<'_>, column: &str) -> Result<u32, StoreError> {
-    u32_of(get(row, column)?, column)
-}
-
-fn bool_col(row: &Row<'_>, column: &str) -> Result<bool, StoreError> {
-    match get::<i64>(row, column)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(StoreError::Corrupt(format!(
-            "column {column}: {other} is not a boolean"
-        ))),
+impl rows::Row for Row<'_> {
+    fn i64(&self, column: &str) -> Result<i64, StoreError> {
+        get(self, column)
     }
-}
 
-fn nodes_json(nodes: &[NodeGpus]) -> Result<String, StoreError> {
-    serde_json::to_string(nodes).map_err(|e| StoreError::Query(format!("encoding nodes: {e}")))
-}
+    fn opt_i64(&self, column: &str) -> Result<Option<i64>, StoreError> {
+        get(self, column)
+    }
 
-fn nodes_of(row: &Row<'_>) -> Result<Vec<NodeGpus>, StoreError> {
-    serde_json::from_str(&get::<String>(row, "nodes")?)
-        .map_err(|e| StoreError::Corrupt(format!("nodes: {e}")))
-}
+    fn int(&self, column: &str) -> Result<i64, StoreError> {
+        get(self, column)
+    }
 
-fn decode<T>(value: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T, StoreError> {
-    parse(value).ok_or_else(|| StoreError::Corrupt(format!("{what} {value:?}")))
-}
+    fn text(&self, column: &str) -> Result<&str, StoreError> {
+        text_of(get_ref(self, column)?, column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("column {column}: NULL")))
+    }
 
-const ORDER_COLUMNS: &str = "id, account, pool, price_micros, gpus, remaining_gpus, filled_gpus, \
-    min_gpus, duration_s, max_duration_s, tif, expires_at, persistent, client_order_id, status, \
-    cancel_reason, created_at, updated_at";
+    fn opt_text(&self, column: &str) -> Result<Option<&str>, StoreError> {
+        text_of(get_ref(self, column)?, column)
+    }
 
-fn order_of(row: &Row<'_>) -> Result<OrderView, StoreError> {
-    Ok(OrderView {
-        id: OrderId(u64_col(row, "id")?),
-        account: name_of(row, "account")?,
-        pool: name_of(row, "pool")?,
-        price: PriceMicros(u64_col(row, "price_micros")?),
-        gpus: u32_col(row, "gpus")?,
-        remaining_gpus: u32_col(row, "remaining_gpus")?,
-        filled_gpus: u32_col(row, "filled_gpus")?,
-        min_gpus: u32_col(row, "min_gpus")?,
-        duration_s: u32_col(row, "duration_s")?,
-        max_duration_s: u32_col(row, "max_duration_s")?,
-        tif: decode(&get::<String>(row, "tif")?, codes::parse_tif, "tif")?,
-        expires_at: opt_time_of(row, "expires_at")?,
-        persistent: bool_col(row, "persistent")?,
-        client_order_id: get::<Option<String>>(row, "client_order_id")?.map(Name::from),
-        status: decode(
-            &get::<String>(row, "status")?,
-            codes::parse_order_status,
-            "order status",
-        )?,
-        cancel_reason: match get::<Option<String>>(row, "cancel_reason")? {
-            Some(code) => Some(decode(&code, codes::parse_cancel_reason, "cancel reason")?),
-            None => None,
-        },
-        created_at: time_of(row, "created_at")?,
-        updated_at: time_of(row, "updated_at")?,
-    })
-}
-
-const LEASE_COLUMNS: &str = "lease_no, order_id, buyer, supplier, pool, block_id, gpus, \
-    price_micros, status, started_at, ends_at, notice_ends_at, preempted_at, emergency, \
-    ended_at, cost_micros, nodes";
-
-fn lease_of(row: &Row<'_>) -> Result<LeaseView, StoreError> {
-    let order_id: String = get(row, "order_id")?;
-    Ok(LeaseView {
-        id: LeaseId(u64_col(row, "lease_no")?),
-        order_id: OrderId(
-            order_id
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("order_id {order_id:?}")))?,
-        ),
-        buyer: name_of(row, "buyer")?,
-        supplier: name_of(row, "supplier")?,
-        pool: name_of(row, "pool")?,
-        block_id: name_of(row, "block_id")?,
-        gpus: u32_col(row, "gpus")?,
-        price: PriceMicros(u64_col(row, "price_micros")?),
-        status: decode(
-            &get::<String>(row, "status")?,
-            codes::parse_lease_status,
-            "lease status",
-        )?,
-        started_at: time_of(row, "started_at")?,
-        ends_at: time_of(row, "ends_at")?,
-        notice_ends_at: opt_time_of(row, "notice_ends_at")?,
-        preempted_at: opt_time_of(row, "preempted_at")?,
-        emergency: bool_col(row, "emergency")?,
-        ended_at: opt_time_of(row, "ended_at")?,
-        cost_micros: u64_col(row, "cost_micros")?,
-        nodes: nodes_of(row)?,
-    })
-}
-
-const BLOCK_COLUMNS: &str = "supplier, block_id, pool, status, gpus, gpus_sold, gpus_unsold, \
-    gpus_reclaimed, gpus_reclaiming, reserve_price_micros, available_from, available_until, \
-    revenue_micros, reclaim_forecast_at, nodes, updated_at";
-
-fn block_of(row: &Row<'_>) -> Result<BlockView, StoreError> {
-    Ok(BlockView {
-        supplier: name_of(row, "supplier")?,
-        block_id: name_of(row, "block_id")?,
-        pool: name_of(row, "pool")?,
-        status: decode(
-            &get::<String>(row, "status")?,
-            codes::parse_block_status,
-            "block status",
-        )?,
-        gpus: u32_col(row, "gpus")?,
-        gpus_sold: u32_col(row, "gpus_sold")?,
-        gpus_unsold: u32_col(row, "gpus_unsold")?,
-        gpus_reclaimed: u32_col(row, "gpus_reclaimed")?,
-        gpus_reclaiming: u32_col(row, "gpus_reclaiming")?,
-        reserve_price: PriceMicros(u64_col(row, "reserve_price_micros")?),
-        available_from: time_of(row, "available_from")?,
-        available_until: time_of(row, "available_until")?,
-        revenue_micros: u64_col(row, "revenue_micros")?,
-        reclaim_forecast_at: opt_time_of(row, "reclaim_forecast_at")?,
-        nodes: nodes_of(row)?,
-        updated_at: time_of(row, "updated_at")?,
-    })
-}
-
-const INSERT_JOURNAL: &str = "INSERT INTO journal (seq, at_ms, command) VALUES (?1, ?2, ?3)";
-
-const UPSERT_ORDER: &str = "INSERT INTO orders (id, account, pool, price_micros, gpus, \
-    remaining_gpus, filled_gpus, min_gpus, duration_s, max_duration_s, tif, expires_at, \
-    persistent, client_order_id, status, cancel_reason, created_at, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
-    ON CONFLICT (id) DO UPDATE SET price_micros = excluded.price_micros, gpus = excluded.gpus, \
-    remaining_gpus = excluded.remaining_gpus, filled_gpus = excluded.filled_gpus, \
-    min_gpus = excluded.min_gpus, expires_at = excluded.expires_at, status = excluded.status, \
-    cancel_reason = excluded.cancel_reason, updated_at = excluded.updated_at";
-
-const UPSERT_LEASE: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
-    price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
-    ON CONFLICT (id) DO UPDATE SET status = excluded.status, ends_at = excluded.ends_at, \
-    notice_ends_at = excluded.notice_ends_at, ended_at = excluded.ended_at, \
-    cost_micros = excluded.cost_micros, preempted_at = excluded.preempted_at, \
-    emergency = excluded.emergency, nodes = excluded.nodes, updated_at = excluded.updated_at";
-
-const INSERT_TRADE: &str = "INSERT INTO trades (id, pool, price_micros, gpus, order_id, \
-    lease_id, buyer, supplier, block_id, maker_side, at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-
-const UPSERT_BLOCK: &str = "INSERT INTO blocks (supplier, block_id, pool, status, gpus, \
-    gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, reserve_price_micros, \
-    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-    ON CONFLICT (supplier, block_id) DO UPDATE SET status = excluded.status, \
-    gpus = excluded.gpus, gpus_sold = excluded.gpus_sold, gpus_unsold = excluded.gpus_unsold, \
-    gpus_reclaimed = excluded.gpus_reclaimed, gpus_reclaiming = excluded.gpus_reclaiming, \
-    reserve_price_micros = excluded.reserve_price_micros, \
-    available_from = excluded.available_from, available_until = excluded.available_until, \
-    revenue_micros = excluded.revenue_micros, reclaim_forecast_at = excluded.reclaim_forecast_at, \
-    nodes = excluded.nodes, updated_at = excluded.updated_at";
-
-const INSERT_LEASE_EVENT: &str = "INSERT INTO lease_events (seq, lease_id, buyer, kind, at, \
-    detail_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
-
-/// Writes every row of a batch inside the caller's transaction.
-fn write_rows(tx: &rusqlite::Transaction<'_>, rows: &BatchRows) -> Result<(), StoreError> {
-    if !rows.journal.is_empty() {
-        let mut statement = tx.prepare_cached(INSERT_JOURNAL)?;
-        for entry in &rows.journal {
-            statement.execute(params![
-                i64_of(entry.seq, "seq")?,
-                entry.at.0,
-                entry.command_json
-            ])?;
+    fn bool(&self, column: &str) -> Result<bool, StoreError> {
+        match get::<i64>(self, column)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(StoreError::Corrupt(format!(
+                "column {column}: {other} is not a boolean"
+            ))),
         }
     }
-    if !rows.orders.is_empty() {
-        let mut statement = tx.prepare_cached(UPSERT_ORDER)?;
-        for o in &rows.orders {
-            statement.execute(params![
-                i64_of(o.id.0, "order id")?,
-                &*o.account,
-                &*o.pool,
-                i64_of(o.price.0, "price")?,
-                i32_checked(o.gpus, "gpus")?,
-                i32_checked(o.remaining_gpus, "remaining_gpus")?,
-                i32_checked(o.filled_gpus, "filled_gpus")?,
-                i32_checked(o.min_gpus, "min_gpus")?,
-                i32_checked(o.duration_s, "duration_s")?,
-                i32_checked(o.max_duration_s, "max_duration_s")?,
-                codes::tif(o.tif),
-                o.expires_at.map(|t| t.0),
-                o.persistent,
-                o.client_order_id.as_deref(),
-                codes::order_status(o.status),
-                o.cancel_reason.map(codes::cancel_reason),
-                o.created_at.0,
-                o.updated_at.0,
-            ])?;
-        }
+
+    fn time(&self, column: &str) -> Result<TimeMs, StoreError> {
+        Ok(TimeMs(get(self, column)?))
     }
-    if !rows.leases.is_empty() {
-        let updated_at = now_ms().0;
-        let mut statement = tx.prepare_cached(UPSERT_LEASE)?;
-        for l in &rows.leases {
-            statement.execute(params![
-                l.id.to_string(),
-                l.order_id.to_string(),
-                &*l.buyer,
-                &*l.pool,
-                &*l.block_id,
-                i32_checked(l.gpus, "gpus")?,
-                i64_of(l.price.0, "price")?,
-                codes::lease_status(l.status),
-                l.started_at.0,
-                l.ends_at.0,
-                l.notice_ends_at.map(|t| t.0),
-                l.ended_at.map(|t| t.0),
-                i64_of(l.cost_micros, "cost")?,
-                i64_of(l.id.0, "lease id")?,
-                &*l.supplier,
-                l.preempted_at.map(|t| t.0),
-                l.emergency,
-                nodes_json(&l.nodes)?,
-                updated_at,
-            ])?;
-        }
+
+    fn opt_time(&self, column: &str) -> Result<Option<TimeMs>, StoreError> {
+        Ok(get::<Option<i64>>(self, column)?.map(TimeMs))
     }
-    if !rows.trades.is_empty() {
-        let mut statement = tx.prepare_cached(INSERT_TRADE)?;
-        for t in &rows.trades {
-            statement.execute(params![
-                i64_of(t.id.0, "trade id")?,
-                &*t.pool,
-                i64_of(t.price.0, "price")?,
-                i32_checked(t.gpus, "gpus")?,
-                i64_of(t.order_id.0, "order id")?,
-                i64_of(t.lease_id.0, "lease id")?,
-                &*t.buyer,
-                &*t.supplier,
-                &*t.block_id,
-                codes::side(t.maker_side),
-                t.at.0,
-            ])?;
-        }
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        get(self, column)
     }
-    if !rows.blocks.is_empty() {
-        let mut statement = tx.prepare_cached(UPSERT_BLOCK)?;
-        for b in &rows.blocks {
-            statement.execute(params![
-                &*b.supplier,
-                &*b.block_id,
-                &*b.pool,
-                codes::block_status(b.status),
-                i32_checked(b.gpus, "gpus")?,
-                i32_checked(b.gpus_sold, "gpus_sold")?,
-                i32_checked(b.gpus_unsold, "gpus_unsold")?,
-                i32_checked(b.gpus_reclaimed, "gpus_reclaimed")?,
-                i32_checked(b.gpus_reclaiming, "gpus_reclaiming")?,
-                i64_of(b.reserve_price.0, "reserve price")?,
-                b.available_from.0,
-                b.available_until.0,
-                i64_of(b.revenue_micros, "revenue")?,
-                b.reclaim_forecast_at.map(|t| t.0),
-                nodes_json(&b.nodes)?,
-                b.updated_at.0,
-            ])?;
-        }
-    }
-    if !rows.lease_events.is_empty() {
-        let mut statement = tx.prepare_cached(INSERT_LEASE_EVENT)?;
-        for e in &rows.lease_events {
-            statement.execute(params![
-                i64_of(e.seq, "seq")?,
-                e.lease_id.to_string(),
-                &*e.buyer,
-                e.kind,
-                e.at.0,
-                e.detail_at.map(|t| t.0),
-            ])?;
-        }
-    }
-    if !rows.applied_signals.is_empty() {
-        // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
-        let mut statement = tx.prepare_cached(
-            "INSERT INTO applied_signals (id_ms, id_seq, seq, rejection) VALUES (?1, ?2, ?3, ?4)",
-        )?;
-        for signal in &rows.applied_signals {
-            statement.execute(params![
-                i64_of(signal.id.ms, "signal id")?,
-                i64_of(signal.id.seq, "signal id")?,
-                i64_of(signal.seq, "seq")?,
-                signal.rejection.as_deref(),
-            ])?;
-        }
-    }
-    Ok(())
 }
 
-const SELECT_LEASE_EVENTS_AFTER: &str = "SELECT e.id AS row_id, e.seq, e.lease_id AS event_lease, \
-    e.buyer AS event_buyer, e.kind, e.at AS event_at, e.detail_at, l.lease_no, l.order_id, \
-    l.buyer, l.supplier, l.pool, l.block_id, l.gpus, l.price_micros, l.status, l.started_at, \
-    l.ends_at, l.notice_ends_at, l.preempted_at, l.emergency, l.ended_at, l.cost_micros, l.nodes \
-    FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id \
-    WHERE (e.seq, e.id) > (?1, ?2) ORDER BY e.seq, e.id LIMIT ?3";
-
-fn lease_event_of(row: &Row<'_>) -> Result<LeaseEventRecord, StoreError> {
-    let lease_id: String = get(row, "event_lease")?;
-    Ok(LeaseEventRecord {
-        seq: u64_col(row, "seq")?,
-        row_id: u64_col(row, "row_id")?,
-        lease_id: LeaseId(
-            lease_id
-                .parse()
-                .map_err(|_| StoreError::Corrupt(format!("lease_id {lease_id:?}")))?,
-        ),
-        buyer: name_of(row, "event_buyer")?,
-        kind: get(row, "kind")?,
-        at: time_of(row, "event_at")?,
-        detail_at: opt_time_of(row, "detail_at")?,
-        lease: match get::<Option<i64>>(row, "lease_no")? {
-            Some(_) => Some(lease_of(row)?),
-            None => None,
-        },
-    })
-}
-
-fn limit_of(filter: &ListFilter) -> i64 {
-    i64::try_from(filter.limit).unwrap_or(i64::MAX)
-}
-
-fn id_cursor(filter: &ListFilter) -> Option<i64> {
-    // A cursor that is not an id names nothing below it: an empty page, not an error.
-    filter
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<i64>().unwrap_or(i64::MIN))
+/// Every row `sql` returns for `params`, through `map`.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_and_then(params, map)?;
+    rows.collect()
 }
 
 /// `floor(column / 60000)` in SQL, for negative times too (SQLite's `/` truncates toward zero).
@@ -636,19 +371,12 @@ impl Store for SqliteStore {
 
     async fn latest_snapshot(&self) -> Result<Option<StoredSnapshot>, StoreError> {
         self.write(DB_WRITE_TIMEOUT * 6, "loading the snapshot", |conn| {
-            let mut statement = conn.prepare_cached(
+            conn.prepare_cached(
                 "SELECT seq, state_hash, state FROM snapshots ORDER BY seq DESC LIMIT 1",
-            )?;
-            let mut rows = statement.query([])?;
-            match rows.next()? {
-                Some(row) => Ok(Some(StoredSnapshot {
-                    seq: u64_col(row, "seq")?,
-                    // 64 opaque bits, kept as a two's-complement integer.
-                    state_hash: get::<i64>(row, "state_hash")? as u64,
-                    state: get(row, "state")?,
-                })),
-                None => Ok(None),
-            }
+            )?
+            .query_row([], |row| Ok(snapshot_of(row)))
+            .optional()?
+            .transpose()
         })
         .await
     }
@@ -659,22 +387,12 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<JournalEntry>, StoreError> {
         self.write(DB_WRITE_TIMEOUT * 6, "reading the journal", move |conn| {
-            let mut statement = conn.prepare_cached(
+            query_all(
+                conn,
                 "SELECT seq, at_ms, command FROM journal WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let mut rows = statement.query(params![
-                i64_of(after_seq, "seq")?,
-                i64::try_from(limit).unwrap_or(i64::MAX)
-            ])?;
-            let mut entries = Vec::new();
-            while let Some(row) = rows.next()? {
-                entries.push(JournalEntry {
-                    seq: u64_col(row, "seq")?,
-                    at: time_of(row, "at_ms")?,
-                    command_json: get(row, "command")?,
-                });
-            }
-            Ok(entries)
+                params![i64_of(after_seq, "seq")?, bigint_or_max(limit)],
+                |row| journal_entry_of(row),
+            )
         })
         .await
     }
@@ -693,7 +411,7 @@ impl Store for SqliteStore {
         };
         self.write(DB_WRITE_TIMEOUT, "the batch transaction", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            write_rows(&tx, &rows)?;
+            batch::write_rows(&tx, &rows)?;
             tx.commit()?;
             Ok(())
         })
@@ -728,15 +446,12 @@ impl Store for SqliteStore {
         let Ok(id) = i64::try_from(id.0) else {
             return Ok(None);
         };
-        let account = account.to_owned();
-        self.read("reading an order", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1 AND account = ?2"
-            ))?
-            .query_row(params![id, account], |row| Ok(order_of(row)))
-            .optional()?
-            .transpose()
-        })
+        self.read_one(
+            "reading an order",
+            format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1 AND account = ?2"),
+            (id, account.to_owned()),
+            |row| order_of(row),
+        )
         .await
     }
 
@@ -745,61 +460,50 @@ impl Store for SqliteStore {
         account: &str,
         filter: &ListFilter,
     ) -> Result<Vec<OrderView>, StoreError> {
-        let (account, filter) = (account.to_owned(), filter.clone());
-        self.read("listing orders", move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
+        self.read_all(
+            "listing orders",
+            format!(
                 "SELECT {ORDER_COLUMNS} FROM orders WHERE account = ?1 \
                  AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3) \
                  ORDER BY id DESC LIMIT ?4"
-            ))?;
-            let mut rows = statement.query(params![
-                account,
-                filter.status,
-                id_cursor(&filter),
-                limit_of(&filter)
-            ])?;
-            let mut orders = Vec::new();
-            while let Some(row) = rows.next()? {
-                orders.push(order_of(row)?);
-            }
-            Ok(orders)
-        })
+            ),
+            (
+                account.to_owned(),
+                filter.status.clone(),
+                id_cursor(filter),
+                limit_of(filter),
+            ),
+            |row| order_of(row),
+        )
         .await
     }
 
     async fn lease(&self, buyer: &str, id: LeaseId) -> Result<Option<LeaseView>, StoreError> {
-        let buyer = buyer.to_owned();
-        self.read("reading a lease", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1 AND buyer = ?2"
-            ))?
-            .query_row(params![id.to_string(), buyer], |row| Ok(lease_of(row)))
-            .optional()?
-            .transpose()
-        })
+        self.read_one(
+            "reading a lease",
+            format!("SELECT {LEASE_COLUMNS} FROM leases WHERE id = ?1 AND buyer = ?2"),
+            (id.to_string(), buyer.to_owned()),
+            |row| lease_of(row),
+        )
         .await
     }
 
     async fn leases(&self, buyer: &str, filter: &ListFilter) -> Result<Vec<LeaseView>, StoreError> {
-        let (buyer, filter) = (buyer.to_owned(), filter.clone());
-        self.read("listing leases", move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
+        self.read_all(
+            "listing leases",
+            format!(
                 "SELECT {LEASE_COLUMNS} FROM leases WHERE buyer = ?1 \
                  AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR lease_no < ?3) \
                  ORDER BY lease_no DESC LIMIT ?4"
-            ))?;
-            let mut rows = statement.query(params![
-                buyer,
-                filter.status,
-                id_cursor(&filter),
-                limit_of(&filter)
-            ])?;
-            let mut leases = Vec::new();
-            while let Some(row) = rows.next()? {
-                leases.push(lease_of(row)?);
-            }
-            Ok(leases)
-        })
+            ),
+            (
+                buyer.to_owned(),
+                filter.status.clone(),
+                id_cursor(filter),
+                limit_of(filter),
+            ),
+            |row| lease_of(row),
+        )
         .await
     }
 
@@ -808,32 +512,25 @@ impl Store for SqliteStore {
         buyer: &str,
         order_id: OrderId,
     ) -> Result<Vec<LeaseView>, StoreError> {
-        let buyer = buyer.to_owned();
-        self.read("listing an order's leases", move |conn| {
-            let mut statement = conn.prepare_cached(&format!(
+        self.read_all(
+            "listing an order's leases",
+            format!(
                 "SELECT {LEASE_COLUMNS} FROM leases WHERE order_id = ?1 AND buyer = ?2 \
                  ORDER BY lease_no"
-            ))?;
-            let mut rows = statement.query(params![order_id.to_string(), buyer])?;
-            let mut leases = Vec::new();
-            while let Some(row) = rows.next()? {
-                leases.push(lease_of(row)?);
-            }
-            Ok(leases)
-        })
+            ),
+            (order_id.to_string(), buyer.to_owned()),
+            |row| lease_of(row),
+        )
         .await
     }
 
     async fn block(&self, supplier: &str, block_id: &str) -> Result<Option<BlockView>, StoreError> {
-        let (supplier, block_id) = (supplier.to_owned(), block_id.to_owned());
-        self.read("reading a block", move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 AND block_id = ?2"
-            ))?
-            .query_row(params![supplier, block_id], |row| Ok(block_of(row)))
-            .optional()?
-            .transpose()
-        })
+        self.read_one(
+            "reading a block",
+            format!("SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 AND block_id = ?2"),
+            (supplier.to_owned(), block_id.to_owned()),
+            |row| block_of(row),
+        )
         .await
     }
 
@@ -842,40 +539,33 @@ impl Store for SqliteStore {
         supplier: &str,
         filter: &ListFilter,
     ) -> Result<Vec<BlockView>, StoreError> {
-        let (supplier, filter) = (supplier.to_owned(), filter.clone());
-        self.read("listing blocks", move |conn| {
-            // `BINARY` collation: byte order, as PostgreSQL's "C" order for these ASCII ids.
-            let mut statement = conn.prepare_cached(&format!(
+        // `BINARY` collation: byte order, as PostgreSQL's "C" order for these ASCII ids.
+        self.read_all(
+            "listing blocks",
+            format!(
                 "SELECT {BLOCK_COLUMNS} FROM blocks WHERE supplier = ?1 \
                  AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR block_id > ?3) \
                  ORDER BY block_id LIMIT ?4"
-            ))?;
-            let mut rows = statement.query(params![
-                supplier,
-                filter.status,
-                filter.cursor,
-                limit_of(&filter)
-            ])?;
-            let mut blocks = Vec::new();
-            while let Some(row) = rows.next()? {
-                blocks.push(block_of(row)?);
-            }
-            Ok(blocks)
-        })
+            ),
+            (
+                supplier.to_owned(),
+                filter.status.clone(),
+                filter.cursor.clone(),
+                limit_of(filter),
+            ),
+            |row| block_of(row),
+        )
         .await
     }
 
     async fn applied_signals_newest(&self, limit: usize) -> Result<Vec<EntryId>, StoreError> {
         self.write(DB_WRITE_TIMEOUT * 6, "loading applied signals", move |conn| {
-            let mut statement = conn.prepare_cached(
+            query_all(
+                conn,
                 "SELECT id_ms, id_seq FROM applied_signals ORDER BY id_ms DESC, id_seq DESC LIMIT ?1",
-            )?;
-            let mut rows = statement.query(params![i64::try_from(limit).unwrap_or(i64::MAX)])?;
-            let mut ids = Vec::new();
-            while let Some(row) = rows.next()? {
-                ids.push(EntryId::new(u64_col(row, "id_ms")?, u64_col(row, "id_seq")?));
-            }
-            Ok(ids)
+                params![bigint_or_max(limit)],
+                |row| signal_id_of(row),
+            )
         })
         .await
     }
@@ -895,11 +585,7 @@ impl Store for SqliteStore {
             for id in ids {
                 let mut rows = statement.query(params![id.ms as i64, id.seq as i64])?;
                 if let Some(row) = rows.next()? {
-                    found.push(AppliedSignal {
-                        id,
-                        seq: u64_col(row, "seq")?,
-                        rejection: get(row, "rejection")?,
-                    });
+                    found.push(applied_signal_of(row)?);
                 }
             }
             Ok(found)
@@ -913,18 +599,16 @@ impl Store for SqliteStore {
         after_row_id: u64,
         limit: usize,
     ) -> Result<Vec<LeaseEventRecord>, StoreError> {
-        let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-        let (after_seq, after_row_id) = (clamp(after_seq), clamp(after_row_id));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read("reading lease events", move |conn| {
-            let mut statement = conn.prepare_cached(SELECT_LEASE_EVENTS_AFTER)?;
-            let mut rows = statement.query(params![after_seq, after_row_id, limit])?;
-            let mut events = Vec::new();
-            while let Some(row) = rows.next()? {
-                events.push(lease_event_of(row)?);
-            }
-            Ok(events)
-        })
+        let after = (bigint_or_max(after_seq), bigint_or_max(after_row_id));
+        self.read_all(
+            "reading lease events",
+            format!(
+                "{SELECT_LEASE_EVENTS} WHERE (e.seq, e.id) > (?1, ?2) \
+                 ORDER BY e.seq, e.id LIMIT ?3"
+            ),
+            (after.0, after.1, bigint_or_max(limit)),
+            |row| lease_event_of(row),
+        )
         .await
     }
 
@@ -933,77 +617,49 @@ impl Store for SqliteStore {
         since: TimeMs,
         trades_per_pool: usize,
     ) -> Result<MarketHistory, StoreError> {
+        let per_pool = bigint_or_max(trades_per_pool);
         self.write(
             DB_WRITE_TIMEOUT * 6,
             "loading market history",
             move |conn| {
-                let per_pool = i64::try_from(trades_per_pool).unwrap_or(i64::MAX);
-                let mut history = MarketHistory::default();
-                {
-                    let mut statement = conn.prepare_cached(
-                        "SELECT pool, id, price_micros, gpus, maker_side, at FROM ( \
-                       SELECT pool, id, price_micros, gpus, maker_side, at, \
-                              row_number() OVER (PARTITION BY pool ORDER BY id DESC) AS n \
-                       FROM trades WHERE at >= ?1) recent \
-                     WHERE n <= ?2 ORDER BY id",
-                    )?;
-                    let mut rows = statement.query(params![since.0, per_pool])?;
-                    while let Some(row) = rows.next()? {
-                        history.trades.push((
-                            get::<String>(row, "pool")?,
-                            PublicTrade {
-                                id: u64_col(row, "id")?,
-                                price: PriceMicros(u64_col(row, "price_micros")?),
-                                gpus: u32_col(row, "gpus")?,
-                                maker_side: decode(
-                                    &get::<String>(row, "maker_side")?,
-                                    codes::parse_side,
-                                    "side",
-                                )?,
-                                at: time_of(row, "at")?,
-                            },
-                        ));
-                    }
-                }
-                {
-                    // Planned GPU-seconds, rounded to whole seconds like PostgreSQL's
-                    // `extract(epoch ...)::int8`.
-                    let mut statement = conn.prepare_cached(&format!(
+                let trades = query_all(
+                    conn,
+                    "SELECT pool, id, price_micros, gpus, maker_side, at FROM ( \
+                   SELECT pool, id, price_micros, gpus, maker_side, at, \
+                          row_number() OVER (PARTITION BY pool ORDER BY id DESC) AS n \
+                   FROM trades WHERE at >= ?1) recent \
+                 WHERE n <= ?2 ORDER BY id",
+                    params![since.0, per_pool],
+                    |row| public_trade_of(row),
+                )?;
+                // Planned GPU-seconds, rounded to whole seconds like PostgreSQL's
+                // `extract(epoch ...)::int8`.
+                let mut lease_minutes = query_all(
+                    conn,
+                    &format!(
                         "SELECT pool, {minute} AS minute, \
                        sum(gpus * ((max(ends_at - started_at, 0) + 500) / 1000)) AS gpu_seconds \
                      FROM leases WHERE started_at >= ?1 GROUP BY 1, 2",
                         minute = minute_of("started_at")
-                    ))?;
-                    let mut rows = statement.query(params![since.0])?;
-                    while let Some(row) = rows.next()? {
-                        history.lease_minutes.push(LeaseMinute {
-                            pool: get(row, "pool")?,
-                            minute: get(row, "minute")?,
-                            gpu_seconds_started: u64_col(row, "gpu_seconds")?,
-                            ended: 0,
-                            preempted: 0,
-                        });
-                    }
-                }
-                {
-                    let mut statement = conn.prepare_cached(&format!(
+                    ),
+                    params![since.0],
+                    |row| lease_minute_started_of(row),
+                )?;
+                lease_minutes.extend(query_all(
+                    conn,
+                    &format!(
                         "SELECT pool, {minute} AS minute, count(*) AS ended, \
                        sum(status = 'preempted') AS preempted \
                      FROM leases WHERE ended_at >= ?1 GROUP BY 1, 2",
                         minute = minute_of("ended_at")
-                    ))?;
-                    let mut rows = statement.query(params![since.0])?;
-                    while let Some(row) = rows.next()? {
-                        history.lease_minutes.push(LeaseMinute {
-                            pool: get(row, "pool")?,
-                            minute: get(row, "minute")?,
-                            gpu_seconds_started: 0,
-                            ended: u64_col(row, "ended")?,
-                            preempted: u64_col(row, "preempted")?,
-                        });
-                    }
-                }
-                Ok(history)
+                    ),
+                    params![since.0],
+                    |row| lease_minute_ended_of(row),
+                )?);
+                Ok(MarketHistory {
+                    trades,
+                    lease_minutes,
+                })
             },
         )
         .await

@@ -115,6 +115,7 @@ pub(crate) mod tests {
                 notice_ends_at: Some(TimeMs(1_735_787_165_000)),
                 preempted_at: Some(TimeMs(1_735_787_045_000)),
                 emergency: false,
+                notice_s: 120,
                 ended_at: Some(TimeMs(1_735_787_165_000)),
                 cost_micros: 0,
                 nodes: vec![],

@@ -77,6 +77,9 @@ pub struct LeaseJson {
     notice_ends_at: Option<Rfc3339Time>,
     preempted_at: Option<Rfc3339Time>,
     emergency: bool,
+    /// The notice promised when the lease opened (the pool's `notice_s` then); a reclaim
+    /// without an explicit notice gives at least this, and lowering the pool's never shortens it.
+    notice_s: u32,
     ended_at: Option<Rfc3339Time>,
     cost: Usd,
     nodes: Vec<NodeGpus>,
@@ -97,6 +100,7 @@ impl From<&LeaseView> for LeaseJson {
             notice_ends_at: l.notice_ends_at.map(Rfc3339Time),
             preempted_at: l.preempted_at.map(Rfc3339Time),
             emergency: l.emergency,
+            notice_s: l.notice_s,
             ended_at: l.ended_at.map(Rfc3339Time),
             cost: Usd(l.cost_micros),
             nodes: l.nodes.clone(),
@@ -121,6 +125,8 @@ pub struct BlockJson {
     available_until: Rfc3339Time,
     revenue: Usd,
     reclaim_forecast_at: Option<Rfc3339Time>,
+    /// The last forecast while its time is still ahead; leases opened meanwhile are warned.
+    reclaim_expected_at: Option<Rfc3339Time>,
     nodes: Vec<NodeGpus>,
     updated_at: Rfc3339Time,
 }
@@ -141,6 +147,7 @@ impl From<&BlockView> for BlockJson {
             available_until: b.available_until.into(),
             revenue: Usd(b.revenue_micros),
             reclaim_forecast_at: b.reclaim_forecast_at.map(Rfc3339Time),
+            reclaim_expected_at: b.reclaim_expected_at.map(Rfc3339Time),
             nodes: b.nodes.clone(),
             updated_at: b.updated_at.into(),
         }

@@ -11,6 +11,7 @@ use crate::limits::{
     FEED_PUBLISH_INTERVAL, WS_CLIENT_LAG_MAX, WS_CLIENT_QUEUE_BYTES_MAX,
     WS_CLIENT_QUEUE_MESSAGES_MAX, WS_HUB_COMMANDS_MAX,
 };
+use crate::metrics::{Reading, ReadingKind, Readings};
 use crate::wire::ws::{self as protocol, Channel, Frame};
 use actix_web::web::Bytes;
 use matching_engine::Name;
@@ -181,36 +182,28 @@ pub struct HubStats {
     pub clients_coalesced: AtomicU64,
 }
 
-impl HubStats {
-    /// The counters in the Prometheus text format, for `/metrics`.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let rows: [(&str, &str, &str, u64); 3] = [
-            (
-                "offpeak_ws_connections",
-                "gauge",
-                "Open WebSocket connections.",
-                self.connections.load(Ordering::Relaxed) as u64,
-            ),
-            (
-                "offpeak_ws_clients_dropped_total",
-                "counter",
-                "WebSocket clients dropped for being too slow or losing private events.",
-                self.clients_dropped.load(Ordering::Relaxed),
-            ),
-            (
-                "offpeak_ws_clients_coalesced_total",
-                "counter",
-                "Times a WebSocket client's queue was full and its updates were coalesced.",
-                self.clients_coalesced.load(Ordering::Relaxed),
-            ),
-        ];
-        for (name, kind, help, value) in rows {
-            out.push_str(&format!(
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-            ));
-        }
-        out
+impl Readings for HubStats {
+    fn readings(&self) -> Vec<Reading> {
+        vec![
+            Reading {
+                name: "ws_connections",
+                help: "Open WebSocket connections",
+                kind: ReadingKind::Gauge,
+                value: self.connections.load(Ordering::Relaxed) as u64,
+            },
+            Reading {
+                name: "ws_clients_dropped",
+                help: "WebSocket clients dropped for being too slow or losing private events",
+                kind: ReadingKind::Counter,
+                value: self.clients_dropped.load(Ordering::Relaxed),
+            },
+            Reading {
+                name: "ws_clients_coalesced",
+                help: "Times a WebSocket client's queue was full and its updates were coalesced",
+                kind: ReadingKind::Counter,
+                value: self.clients_coalesced.load(Ordering::Relaxed),
+            },
+        ]
     }
 }
 

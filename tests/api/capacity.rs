@@ -1,9 +1,10 @@
 //! Capacity blocks: release, list, read, update, reclaim with notice, forecast, rejections,
 //! and supplier isolation.
 
-use crate::helpers::{code, rfc3339_in, TestApp, POOL};
+use crate::helpers::{code, eventually, rfc3339_in, TestApp, POOL};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 fn block(block_id: &str, gpus: u32, price: &str, hours: i64) -> Value {
     json!({
@@ -354,4 +355,121 @@ async fn every_capacity_rejection_has_its_code_and_status() {
         (status, code(&body)),
         (StatusCode::UNPROCESSABLE_ENTITY, "gpus_must_not_be_zero")
     );
+}
+
+#[tokio::test]
+async fn a_pending_forecast_shows_on_the_block_and_warns_a_lease_opened_later() {
+    let app = TestApp::spawn().await;
+    let supplier = app.token("dc1", "supplier");
+    let acme = app.token("acme", "buyer");
+    app.release_block(&supplier, "b1", 8, "1.50", 3).await;
+    let (status, body) = app
+        .post(
+            "/v1/capacity/b1/forecast",
+            Some(&supplier),
+            json!({"reclaim_at": rfc3339_in(1800)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["leases_warned"], 0);
+    let expected = body["block"]["reclaim_expected_at"].clone();
+    assert!(expected.is_string(), "{body}");
+    assert_eq!(expected, body["block"]["reclaim_forecast_at"]);
+    let (_, block) = app.get("/v1/capacity/b1", Some(&supplier)).await;
+    assert_eq!(block["block"]["reclaim_expected_at"], expected);
+    // The quote that would use the block says so.
+    let (_, quote) = app
+        .get(
+            &format!("/v1/pools/{POOL}/quote?gpus=4&duration_s=3600"),
+            None,
+        )
+        .await;
+    assert_eq!(quote["reclaim_expected_at"], expected, "{quote}");
+    // A lease opened now is warned at once, like the leases running at the forecast.
+    let (status, bid) = app.bid(&acme, 4, "2.00").await;
+    assert_eq!(status, StatusCode::CREATED, "{bid}");
+    let lease_id = bid["leases"][0]["id"].as_str().unwrap().to_owned();
+    let db = app.db().client().await;
+    let warned: i64 = db
+        .query_one(
+            "SELECT count(*) FROM lease_events WHERE kind = 'forecast' AND lease_id = $1",
+            &[&lease_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(warned, 1);
+}
+
+#[tokio::test]
+async fn updating_a_block_whose_window_ended_is_block_closed() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("root", "admin");
+    let supplier = app.token("dc1", "supplier");
+    let (status, body) = app
+        .put(
+            &format!("/v1/admin/pools/{POOL}"),
+            Some(&admin),
+            json!({"gpu": "h100-sxm", "region": "us-east", "duration_min_s": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut short = block("brief", 4, "1.50", 0);
+    short["available_until"] = json!(rfc3339_in(2));
+    let (status, body) = app.post("/v1/capacity", Some(&supplier), short).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    eventually(Duration::from_secs(15), "the block to close", || async {
+        let (_, block) = app.get("/v1/capacity/brief", Some(&supplier)).await;
+        (block["block"]["status"] == "closed").then_some(())
+    })
+    .await;
+    let (status, body) = app
+        .patch(
+            "/v1/capacity/brief",
+            Some(&supplier),
+            json!({"reserve_price": "1.60"}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "block_closed"),
+        "{body}"
+    );
+}
+
+/// A list cursor that is not an id of the list's kind (here a NUL, which PostgreSQL refuses in
+/// text) is 400 `invalid_query` at the boundary, never a database error.
+const BAD_CURSORS: &[&str] = &["before=%00b%C3%84", "after=%00", "after=a%20b"];
+
+#[tokio::test]
+async fn a_cursor_that_is_no_id_is_400_on_postgresql() {
+    let app = TestApp::spawn().await;
+    let supplier = app.token("dc1", "supplier");
+    let buyer = app.token("acme", "buyer");
+    for bad in BAD_CURSORS {
+        let (status, body) = app
+            .get(&format!("/v1/capacity?{bad}"), Some(&supplier))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(code(&body), "invalid_query", "{bad}");
+        for list in ["/v1/orders", "/v1/leases"] {
+            let (status, body) = app.get(&format!("{list}?{bad}"), Some(&buyer)).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{list}?{bad}: {body}");
+        }
+    }
+    let (status, body) = app.get("/v1/capacity?after=b1", Some(&supplier)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn a_cursor_that_is_no_id_is_400_on_sqlite() {
+    let app = crate::embedded::EmbeddedApp::spawn().await;
+    let supplier = crate::helpers::token("dc1", "supplier");
+    for bad in BAD_CURSORS {
+        let (status, body) = app
+            .get(&format!("/v1/capacity?{bad}"), Some(&supplier))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(code(&body), "invalid_query", "{bad}");
+    }
 }

@@ -1,6 +1,6 @@
 //! Leases: list, read, release early, tenant isolation, and the `leases` table other tools read.
 
-use crate::helpers::{code, TestApp};
+use crate::helpers::{code, TestApp, POOL};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -169,4 +169,69 @@ async fn the_leases_table_has_the_design_columns_and_one_row_per_lease() {
     assert_eq!(row.get::<_, String>("status"), "released");
     assert!(row.get::<_, bool>("ended"));
     assert_eq!(row.get::<_, i64>("n"), 1);
+}
+
+#[tokio::test]
+async fn a_lease_keeps_the_notice_promised_when_it_opened() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("root", "admin");
+    let supplier = app.token("dc1", "supplier");
+    let buyer = app.token("acme", "buyer");
+    let pool =
+        |notice_s: u32| json!({"gpu": "h100-sxm", "region": "us-east", "notice_s": notice_s});
+    let (status, body) = app
+        .put(&format!("/v1/admin/pools/{POOL}"), Some(&admin), pool(600))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let lease = one_lease(&app, &buyer).await;
+    assert_eq!(lease["notice_s"], 600, "{lease}");
+    let id = lease["id"].as_str().unwrap();
+    // Lowering the pool's notice does not shorten the running lease's promise.
+    let (status, body) = app
+        .put(&format!("/v1/admin/pools/{POOL}"), Some(&admin), pool(60))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, read) = app.get(&format!("/v1/leases/{id}"), Some(&buyer)).await;
+    assert_eq!(read["lease"]["notice_s"], 600, "{read}");
+    // An explicit notice that satisfies the pool but not the lease needs emergency.
+    let (status, body) = app
+        .post(
+            "/v1/capacity/b1/reclaim",
+            Some(&supplier),
+            json!({"gpus": 8, "notice_s": 120}),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "notice_too_short"),
+        "{body}"
+    );
+    // Without a notice the lease gets its own 600 s, not the pool's 60 s.
+    let (status, body) = app
+        .post(
+            "/v1/capacity/b1/reclaim",
+            Some(&supplier),
+            json!({"gpus": 8}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reclaim"]["emergency"], false);
+    let (_, read) = app.get(&format!("/v1/leases/{id}"), Some(&buyer)).await;
+    let lease = &read["lease"];
+    assert_eq!(lease["status"], "preempting");
+    assert_eq!(lease["emergency"], false);
+    let notice_s = seconds_between(
+        lease["preempted_at"].as_str().unwrap(),
+        lease["notice_ends_at"].as_str().unwrap(),
+    );
+    assert_eq!(notice_s, 600, "{lease}");
+    assert_eq!(body["reclaim"]["notice_ends_at"], lease["notice_ends_at"]);
+}
+
+fn seconds_between(from: &str, to: &str) -> i64 {
+    let parse = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .expect("an RFC 3339 time")
+    };
+    (parse(to) - parse(from)).whole_seconds()
 }

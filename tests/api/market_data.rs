@@ -242,6 +242,23 @@ async fn stats_report_weighted_percentiles_volume_and_preemptions() {
     assert_eq!(stats["window_s"], 3600);
     assert_eq!(stats["leases_ended"], 1);
     assert_eq!(stats["preemption_rate"], 1.0);
+    // The emergency reclaim is counted on the pool and in the metrics.
+    assert_eq!(stats["emergency_reclaims"], 1, "{stats}");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    assert!(
+        metrics.contains(&format!(
+            "offpeak_emergency_reclaims_total{{pool=\"{POOL}\"}} 1\n"
+        )),
+        "{metrics}"
+    );
     for bad in ["window=forever", "window=10s", "window=30d"] {
         let (status, _) = app
             .get(&format!("/v1/pools/{POOL}/stats?{bad}"), None)
@@ -290,4 +307,74 @@ async fn a_quote_prices_a_bid_without_placing_it() {
         .get(&format!("/v1/pools/{POOL}/quote?gpus=1"), None)
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_quote_fills_min_gpus_or_nothing_as_matching_would() {
+    let app = TestApp::spawn().await;
+    let supplier = app.token("dc1", "supplier");
+    app.release_block(&supplier, "only", 4, "1.50", 3).await;
+    let quote = |query: &'static str| {
+        let app = &app;
+        async move {
+            app.get(&format!("/v1/pools/{POOL}/quote?{query}"), None)
+                .await
+        }
+    };
+    let (status, all_or_none) = quote("gpus=6&duration_s=3600").await;
+    assert_eq!(status, StatusCode::OK, "{all_or_none}");
+    assert_eq!(all_or_none["min_gpus"], 6);
+    assert_eq!(all_or_none["fillable_gpus"], 0, "{all_or_none}");
+    assert_eq!(all_or_none["total_cost"], "0.00");
+    assert_eq!(all_or_none["clears_at"], Value::Null);
+    let (_, partial) = quote("gpus=6&min_gpus=4&duration_s=3600").await;
+    assert_eq!(partial["fillable_gpus"], 4, "{partial}");
+    assert_eq!(partial["average_price"], "1.50");
+    assert_eq!(partial["total_cost"], "6.00");
+    for bad in [
+        "gpus=6&min_gpus=0&duration_s=3600",
+        "gpus=6&min_gpus=7&duration_s=3600",
+    ] {
+        let (status, body) = quote(bad).await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "min_gpus_invalid"),
+            "{bad}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_batch_pool_quote_is_the_next_uncross_price_for_every_gpu() {
+    let app = TestApp::spawn().await;
+    let admin = app.token("root", "admin");
+    let supplier = app.token("dc1", "supplier");
+    let buyer = app.token("acme", "buyer");
+    // A long interval, so no uncross runs while the test looks.
+    let (status, body) = app
+        .put(
+            &format!("/v1/admin/pools/{POOL}"),
+            Some(&admin),
+            json!({"gpu": "h100-sxm", "region": "us-east",
+                   "auction": {"kind": "batch", "interval_ms": 3_600_000}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    app.release_block(&supplier, "cheap", 4, "1.00", 3).await;
+    app.release_block(&supplier, "dear", 4, "1.40", 3).await;
+    let (status, body) = app.bid(&buyer, 4, "1.60").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, quote) = app
+        .get(
+            &format!("/v1/pools/{POOL}/quote?gpus=4&duration_s=3600"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    // With the quote's 4 GPUs, 8 clear, which only 1.40 allows: every GPU at 1.40.
+    assert_eq!(quote["fillable_gpus"], 4, "{quote}");
+    assert_eq!(quote["average_price"], "1.40");
+    assert_eq!(quote["worst_price"], "1.40");
+    assert_eq!(quote["total_cost"], "5.60");
+    assert!(quote["clears_at"].is_string(), "{quote}");
 }

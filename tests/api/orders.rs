@@ -340,7 +340,7 @@ async fn every_bid_rejection_has_its_code_and_status() {
 }
 
 #[tokio::test]
-async fn order_not_open_when_amending_below_the_filled_gpus() {
+async fn amending_gpus_to_no_more_than_filled_is_gpus_not_above_filled() {
     let app = TestApp::spawn().await;
     let supplier = app.token("dc1", "supplier");
     let buyer = app.token("acme", "buyer");
@@ -356,8 +356,18 @@ async fn order_not_open_when_amending_below_the_filled_gpus() {
             json!({"gpus": 2}),
         )
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(code(&body), "order_not_open");
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(code(&body), "gpus_not_above_filled");
+    // The new total, not the new remaining: 3 = 2 filled + 1 still wanted.
+    let (status, body) = app
+        .patch(
+            &format!("/v1/orders/{id}"),
+            Some(&buyer),
+            json!({"gpus": 3}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["order"]["remaining_gpus"], 1, "{body}");
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use super::Engine;
 use crate::event::Event;
 use crate::keys::{BidKey, BlockKey, LevelKey, PoolKey};
 use crate::limits::AUCTION_CANDIDATE_PRICES_MAX;
-use crate::types::{AuctionMode, CancelReason, OrderStatus, TimeInForce, TimeMs};
+use crate::types::{AuctionMode, CancelReason, OrderStatus, PriceMicros, TimeInForce, TimeMs};
 use std::cmp::Reverse;
 
 /// How a batch candidate price ranks: GPUs, imbalance, distance to the last trade, price.
@@ -96,14 +96,24 @@ impl Engine {
 
     /// `|demand - supply|` at a level: all bids at or above it against all asks at or below.
     fn imbalance(&self, pool_key: PoolKey, level: LevelKey) -> u64 {
+        self.demand_at(pool_key, level)
+            .abs_diff(self.supply_at(pool_key, level))
+    }
+
+    /// GPUs of all bids at or above a level.
+    fn demand_at(&self, pool_key: PoolKey, level: LevelKey) -> u64 {
         let pool = &self.pools[pool_key];
-        let demand: u64 = (pool.bids.levels_through(level))
+        (pool.bids.levels_through(level))
             .map(|at| pool.bids.level(at).0)
-            .sum();
-        let supply: u64 = (pool.asks.levels_through(level))
+            .sum()
+    }
+
+    /// GPUs of all asks at or below a level.
+    fn supply_at(&self, pool_key: PoolKey, level: LevelKey) -> u64 {
+        let pool = &self.pools[pool_key];
+        (pool.asks.levels_through(level))
             .map(|at| pool.asks.level(at).0)
-            .sum();
-        demand.abs_diff(supply)
+            .sum()
     }
 
     /// The greedy uniform-price allocation at `level`: bids at or above it in priority order,
@@ -113,27 +123,58 @@ impl Engine {
         &mut self,
         pool_key: PoolKey,
         level: LevelKey,
-        mut out: Option<&mut Vec<Event>>,
+        out: Option<&mut Vec<Event>>,
     ) -> (u64, u32) {
+        let Some(out) = out else {
+            let plan = self.plan_allocation(pool_key, level, None, false);
+            return (plan.volume, plan.executions);
+        };
+        let plan = self.plan_allocation(pool_key, level, None, true);
+        let price = self.pools[pool_key].price_of(level);
+        for (bid_key, block_fills) in &plan.fills {
+            let bid_key = bid_key.expect("only a quote adds a bid of its own");
+            self.execute(bid_key, block_fills, Pricing::Uniform(price), out);
+        }
+        (plan.volume, plan.executions)
+    }
+
+    /// The allocation at `level` without executing it, optionally with one more bid (a
+    /// quote's) after every resting bid in priority order. With `record`, lists each
+    /// execution's fills (`None` for the extra bid) in execution order.
+    fn plan_allocation(
+        &self,
+        pool_key: PoolKey,
+        level: LevelKey,
+        extra: Option<&ExtraBid>,
+        record: bool,
+    ) -> Allocation {
         let pool = &self.pools[pool_key];
-        let price = pool.price_of(level);
         // Asks eligible by price, in priority order, with their GPUs still available.
         let mut asks: Vec<(BlockKey, u32, TimeMs)> = (pool.asks.levels_through(level))
             .flat_map(|at| pool.asks.entries(at, &self.blocks))
             .map(|(key, block)| (key, block.unsold, block.available_until))
             .collect();
-        let bids: Vec<BidKey> = (pool.bids.levels_through(level))
-            .flat_map(|at| pool.bids.entries(at, &self.bids))
-            .map(|(key, _)| key)
-            .collect();
-        let mut volume = 0u64;
-        let mut executions = 0u32;
+        // Bids in priority order; the extra bid is at the top of the band, behind the bids
+        // already resting there.
+        let top = pool.level_of(pool.config.price_max);
+        let mut bids: Vec<(Option<BidKey>, u32, u32, u32)> = Vec::new();
+        let mut extra_left = extra.map(|e| (None, e.gpus, e.needed, e.duration_s));
+        for at in pool.bids.levels_through(level) {
+            if at != top {
+                bids.extend(extra_left.take());
+            }
+            bids.extend(
+                pool.bids.entries(at, &self.bids).map(|(key, bid)| {
+                    (Some(key), bid.remaining, bid.gpus_needed(), bid.duration_s)
+                }),
+            );
+        }
+        bids.extend(extra_left);
+        let mut plan = Allocation::default();
         let mut fills: Vec<(u32, u32)> = Vec::new();
-        for bid_key in bids {
-            let bid = &self.bids[bid_key];
-            let shortest_until = self.now.plus_s(bid.duration_s as u64);
-            let needed = bid.gpus_needed();
-            let mut want = bid.remaining;
+        for (bid_key, remaining, needed, duration_s) in bids {
+            let shortest_until = self.now.plus_s(duration_s as u64);
+            let mut want = remaining;
             fills.clear();
             for (index, (_, available, until)) in asks.iter().enumerate() {
                 if want == 0 {
@@ -145,23 +186,105 @@ impl Engine {
                     want -= take;
                 }
             }
-            let got = bid.remaining - want;
+            let got = remaining - want;
             if got == 0 || got < needed {
                 continue;
             }
             for &(index, take) in &fills {
                 asks[index as usize].1 -= take;
             }
-            volume += got as u64;
-            executions += 1;
-            if let Some(out) = out.as_deref_mut() {
+            plan.volume += got as u64;
+            plan.executions += 1;
+            if record || (bid_key.is_none() && extra.is_some()) {
                 let block_fills: Vec<(BlockKey, u32)> = fills
                     .iter()
                     .map(|&(index, take)| (asks[index as usize].0, take))
                     .collect();
-                self.execute(bid_key, &block_fills, Pricing::Uniform(price), out);
+                if bid_key.is_none() {
+                    plan.extra_fills = block_fills.clone();
+                }
+                if record {
+                    plan.fills.push((bid_key, block_fills));
+                }
             }
         }
-        (volume, executions)
+        plan
     }
+
+    /// What the next uncross of a batch pool would give one more bid (at the top of the price
+    /// band, after every resting bid): its uniform price and its fills. `None` when nothing
+    /// would trade for it.
+    pub(super) fn plan_uncross_with(
+        &self,
+        pool_key: PoolKey,
+        extra: &ExtraBid,
+    ) -> Option<(PriceMicros, Vec<(BlockKey, u32)>)> {
+        let pool = &self.pools[pool_key];
+        let best_ask = pool.asks.best()?;
+        let top = pool.level_of(pool.config.price_max);
+        let candidates: Vec<LevelKey> = (best_ask.0..=top.0)
+            .map(LevelKey)
+            .filter(|&level| {
+                level == top || pool.bids.level(level).1 > 0 || pool.asks.level(level).1 > 0
+            })
+            .take(AUCTION_CANDIDATE_PRICES_MAX)
+            .collect();
+        let last = pool.last_price;
+        let mut best: Option<(AuctionScore, Vec<(BlockKey, u32)>)> = None;
+        for level in candidates {
+            let price = pool.price_of(level);
+            let plan = self.plan_allocation(pool_key, level, Some(extra), false);
+            if plan.volume == 0 {
+                continue;
+            }
+            let imbalance = (self.demand_at(pool_key, level) + extra.gpus as u64)
+                .abs_diff(self.supply_at(pool_key, level));
+            let distance = last.map_or(0, |l| l.0.abs_diff(price.0));
+            let score = (
+                plan.volume,
+                Reverse(imbalance),
+                Reverse(distance),
+                Reverse(level),
+            );
+            if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                best = Some((score, plan.extra_fills));
+            }
+        }
+        let ((_, _, _, Reverse(level)), fills) = best?;
+        (!fills.is_empty()).then(|| (pool.price_of(level), fills))
+    }
+
+    /// When a batch pool's next uncross runs: the armed one, or the one a new bid would arm.
+    pub(super) fn next_uncross_at(&self, pool_key: PoolKey) -> Option<TimeMs> {
+        let pool = &self.pools[pool_key];
+        let AuctionMode::Batch { interval_ms } = pool.config.auction else {
+            return None;
+        };
+        let interval = interval_ms as i64;
+        Some(
+            pool.auction_at
+                .unwrap_or(TimeMs((self.now.0.div_euclid(interval) + 1) * interval)),
+        )
+    }
+}
+
+/// A bid that is not on the book: the quote's, added to a planned uncross.
+pub(super) struct ExtraBid {
+    pub gpus: u32,
+    pub needed: u32,
+    pub duration_s: u32,
+}
+
+/// GPUs taken from each block, in walk order.
+type BlockFills = Vec<(BlockKey, u32)>;
+
+/// A planned uniform-price allocation.
+#[derive(Default)]
+struct Allocation {
+    volume: u64,
+    executions: u32,
+    /// With `record`: each execution's bid (`None` for the extra bid) and fills, in order.
+    fills: Vec<(Option<BidKey>, BlockFills)>,
+    /// The extra bid's fills, if it executes.
+    extra_fills: Vec<(BlockKey, u32)>,
 }

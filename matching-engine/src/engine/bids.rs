@@ -213,7 +213,7 @@ impl Engine {
             return reject(out, Rejection::GpusOverMax);
         }
         if new_gpus <= filled {
-            return reject(out, Rejection::OrderNotOpen);
+            return reject(out, Rejection::GpusNotAboveFilled);
         }
         let new_remaining = new_gpus - filled;
         let old_notional = notional_of(bid.price, bid.remaining, bid.duration_s);

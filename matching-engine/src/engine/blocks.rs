@@ -53,6 +53,14 @@ pub(crate) struct Block {
     pub updated_at: TimeMs,
 }
 
+impl Block {
+    /// The last reclaim forecast while it is still ahead: a lease opened on the block now
+    /// is warned of it, and quotes that would use the block show it.
+    pub(super) fn reclaim_expected_at(&self, now: TimeMs) -> Option<TimeMs> {
+        self.forecast_at.filter(|at| *at >= now)
+    }
+}
+
 impl Resting<BlockKey> for Block {
     fn links(&self) -> Links<BlockKey> {
         self.links
@@ -183,7 +191,7 @@ impl Engine {
         };
         let block = &self.blocks[key];
         if block.status == BlockStatus::Closed {
-            return reject(out, Rejection::WindowInvalid);
+            return reject(out, Rejection::BlockClosed);
         }
         let pool_key = block.pool;
         let pool = &self.pools[pool_key];

@@ -33,6 +33,11 @@ pub(crate) struct Lease {
     pub notice_ends_at: Option<TimeMs>,
     pub preempted_at: Option<TimeMs>,
     pub emergency: bool,
+    /// The notice promised at opening (the pool's `notice_s` then); a later change of the
+    /// pool's settings never shortens it. Snapshots from before it was recorded restore 0,
+    /// which leaves the pool's current notice in charge, as it was then.
+    #[serde(default)]
+    pub notice_s: u32,
     pub nodes: Vec<NodeGpus>,
 }
 

@@ -125,6 +125,7 @@ impl Engine {
                 notice_ends_at: None,
                 preempted_at: None,
                 emergency: false,
+                notice_s: self.pools[pool_key].config.notice_s,
                 nodes,
             };
             let pool = &mut self.pools[pool_key];
@@ -151,6 +152,14 @@ impl Engine {
             out.push(Event::LeaseOpened {
                 lease: self.lease_view(&self.leases[&lease_id]),
             });
+            // A buyer learns of a coming reclaim at once, as the block's running leases did.
+            if let Some(reclaim_at) = self.blocks[block_key].reclaim_expected_at(self.now) {
+                out.push(Event::ReclaimForecast {
+                    lease_id,
+                    buyer: self.accounts[buyer].name.clone(),
+                    reclaim_at,
+                });
+            }
             if !touched_blocks.contains(&block_key) {
                 touched_blocks.push(block_key);
             }

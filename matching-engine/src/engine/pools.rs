@@ -41,6 +41,8 @@ pub(crate) struct Pool {
     pub reclaiming_gpus: u64,
     /// A batch pool's next uncross, when one is armed.
     pub auction_at: Option<TimeMs>,
+    /// Emergency reclaims accepted (a notice shorter than promised).
+    pub emergency_reclaims: u64,
 }
 
 impl Pool {
@@ -126,6 +128,7 @@ impl Engine {
                 leased_gpus: 0,
                 reclaiming_gpus: 0,
                 auction_at: None,
+                emergency_reclaims: 0,
             });
             self.pool_index.insert(name.clone(), key);
             out.push(Event::PoolConfigured { pool: name });

@@ -2,6 +2,7 @@
 //!
 //! Every list answers in a canonical order (by id or serial), never in slab or hash-map order.
 
+use super::auction::ExtraBid;
 use super::leases::elapsed_s;
 use super::{Engine, Lease};
 use crate::event::{BlockView, Depth, LeaseView, Level, OrderView, PoolSummary, Quote};
@@ -34,6 +35,7 @@ impl Engine {
             leased_gpus: pool.leased_gpus,
             reclaiming_gpus: pool.reclaiming_gpus,
             halted: pool.halted,
+            emergency_reclaims: pool.emergency_reclaims,
         }
     }
 
@@ -57,25 +59,63 @@ impl Engine {
         Some(depth)
     }
 
-    /// What a bid for `gpus` lasting `duration_s` would lease now, without placing it.
-    pub fn quote(&self, pool: &str, gpus: u32, duration_s: u32) -> Option<Quote> {
-        let pool = &self.pools[*self.pool_index.get(pool)?];
-        let shortest_until = self.now.plus_s(duration_s as u64);
-        let mut quote = Quote::default();
+    /// What a bid for `gpus` (at least `min_gpus` in one execution) lasting `duration_s` would
+    /// lease now, without placing it: a bid at the top of the pool's band, matched exactly as
+    /// matching would (all it finds or nothing below its minimum). In a batch pool, what the
+    /// next uncross would give it, every GPU at that uncross's price (`clears_at`).
+    pub fn quote(&self, pool: &str, gpus: u32, min_gpus: u32, duration_s: u32) -> Option<Quote> {
+        let pool_key = *self.pool_index.get(pool)?;
+        let pool = &self.pools[pool_key];
+        let needed = min_gpus.clamp(1, gpus.max(1));
+        let mut quote = Quote {
+            clears_at: self.next_uncross_at(pool_key),
+            ..Quote::default()
+        };
+        if pool.halted || gpus == 0 {
+            return Some(quote);
+        }
+        let (uniform, fills) = if pool.is_batch() {
+            let extra = ExtraBid {
+                gpus,
+                needed,
+                duration_s,
+            };
+            match self.plan_uncross_with(pool_key, &extra) {
+                Some((price, fills)) => (Some(price), fills),
+                None => return Some(quote),
+            }
+        } else {
+            let shortest_until = self.now.plus_s(duration_s as u64);
+            let mut fills = Vec::new();
+            let mut want = gpus;
+            'levels: for at in pool.asks.levels_best_first() {
+                for (key, block) in pool.asks.entries(at, &self.blocks) {
+                    if want == 0 {
+                        break 'levels;
+                    }
+                    if block.available_until >= shortest_until {
+                        let take = block.unsold.min(want);
+                        fills.push((key, take));
+                        want -= take;
+                    }
+                }
+            }
+            if gpus - want < needed {
+                return Some(quote);
+            }
+            (None, fills)
+        };
         let mut paid: u128 = 0;
-        'levels: for at in pool.asks.levels_best_first() {
-            for (_, block) in pool.asks.entries(at, &self.blocks) {
-                if quote.fillable_gpus == gpus {
-                    break 'levels;
-                }
-                if block.available_until >= shortest_until {
-                    let take = block.unsold.min(gpus - quote.fillable_gpus);
-                    quote.fillable_gpus += take;
-                    quote.worst_price = Some(block.reserve_price);
-                    paid += block.reserve_price.0 as u128 * take as u128;
-                    quote.total_cost_micros +=
-                        cost_micros(block.reserve_price, take, duration_s as u64);
-                }
+        for (key, take) in fills {
+            let block = &self.blocks[key];
+            let price = uniform.unwrap_or(block.reserve_price);
+            quote.fillable_gpus += take;
+            quote.worst_price = quote.worst_price.max(Some(price));
+            paid += price.0 as u128 * take as u128;
+            quote.total_cost_micros += cost_micros(price, take, duration_s as u64);
+            if let Some(at) = block.reclaim_expected_at(self.now) {
+                quote.reclaim_expected_at =
+                    Some(quote.reclaim_expected_at.map_or(at, |q| q.min(at)));
             }
         }
         if quote.fillable_gpus > 0 {
@@ -223,6 +263,7 @@ impl Engine {
             notice_ends_at: lease.notice_ends_at,
             preempted_at: lease.preempted_at,
             emergency: lease.emergency,
+            notice_s: lease.notice_s,
             ended_at,
             cost_micros: cost,
             nodes: lease.nodes.clone(),
@@ -246,6 +287,7 @@ impl Engine {
             available_until: block.available_until,
             revenue_micros: block.revenue,
             reclaim_forecast_at: block.forecast_at,
+            reclaim_expected_at: block.reclaim_expected_at(self.now),
             nodes: block
                 .nodes
                 .iter()

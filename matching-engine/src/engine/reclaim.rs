@@ -1,7 +1,10 @@
 //! Reclaims and reclaim forecasts: a supplier taking GPUs of a block back.
 //!
 //! Unsold GPUs leave first; then whole active leases, lowest price first, then newest, get
-//! notice. GPUs of a preempting lease go back to the supplier, when its notice ends, up to
+//! notice: the reclaim's explicit `notice_s`, or else each lease's due, the larger of the
+//! pool's notice now and the lease's own promise (recorded when it opened). An explicit notice
+//! below the pool's or a hit lease's promise is an emergency, refused without the flag, and
+//! counted per pool. GPUs of a preempting lease go back to the supplier, when its notice ends, up to
 //! what the block's reclaims still need (`reclaim_pending`).
 
 use super::blocks::NodeState;
@@ -11,6 +14,10 @@ use crate::command::ReclaimCapacity;
 use crate::event::Event;
 use crate::types::{LeaseId, LeaseStatus, PriceMicros, Rejection, TimeMs};
 use std::cmp::Reverse;
+
+/// A lease a reclaim may hit, in preemption order: price, newest start, highest id; then its
+/// GPUs and the notice it is owed.
+type Candidate = (PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>, u32, u32);
 
 impl Engine {
     pub(super) fn reclaim_capacity(&mut self, cmd: &ReclaimCapacity, out: &mut Vec<Event>) {
@@ -23,10 +30,9 @@ impl Engine {
         if cmd.gpus == 0 {
             return reject(out, Rejection::GpusMustNotBeZero);
         }
-        let notice_s = cmd.notice_s.unwrap_or(pool.config.notice_s);
-        // An emergency is a notice shorter than the pool's promise; the flag only allows one.
-        let emergency = notice_s < pool.config.notice_s;
-        if emergency && !cmd.emergency {
+        let pool_notice_s = pool.config.notice_s;
+        // An explicit notice below the pool's promise is an emergency; the flag only allows it.
+        if cmd.notice_s.is_some_and(|n| n < pool_notice_s) && !cmd.emergency {
             return reject(out, Rejection::NoticeTooShort);
         }
         let active_leased: u32 = block
@@ -41,28 +47,55 @@ impl Engine {
         }
         let pool_key = block.pool;
         let from_book = cmd.gpus.min(block.unsold);
-        self.take_from_book(key, from_book);
-        release_free_nodes(&mut self.blocks[key].nodes, from_book);
-        self.blocks[key].reclaimed += from_book;
+        let still_needed = cmd.gpus - from_book;
 
-        // Then whole leases: lowest price first, newest first.
-        let mut candidates: Vec<(PriceMicros, Reverse<TimeMs>, Reverse<LeaseId>)> = self.blocks
-            [key]
+        // Whole leases: lowest price first, newest first, until the rest is covered. Each is
+        // owed the larger of the pool's notice now and its own promise.
+        let mut candidates: Vec<Candidate> = block
             .leases
             .iter()
             .map(|id| &self.leases[id])
             .filter(|lease| lease.status == LeaseStatus::Active)
-            .map(|lease| (lease.price, Reverse(lease.started_at), Reverse(lease.id)))
+            .map(|lease| {
+                let owed_s = pool_notice_s.max(lease.notice_s);
+                (
+                    lease.price,
+                    Reverse(lease.started_at),
+                    Reverse(lease.id),
+                    lease.gpus,
+                    owed_s,
+                )
+            })
             .collect();
         candidates.sort_unstable();
-        let still_needed = cmd.gpus - from_book;
-        let notice_ends_at = self.now.plus_s(notice_s as u64);
         let mut covered = 0;
-        let mut preempted = Vec::new();
-        for (_, _, Reverse(lease_id)) in candidates {
+        let mut hit: Vec<(LeaseId, u32)> = Vec::new();
+        for (_, _, Reverse(lease_id), gpus, owed_s) in candidates {
             if covered >= still_needed {
                 break;
             }
+            covered += gpus;
+            hit.push((lease_id, owed_s));
+        }
+        // An explicit notice below a hit lease's own promise is an emergency too.
+        let emergency = cmd
+            .notice_s
+            .is_some_and(|n| n < pool_notice_s || hit.iter().any(|&(_, owed_s)| n < owed_s));
+        if emergency && !cmd.emergency {
+            return reject(out, Rejection::NoticeTooShort);
+        }
+
+        self.take_from_book(key, from_book);
+        release_free_nodes(&mut self.blocks[key].nodes, from_book);
+        self.blocks[key].reclaimed += from_book;
+        let mut last_notice_ends_at = self
+            .now
+            .plus_s(cmd.notice_s.unwrap_or(pool_notice_s) as u64);
+        let mut preempted = Vec::with_capacity(hit.len());
+        for (lease_id, owed_s) in hit {
+            let notice_s = cmd.notice_s.unwrap_or(owed_s);
+            let notice_ends_at = self.now.plus_s(notice_s as u64);
+            last_notice_ends_at = last_notice_ends_at.max(notice_ends_at);
             let lease = self
                 .leases
                 .get_mut(&lease_id)
@@ -70,24 +103,28 @@ impl Engine {
             lease.status = LeaseStatus::Preempting;
             lease.notice_ends_at = Some(notice_ends_at);
             lease.preempted_at = Some(self.now);
-            lease.emergency = emergency;
-            covered += lease.gpus;
-            self.pools[pool_key].reclaiming_gpus += lease.gpus as u64;
-            preempted.push(lease_id);
+            lease.emergency = notice_s < owed_s;
+            let gpus = lease.gpus;
+            self.pools[pool_key].reclaiming_gpus += gpus as u64;
+            preempted.push((lease_id, notice_ends_at));
+        }
+        if emergency {
+            self.pools[pool_key].emergency_reclaims += 1;
         }
         let block = &mut self.blocks[key];
         block.reclaim_pending += still_needed;
         block.updated_at = self.now;
         out.push(Event::ReclaimAccepted {
+            pool: self.pools[pool_key].name.clone(),
             supplier: self.accounts[block.supplier].name.clone(),
             block_id: block.block_id.clone(),
             gpus: cmd.gpus,
             gpus_from_book: from_book,
             leases_preempted: preempted.len() as u32,
-            notice_ends_at,
+            notice_ends_at: last_notice_ends_at,
             emergency,
         });
-        for lease_id in preempted {
+        for (lease_id, notice_ends_at) in preempted {
             self.schedule(notice_ends_at, Timer::NoticeEnds { lease: lease_id });
             out.push(Event::LeaseChanged {
                 lease: self.lease_view(&self.leases[&lease_id]),

@@ -1,0 +1,600 @@
+//! The sequencer's synchronous core: it owns the engine and does everything a batch needs
+//! except talk to the world. No tokio, no database, and no clock of its own: the time it
+//! stamps comes from an injected [`Clock`] (production passes [`crate::timestamp::now_ms`]).
+//!
+//! A batch goes: [`SequencerCore::signal_refusals`] (which writes to refuse for their capacity
+//! signal), [`SequencerCore::apply_batch`] (stamp, apply, build the records and the store's
+//! rows), then exactly one of [`SequencerCore::commit`] or [`SequencerCore::roll_back`] once
+//! the shell knows whether the store took it. No other batch is applied in between.
+//!
+//! Invariants:
+//! - `seq` numbers are 1, 2, 3... with no gap; a rolled-back batch's numbers are used again.
+//! - Command times never go backwards, even when the clock does: each is at least the
+//!   engine's time.
+//! - Between batches, `seq == base_seq + tail.len()`: `base` (a snapshot at `base_seq`) plus
+//!   `tail` (the commands committed since, with their times) rebuild the committed state.
+//! - A capacity signal's id joins [`AppliedSignals`] only once its batch committed.
+
+use super::applied::{AppliedSignals, Seen};
+use super::handle::SubmitError;
+use super::snapshot::TakenSnapshot;
+use crate::journal::{CommandRecord, CommittedBatch, EntryId};
+use crate::limits::SNAPSHOT_EVERY_COMMANDS;
+use crate::store::{BatchRows, StoreError};
+use matching_engine::{Command, Engine, Snapshot, TimeMs};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Where the core reads the time it stamps on commands.
+pub trait Clock {
+    /// The wall-clock time now.
+    fn now(&mut self) -> TimeMs;
+}
+
+impl<F: FnMut() -> TimeMs> Clock for F {
+    fn now(&mut self) -> TimeMs {
+        self()
+    }
+}
+
+/// The production clock: [`crate::timestamp::now_ms`].
+pub type SystemClock = fn() -> TimeMs;
+
+/// Committed state rebuilt from the store: what the core starts or resumes from.
+pub struct Restored {
+    /// The engine at `seq`.
+    pub engine: Engine,
+    /// The last command in the journal.
+    pub seq: u64,
+    /// Commands replayed from the journal after the snapshot.
+    pub replayed: u64,
+    /// The newest applied capacity signals.
+    pub signals: AppliedSignals,
+}
+
+/// A batch applied to the engine, not yet known to be durable.
+pub struct StagedBatch {
+    /// Its records, as subscribers see them once it is committed.
+    pub batch: Arc<CommittedBatch>,
+}
+
+impl StagedBatch {
+    /// The rows the store writes for it, in one transaction.
+    pub fn rows(&self) -> Result<BatchRows, StoreError> {
+        BatchRows::from_batch(&self.batch)
+    }
+}
+
+/// The engine, its sequence numbers, and what it takes to undo a batch.
+pub struct SequencerCore<C> {
+    engine: Engine,
+    clock: C,
+    /// The last applied command's seq (the last committed one, between batches).
+    seq: u64,
+    /// A snapshot of the committed state at `base_seq`.
+    base: Arc<Snapshot>,
+    base_seq: u64,
+    /// Commands committed after `base_seq`, to rebuild the committed state without the store.
+    tail: Vec<(TimeMs, Command)>,
+    /// The newest applied capacity signals, to refuse a redelivered one.
+    signals: AppliedSignals,
+    /// Commands other than ticks since the last snapshot (ticks alone do not warrant one).
+    significant_since_snapshot: u64,
+    /// The time of the last `Tick` applied: a timer not after it was due then, so it must
+    /// have fired; waiting for it again would spin.
+    last_tick_at: TimeMs,
+}
+
+impl<C: Clock> SequencerCore<C> {
+    /// A core over the restored state; what was replayed counts towards the next snapshot.
+    pub fn new(restored: Restored, clock: C) -> SequencerCore<C> {
+        SequencerCore {
+            base: Arc::new(restored.engine.snapshot()),
+            base_seq: restored.seq,
+            engine: restored.engine,
+            clock,
+            seq: restored.seq,
+            tail: Vec::new(),
+            signals: restored.signals,
+            significant_since_snapshot: restored.replayed,
+            last_tick_at: TimeMs(i64::MIN),
+        }
+    }
+
+    /// Takes over the state reloaded from the store after an outage (the journal decided
+    /// whether the batch whose commit failed is in it).
+    pub fn resume(&mut self, restored: Restored) {
+        self.base = Arc::new(restored.engine.snapshot());
+        self.base_seq = restored.seq;
+        self.tail.clear();
+        self.engine = restored.engine;
+        self.seq = restored.seq;
+        self.signals = restored.signals;
+    }
+
+    /// The engine (committed state, between batches).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The last applied command's seq (the last committed one, between batches).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    fn committed_seq(&self) -> u64 {
+        self.base_seq + self.tail.len() as u64
+    }
+
+    /// The signal ids older than memory's window: only the store knows whether they were
+    /// applied, so the shell asks it about these before [`SequencerCore::signal_refusals`].
+    pub fn signals_to_look_up(&self, signals: &[Option<EntryId>]) -> Vec<EntryId> {
+        signals
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|id| self.signals.seen(*id) == Seen::Unknown)
+            .collect()
+    }
+
+    /// For each write of a batch (given by the signal it came from, if any), why it is refused:
+    /// `AlreadyApplied` for a signal applied before, `Unavailable` for one that cannot be
+    /// checked now (`recorded`, the store's answer about the ids to look up, is `None`: it did
+    /// not answer) and for the second of two writes with the same id (the first may yet fail to
+    /// commit: the second asks again later). `None`: apply it.
+    pub fn signal_refusals(
+        &self,
+        signals: &[Option<EntryId>],
+        recorded: Option<&HashSet<EntryId>>,
+    ) -> Vec<Option<SubmitError>> {
+        let mut in_batch = HashSet::new();
+        signals
+            .iter()
+            .map(|signal| {
+                let id = (*signal)?;
+                let applied = match self.signals.seen(id) {
+                    Seen::Applied => Some(true),
+                    Seen::New => Some(false),
+                    Seen::Unknown => recorded.map(|ids| ids.contains(&id)),
+                };
+                match applied {
+                    Some(true) => Some(SubmitError::AlreadyApplied),
+                    Some(false) if !in_batch.insert(id) => Some(SubmitError::Unavailable),
+                    Some(false) => None,
+                    None => Some(SubmitError::Unavailable),
+                }
+            })
+            .collect()
+    }
+
+    /// Stamps each write (a command and the signal it came from) with the next seq and the
+    /// clock's time, never earlier than the engine's, and applies it. The batch is not
+    /// committed until [`SequencerCore::commit`]; [`SequencerCore::roll_back`] undoes it.
+    pub fn apply_batch(
+        &mut self,
+        writes: impl IntoIterator<Item = (Command, Option<EntryId>)>,
+    ) -> StagedBatch {
+        assert_eq!(
+            self.seq,
+            self.committed_seq(),
+            "a batch was applied while the previous one was neither committed nor rolled back"
+        );
+        let writes = writes.into_iter();
+        let mut records = Vec::with_capacity(writes.size_hint().0);
+        for (command, signal) in writes {
+            let at = TimeMs(self.clock.now().0.max(self.engine.now().0));
+            self.seq += 1;
+            let mut events = Vec::new();
+            self.engine.apply(at, &command, &mut events);
+            if matches!(command, Command::Tick) {
+                self.last_tick_at = at;
+            }
+            records.push(CommandRecord {
+                seq: self.seq,
+                at,
+                command,
+                signal,
+                events,
+            });
+        }
+        StagedBatch {
+            batch: Arc::new(CommittedBatch { records }),
+        }
+    }
+
+    /// Records that the staged batch is durable: its commands join the tail, its signals are
+    /// remembered as applied.
+    pub fn commit(&mut self, staged: &StagedBatch) {
+        let first = staged.batch.records.first().map_or(self.seq + 1, |r| r.seq);
+        assert_eq!(
+            first,
+            self.committed_seq() + 1,
+            "the committed batch does not follow the committed state"
+        );
+        for record in &staged.batch.records {
+            if !matches!(record.command, Command::Tick) {
+                self.significant_since_snapshot += 1;
+            }
+            if let Some(id) = record.signal {
+                self.signals.insert(id);
+            }
+            self.tail.push((record.at, record.command.clone()));
+        }
+        assert_eq!(self.seq, self.committed_seq(), "a batch committed in part");
+    }
+
+    /// Drops the uncommitted batch: rebuilds the committed state from `base` and `tail`.
+    pub fn roll_back(&mut self) {
+        let mut engine = Engine::restore(Snapshot::clone(&self.base));
+        let mut scratch = Vec::new();
+        for (at, command) in &self.tail {
+            engine.apply(*at, command, &mut scratch);
+            scratch.clear();
+        }
+        self.engine = engine;
+        self.seq = self.committed_seq();
+    }
+
+    /// When the engine's next timer is due, unless a `Tick` at or after that time was
+    /// already applied (it fired then).
+    pub fn timer_due_at(&self) -> Option<TimeMs> {
+        self.engine
+            .next_timer_at()
+            .filter(|timer| *timer > self.last_tick_at)
+    }
+
+    /// Whether anything other than ticks was committed since the last snapshot.
+    pub fn changed_since_snapshot(&self) -> bool {
+        self.significant_since_snapshot > 0
+    }
+
+    /// Whether shutdown should leave a snapshot: anything at all committed since the last.
+    pub fn committed_since_snapshot(&self) -> bool {
+        self.significant_since_snapshot > 0 || !self.tail.is_empty()
+    }
+
+    /// Whether a snapshot is due: [`SNAPSHOT_EVERY_COMMANDS`] commands since the last (they
+    /// bound the rollback and the next start's replay), or `interval_passed` (the shell's
+    /// snapshot interval) with something other than ticks in them.
+    pub fn snapshot_due(&self, interval_passed: bool) -> bool {
+        self.tail.len() as u64 >= SNAPSHOT_EVERY_COMMANDS
+            || (self.changed_since_snapshot() && interval_passed)
+    }
+
+    /// Copies the committed state and makes it the rollback base.
+    pub fn take_snapshot(&mut self) -> TakenSnapshot {
+        assert_eq!(
+            self.seq,
+            self.committed_seq(),
+            "a snapshot was taken of an uncommitted batch"
+        );
+        self.base = Arc::new(self.engine.snapshot());
+        self.base_seq = self.seq;
+        self.tail.clear();
+        self.significant_since_snapshot = 0;
+        TakenSnapshot {
+            seq: self.seq,
+            state_hash: self.engine.state_hash(),
+            snapshot: self.base.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::BATCH_COMMANDS_MAX;
+    use matching_engine::{Event, PlaceBid, PoolConfig, PriceMicros, TimeInForce};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    const T0: i64 = 1_800_000_000_000;
+    const POOL: &str = "h100-sxm.us-east";
+
+    /// A clock the test sets by hand.
+    fn fake_clock(start: TimeMs) -> (Rc<Cell<TimeMs>>, impl Clock) {
+        let time = Rc::new(Cell::new(start));
+        let read = time.clone();
+        (time, move || read.get())
+    }
+
+    fn empty() -> Restored {
+        Restored {
+            engine: Engine::new(),
+            seq: 0,
+            replayed: 0,
+            signals: AppliedSignals::from_newest(Vec::new(), true),
+        }
+    }
+
+    /// A core with one pool configured and committed, its clock at `T0`.
+    fn core_with_pool() -> (Rc<Cell<TimeMs>>, SequencerCore<impl Clock>) {
+        let (time, clock) = fake_clock(TimeMs(T0));
+        let mut core = SequencerCore::new(empty(), clock);
+        let config = PoolConfig::with_defaults("h100-sxm", "us-east");
+        let staged = core.apply_batch([(Command::ConfigurePool(config), None)]);
+        assert!(matches!(
+            staged.batch.records[0].events[0],
+            Event::PoolConfigured { .. }
+        ));
+        core.commit(&staged);
+        (time, core)
+    }
+
+    fn bid(account: &str, gpus: u32, dollars: u64) -> Command {
+        Command::PlaceBid(PlaceBid {
+            account: account.into(),
+            pool: POOL.into(),
+            gpus,
+            min_gpus: None,
+            price: PriceMicros(dollars * 1_000_000),
+            duration_s: 3600,
+            max_duration_s: None,
+            tif: TimeInForce::Gtc,
+            expires_at: None,
+            persistent: false,
+            client_order_id: None,
+        })
+    }
+
+    fn accepted(events: &[Event]) -> bool {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::BidAccepted { .. }))
+    }
+
+    /// A write as the core takes it: a command and the signal it came from.
+    type Write = (Command, Option<EntryId>);
+
+    /// The kept writes of a batch after signal screening, like the shell does it.
+    fn screened(
+        core: &SequencerCore<impl Clock>,
+        writes: Vec<Write>,
+    ) -> (Vec<Write>, Vec<Option<SubmitError>>) {
+        let signals: Vec<_> = writes.iter().map(|(_, signal)| *signal).collect();
+        assert!(core.signals_to_look_up(&signals).is_empty());
+        let refusals = core.signal_refusals(&signals, Some(&HashSet::new()));
+        let kept = writes
+            .into_iter()
+            .zip(&refusals)
+            .filter(|(_, refusal)| refusal.is_none())
+            .map(|(write, _)| write)
+            .collect();
+        (kept, refusals)
+    }
+
+    #[test]
+    fn a_batch_gets_consecutive_seqs_and_monotonic_times_when_the_clock_goes_back() {
+        let (time, mut core) = core_with_pool();
+        time.set(TimeMs(T0 + 5_000));
+        let first = core.apply_batch([(bid("a", 1, 2), None), (bid("b", 2, 3), None)]);
+        core.commit(&first);
+        // The wall clock steps back (NTP): commands keep the engine's time, not the clock's.
+        time.set(TimeMs(T0 + 1_000));
+        let second = core.apply_batch([(bid("c", 1, 2), None), (Command::Tick, None)]);
+        core.commit(&second);
+
+        let records: Vec<_> = first
+            .batch
+            .records
+            .iter()
+            .chain(&second.batch.records)
+            .collect();
+        let seqs: Vec<u64> = records.iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, [2, 3, 4, 5], "the pool took seq 1");
+        assert!(records.iter().all(|r| r.at == TimeMs(T0 + 5_000)));
+        assert!(records[..3].iter().all(|r| accepted(&r.events)));
+        assert_eq!(core.seq(), 5);
+        assert_eq!(core.engine().now(), TimeMs(T0 + 5_000));
+        let rows = second.rows().unwrap();
+        let journaled: Vec<u64> = rows.journal.iter().map(|j| j.seq).collect();
+        assert_eq!(journaled, [4, 5]);
+
+        time.set(TimeMs(T0 + 9_000));
+        let third = core.apply_batch([(Command::Tick, None)]);
+        assert_eq!(
+            third.batch.records[0].at,
+            TimeMs(T0 + 9_000),
+            "time moves on"
+        );
+    }
+
+    #[test]
+    fn a_signal_id_is_applied_once_within_and_across_batches() {
+        let (_time, mut core) = core_with_pool();
+        let id = EntryId::new(1_700_000_000_000, 0);
+        let other = EntryId::new(1_700_000_000_000, 1);
+
+        let (kept, refusals) = screened(
+            &core,
+            vec![
+                (bid("a", 1, 2), Some(id)),
+                (bid("b", 1, 2), Some(id)),
+                (bid("c", 1, 2), Some(other)),
+                (bid("d", 1, 2), None),
+            ],
+        );
+        // The first may yet fail to commit: the second asks again later.
+        assert_eq!(
+            refusals,
+            [None, Some(SubmitError::Unavailable), None, None],
+            "the second of two with one id in a batch waits"
+        );
+        let staged = core.apply_batch(kept);
+        let rows = staged.rows().unwrap();
+        assert_eq!(rows.journal.len(), 3, "the refused write is not journaled");
+        let recorded: Vec<EntryId> = rows.applied_signals.iter().map(|s| s.id).collect();
+        assert_eq!(recorded, [id, other]);
+        core.commit(&staged);
+
+        let (kept, refusals) = screened(
+            &core,
+            vec![(bid("e", 1, 2), Some(id)), (bid("f", 1, 2), Some(other))],
+        );
+        assert_eq!(
+            refusals,
+            [
+                Some(SubmitError::AlreadyApplied),
+                Some(SubmitError::AlreadyApplied)
+            ]
+        );
+        assert!(kept.is_empty(), "nothing to apply, nothing journaled");
+        assert_eq!(core.seq(), 4);
+    }
+
+    #[test]
+    fn a_signal_is_remembered_only_once_its_batch_committed() {
+        let (_time, mut core) = core_with_pool();
+        let id = EntryId::new(7, 0);
+        let staged = core.apply_batch([(bid("a", 1, 2), Some(id))]);
+        drop(staged);
+        core.roll_back();
+        assert_eq!(
+            core.signal_refusals(&[Some(id)], Some(&HashSet::new())),
+            [None],
+            "a rolled-back signal may be applied again"
+        );
+    }
+
+    #[test]
+    fn old_signal_ids_are_refused_when_the_store_cannot_be_asked() {
+        let (_time, clock) = fake_clock(TimeMs(T0));
+        let old = EntryId::new(5, 0);
+        let recent = EntryId::new(50, 0);
+        let restored = Restored {
+            signals: AppliedSignals::with_capacity(vec![recent], false, 10),
+            ..empty()
+        };
+        let core = SequencerCore::new(restored, clock);
+        let signals = [Some(old), Some(recent)];
+        assert_eq!(core.signals_to_look_up(&signals), [old]);
+        assert_eq!(
+            core.signal_refusals(&signals, None),
+            [
+                Some(SubmitError::Unavailable),
+                Some(SubmitError::AlreadyApplied)
+            ]
+        );
+        let in_store = HashSet::from([old]);
+        assert_eq!(
+            core.signal_refusals(&[Some(old)], Some(&in_store)),
+            [Some(SubmitError::AlreadyApplied)]
+        );
+        assert_eq!(
+            core.signal_refusals(&[Some(old)], Some(&HashSet::new())),
+            [None]
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_rolls_back_to_the_committed_state_and_its_seqs_are_reused() {
+        let (time, mut core) = core_with_pool();
+        let committed = core.apply_batch([(bid("a", 4, 2), None)]);
+        core.commit(&committed);
+        let hash_before = core.engine().state_hash();
+        let seq_before = core.seq();
+
+        time.set(TimeMs(T0 + 60_000));
+        let failed = core.apply_batch([(bid("b", 2, 3), None), (Command::Tick, None)]);
+        assert_eq!(failed.batch.records[0].seq, seq_before + 1);
+        assert_ne!(core.engine().state_hash(), hash_before);
+        core.roll_back();
+
+        assert_eq!(core.engine().state_hash(), hash_before);
+        assert_eq!(core.seq(), seq_before);
+        assert_eq!(
+            core.engine().now(),
+            TimeMs(T0),
+            "the engine's time rolls back too"
+        );
+        let next = core.apply_batch([(bid("c", 1, 2), None)]);
+        assert_eq!(
+            next.batch.records[0].seq,
+            seq_before + 1,
+            "the seq is used again"
+        );
+        core.commit(&next);
+        assert_eq!(core.seq(), seq_before + 1);
+    }
+
+    #[test]
+    fn a_rollback_after_a_snapshot_rebuilds_from_the_snapshot_and_the_tail() {
+        let (_time, mut core) = core_with_pool();
+        let before = core.apply_batch([(bid("a", 1, 2), None)]);
+        core.commit(&before);
+        let taken = core.take_snapshot();
+        assert_eq!(taken.seq, 2);
+        let after = core.apply_batch([(bid("b", 1, 3), None)]);
+        core.commit(&after);
+        let hash_committed = core.engine().state_hash();
+
+        let order_id = after.batch.records[0]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::BidAccepted { order } => Some(order.id),
+                _ => None,
+            })
+            .expect("the bid is accepted");
+        let cancel = Command::CancelBid {
+            account: "b".into(),
+            order_id,
+        };
+        let failed = core.apply_batch([(cancel, None)]);
+        assert_ne!(core.engine().state_hash(), hash_committed);
+        drop(failed);
+        core.roll_back();
+        assert_eq!(core.engine().state_hash(), hash_committed);
+        assert_eq!(core.seq(), 3);
+    }
+
+    #[test]
+    fn a_snapshot_is_due_after_snapshot_every_commands_and_not_before() {
+        let (_time, clock) = fake_clock(TimeMs(T0));
+        let mut core = SequencerCore::new(empty(), clock);
+        let mut left = SNAPSHOT_EVERY_COMMANDS - 1;
+        while left > 0 {
+            let n = left.min(BATCH_COMMANDS_MAX as u64);
+            let staged = core.apply_batch((0..n).map(|_| (Command::Tick, None)));
+            core.commit(&staged);
+            left -= n;
+        }
+        assert!(!core.snapshot_due(false), "one command short");
+        assert!(
+            !core.snapshot_due(true),
+            "ticks alone do not make the interval's snapshot due"
+        );
+        assert!(core.committed_since_snapshot());
+
+        let last = core.apply_batch([(Command::Tick, None)]);
+        core.commit(&last);
+        assert!(core.snapshot_due(false));
+
+        let taken = core.take_snapshot();
+        assert_eq!(taken.seq, SNAPSHOT_EVERY_COMMANDS);
+        assert_eq!(taken.state_hash, core.engine().state_hash());
+        assert!(!core.snapshot_due(true));
+        assert!(!core.committed_since_snapshot());
+    }
+
+    #[test]
+    fn a_snapshot_is_due_on_the_interval_once_something_other_than_ticks_happened() {
+        let (_time, mut core) = core_with_pool();
+        assert!(core.snapshot_due(true), "the pool configuration counts");
+        assert!(!core.snapshot_due(false));
+        core.take_snapshot();
+        let ticks = core.apply_batch([(Command::Tick, None)]);
+        core.commit(&ticks);
+        assert!(!core.snapshot_due(true));
+        let replayed = Restored {
+            replayed: 3,
+            ..empty()
+        };
+        let (_time, clock) = fake_clock(TimeMs(T0));
+        let restarted = SequencerCore::new(replayed, clock);
+        assert!(
+            restarted.snapshot_due(true),
+            "a replay at start makes the next start shorter"
+        );
+    }
+}

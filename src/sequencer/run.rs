@@ -1,0 +1,242 @@
+//! The sequencer task: starting it, and its loop.
+//!
+//! The loop waits on, in turn: a stop request, the write queue (every waiting write, up to
+//! [`BATCH_COMMANDS_MAX`], becomes one batch), the read queue, the next `Tick` (after
+//! `idle_tick` without a write, or when the engine's next timer is due), a due snapshot, and a
+//! recovery in progress. After each turn it answers up to [`READS_PER_TURN_MAX`] more reads, so
+//! reads run only between batches and see committed state, and writes cannot starve them.
+//! On stop it commits what is still queued, answers the reads, and leaves a final snapshot.
+
+use super::core::{SequencerCore, SystemClock};
+use super::handle::{ReadFn, ReadView, SequencerHandle, SequencerStatus, WriteRequest};
+use super::pools::{pool_commands, PoolsSetup};
+use super::recovery::{load_state, recovery, RecoveryFuture};
+use super::Sequencer;
+use crate::limits::{
+    BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS, READS_PER_TURN_MAX,
+    READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN, SNAPSHOT_EVERY_COMMANDS,
+    TRADES_KEPT_PER_POOL_MAX, WRITE_QUEUE_CAPACITY,
+};
+use crate::market_data::MarketData;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::timestamp::now_ms;
+use anyhow::{bail, Context};
+use matching_engine::{Command, TimeMs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// The running sequencer task; stop it after the HTTP server has stopped.
+pub struct SequencerTask {
+    stop: oneshot::Sender<()>,
+    join: JoinHandle<()>,
+}
+
+impl SequencerTask {
+    /// Drains what is queued, commits it, writes a final snapshot, and waits for the task.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        if let Err(e) = self.join.await {
+            tracing::error!(error = %e, "the sequencer task failed");
+        }
+    }
+}
+
+/// The sequencer's clocks (settings, so tests can shorten them).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// An idle sequencer journals a `Tick` after this long.
+    pub idle_tick: Duration,
+    /// A snapshot is taken at least this often while anything happens.
+    pub snapshot_every: Duration,
+}
+
+/// Loads the state, configures pools, and starts the sequencer task.
+pub async fn start(
+    store: Arc<dyn Store>,
+    pools: PoolsSetup,
+    market: Arc<MarketData>,
+    metrics: Arc<Metrics>,
+    timing: Timing,
+) -> anyhow::Result<(SequencerHandle, SequencerTask)> {
+    store.migrate().await.context("applying migrations")?;
+    let started = Instant::now();
+    let restored = load_state(&*store).await?;
+    let replayed = restored.replayed;
+    tracing::info!(
+        seq = restored.seq,
+        replayed,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "engine state loaded"
+    );
+    let history = store
+        .market_history(
+            TimeMs(now_ms().0 - MARKET_HISTORY_MS),
+            TRADES_KEPT_PER_POOL_MAX,
+        )
+        .await
+        .context("loading market history")?;
+    market.warm(history);
+
+    let (events, _) = broadcast::channel(EVENT_BROADCAST_BATCHES_MAX);
+    let status = Arc::new(SequencerStatus::default());
+    let mut sequencer = Sequencer {
+        core: SequencerCore::new(restored, now_ms as SystemClock),
+        store,
+        writable: true,
+        last_snapshot: Instant::now(),
+        snapshot_write: None,
+        last_write: Instant::now(),
+        idle_tick: timing.idle_tick,
+        snapshot_every: timing.snapshot_every,
+        events: events.clone(),
+        status: status.clone(),
+        market,
+        metrics,
+    };
+    sequencer.publish_status();
+
+    let pool_commands = pool_commands(sequencer.core.engine(), sequencer.core.seq(), &pools);
+    if !pool_commands.is_empty() {
+        let requests = pool_commands
+            .into_iter()
+            .map(WriteRequest::unanswered)
+            .collect();
+        if !sequencer.process(requests).await {
+            bail!("could not journal the pool configuration");
+        }
+    }
+    if replayed >= SNAPSHOT_EVERY_COMMANDS {
+        // A long replay this time: make the next start short.
+        sequencer.write_snapshot_now().await;
+    }
+
+    let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
+    let (reads_tx, reads_rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let join = tokio::spawn(sequencer.run(writes_rx, reads_rx, stop_rx));
+    Ok((
+        SequencerHandle::new(writes_tx, reads_tx, events, status),
+        SequencerTask {
+            stop: stop_tx,
+            join,
+        },
+    ))
+}
+
+impl Sequencer {
+    async fn run(
+        mut self,
+        mut writes: mpsc::Receiver<WriteRequest>,
+        mut reads: mpsc::Receiver<ReadFn>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        let mut recovering: Option<RecoveryFuture> = None;
+        let mut retry_wait = RECOVERY_RETRY_MIN;
+        loop {
+            let tick_at = self.next_tick_at();
+            // Not while the previous snapshot is still being written: the branch would spin.
+            let snapshot_due = self.core.changed_since_snapshot() && !self.snapshot_writing();
+            let snapshot_at =
+                tokio::time::Instant::from_std(self.last_snapshot + self.snapshot_every);
+            tokio::select! {
+                _ = &mut stop => break,
+                Some(first) = writes.recv() => {
+                    let mut batch = Vec::with_capacity(writes.len().min(BATCH_COMMANDS_MAX) + 1);
+                    batch.push(first);
+                    while batch.len() < BATCH_COMMANDS_MAX {
+                        match writes.try_recv() {
+                            Ok(request) => batch.push(request),
+                            Err(_) => break,
+                        }
+                    }
+                    if !self.process(batch).await && recovering.is_none() {
+                        retry_wait = RECOVERY_RETRY_MIN;
+                        recovering = Some(recovery(self.store.clone(), retry_wait));
+                    }
+                }
+                Some(read) = reads.recv() => self.answer(read),
+                _ = tokio::time::sleep_until(tick_at), if self.writable => {
+                    let tick = WriteRequest::unanswered(Command::Tick);
+                    if !self.process(vec![tick]).await && recovering.is_none() {
+                        retry_wait = RECOVERY_RETRY_MIN;
+                        recovering = Some(recovery(self.store.clone(), retry_wait));
+                    }
+                }
+                // Wakes an otherwise idle loop for a due snapshot (`maybe_snapshot` below).
+                _ = tokio::time::sleep_until(snapshot_at), if snapshot_due && self.writable => {}
+                restored = async { match recovering.as_mut() {
+                    Some(future) => future.await,
+                    None => std::future::pending().await,
+                } }, if recovering.is_some() => {
+                    recovering = None;
+                    match restored {
+                        Ok(restored) => self.resume(restored).await,
+                        Err(e) => {
+                            tracing::warn!(error = %format!("{e:#}"), retry_ms = retry_wait.as_millis() as u64, "database still unavailable");
+                            retry_wait = (retry_wait * 2).min(RECOVERY_RETRY_MAX);
+                            recovering = Some(recovery(self.store.clone(), retry_wait));
+                        }
+                    }
+                }
+                else => break,
+            }
+            for _ in 0..READS_PER_TURN_MAX {
+                match reads.try_recv() {
+                    Ok(read) => self.answer(read),
+                    Err(_) => break,
+                }
+            }
+            self.maybe_snapshot();
+        }
+        // Shutdown: the HTTP server has stopped; commit whatever is still queued.
+        writes.close();
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < BATCH_COMMANDS_MAX {
+                match writes.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            self.process(batch).await;
+        }
+        reads.close();
+        while let Ok(read) = reads.try_recv() {
+            self.answer(read);
+        }
+        if let Some(write) = self.snapshot_write.take() {
+            let _ = write.await;
+        }
+        if self.writable && self.core.committed_since_snapshot() {
+            self.write_snapshot_now().await;
+        }
+        tracing::info!(seq = self.core.seq(), "sequencer stopped");
+    }
+
+    /// When to journal the next `Tick`: after `idle_tick` without a write, or sooner when the
+    /// engine's next timer is due.
+    fn next_tick_at(&self) -> tokio::time::Instant {
+        let idle = tokio::time::Instant::from_std(self.last_write + self.idle_tick);
+        match self.core.timer_due_at() {
+            Some(timer) => {
+                let wait_ms = (timer.0 - now_ms().0).max(0) as u64;
+                idle.min(tokio::time::Instant::now() + Duration::from_millis(wait_ms))
+            }
+            None => idle,
+        }
+    }
+
+    fn answer(&self, read: ReadFn) {
+        read(&ReadView {
+            engine: self.core.engine(),
+            seq: self.core.seq(),
+            writable: self.writable,
+        });
+    }
+}
