@@ -67,6 +67,16 @@ pub struct JwtSettings {
     pub audience: String,
 }
 
+/// Lease tokens for model gateways (DESIGN section 12).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseTokenSettings {
+    /// `OFFPEAK_LEASE_KEY_FILE`: the Ed25519 private key (PEM); none means the one generated
+    /// once into the data directory.
+    pub key_file: Option<PathBuf>,
+    /// `OFFPEAK_GATEWAY_AUDIENCE`: the lease tokens' `aud` (never the API's audience).
+    pub audience: String,
+}
+
 /// Per-account token bucket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimitSettings {
@@ -137,6 +147,8 @@ pub struct Settings {
     pub snapshot_every: Duration,
     /// Capacity signals in, market data and lease events out.
     pub bus: BusSettings,
+    /// Lease tokens' signing key and audience.
+    pub lease_tokens: LeaseTokenSettings,
 }
 
 /// A setting that could not be read.
@@ -204,17 +216,32 @@ impl Settings {
             )?)),
             None => SNAPSHOT_EVERY_DEFAULT,
         };
+        let jwt = JwtSettings {
+            key,
+            issuer: get("OFFPEAK_JWT_ISSUER").unwrap_or_else(|| "offpeak".into()),
+            audience: get("OFFPEAK_JWT_AUDIENCE").unwrap_or_else(|| "offpeak".into()),
+        };
+        let lease_tokens = LeaseTokenSettings {
+            key_file: get(crate::lease_token::LEASE_KEY_FILE_ENV).map(PathBuf::from),
+            audience: get("OFFPEAK_GATEWAY_AUDIENCE")
+                .unwrap_or_else(|| crate::lease_token::LEASE_TOKEN_AUDIENCE_DEFAULT.into()),
+        };
+        if lease_tokens.audience == jwt.audience {
+            return Err(ConfigError {
+                name: "OFFPEAK_GATEWAY_AUDIENCE",
+                problem: "must differ from OFFPEAK_JWT_AUDIENCE: a lease token must never pass \
+                          as an API token"
+                    .into(),
+            });
+        }
         Ok(Settings {
             listen,
             database_url: get("DATABASE_URL").map(Secret::new),
             data_dir: get("OFFPEAK_DATA_DIR")
                 .unwrap_or_else(|| "./data".into())
                 .into(),
-            jwt: JwtSettings {
-                key,
-                issuer: get("OFFPEAK_JWT_ISSUER").unwrap_or_else(|| "offpeak".into()),
-                audience: get("OFFPEAK_JWT_AUDIENCE").unwrap_or_else(|| "offpeak".into()),
-            },
+            jwt,
+            lease_tokens,
             pools_file: get("OFFPEAK_POOLS_FILE").map(PathBuf::from),
             http_workers,
             rate_limit,

@@ -517,6 +517,7 @@ impl Simulation {
             expires_at: None,
             persistent,
             client_order_id: None,
+            ssh_public_keys: Vec::new(),
         });
         let events = match self.submit(command).await {
             Outcome::Stopped => return false,

@@ -26,6 +26,12 @@ pub enum ApiError {
     InvalidBody(String),
     /// A query string parameter is missing, unknown or out of range.
     InvalidQuery(String),
+    /// An ssh public key is malformed, of a refused type or too weak (the message names it).
+    InvalidSshKey(String),
+    /// The lease is not ready yet: its access has not been handed over.
+    LeaseNotReady,
+    /// A lease token was asked for a bare-metal lease (they are reached over ssh).
+    NotAModelLease,
     /// The body is larger than the named limit.
     BodyTooLarge,
     /// The body is not `application/json`.
@@ -80,7 +86,9 @@ fn rejection_status(reason: Rejection) -> StatusCode {
         KillSwitch => StatusCode::FORBIDDEN,
         // Conflicts with the current state: retrying after the state changes can succeed.
         LimitOrdersOpen | LimitNotional | OrderNotOpen | BlockIdTaken | WindowCannotShrink
-        | ReclaimOverBlock | PoolNotEmpty | BlockClosed => StatusCode::CONFLICT,
+        | ReclaimOverBlock | PoolNotEmpty | BlockClosed | LeaseNotProvisioning => {
+            StatusCode::CONFLICT
+        }
         // Well-formed requests whose values the market does not accept.
         PriceNotOnTick
         | PriceOutOfBand
@@ -97,7 +105,8 @@ fn rejection_status(reason: Rejection) -> StatusCode {
         | ReclaimAtInPast
         | PoolConfigInvalid
         | NothingToChange
-        | GpusNotAboveFilled => StatusCode::UNPROCESSABLE_ENTITY,
+        | GpusNotAboveFilled
+        | EndpointsInvalid => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 
@@ -120,6 +129,9 @@ impl ApiError {
             ApiError::Rejected(reason) => rejection_code_and_message(*reason).0,
             ApiError::InvalidBody(_) => "invalid_body",
             ApiError::InvalidQuery(_) => "invalid_query",
+            ApiError::InvalidSshKey(_) => "invalid_ssh_key",
+            ApiError::LeaseNotReady => "lease_not_ready",
+            ApiError::NotAModelLease => "not_a_model_lease",
             ApiError::BodyTooLarge => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
@@ -137,7 +149,17 @@ impl ApiError {
     fn message(&self) -> String {
         match self {
             ApiError::Rejected(reason) => rejection_code_and_message(*reason).1,
-            ApiError::InvalidBody(m) | ApiError::InvalidQuery(m) => m.clone(),
+            ApiError::InvalidBody(m) | ApiError::InvalidQuery(m) | ApiError::InvalidSshKey(m) => {
+                m.clone()
+            }
+            ApiError::LeaseNotReady => {
+                "the lease is not ready: its supplier has not handed access over yet, or it has \
+                 ended"
+                    .to_owned()
+            }
+            ApiError::NotAModelLease => {
+                "lease tokens are for model pools; reach a bare-metal lease over ssh".to_owned()
+            }
             ApiError::BodyTooLarge => format!(
                 "the body is larger than {} bytes",
                 crate::limits::REQUEST_BODY_BYTES_MAX
@@ -181,6 +203,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Rejected(reason) => rejection_status(*reason),
             ApiError::InvalidBody(_) | ApiError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::InvalidSshKey(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::LeaseNotReady | ApiError::NotAModelLease => StatusCode::CONFLICT,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -314,6 +338,9 @@ fn other_errors() -> Vec<ApiError> {
         ApiError::Rejected(_)
         | ApiError::InvalidBody(_)
         | ApiError::InvalidQuery(_)
+        | ApiError::InvalidSshKey(_)
+        | ApiError::LeaseNotReady
+        | ApiError::NotAModelLease
         | ApiError::BodyTooLarge
         | ApiError::UnsupportedMediaType
         | ApiError::Unauthorized
@@ -329,6 +356,9 @@ fn other_errors() -> Vec<ApiError> {
     vec![
         ApiError::InvalidBody(String::new()),
         ApiError::InvalidQuery(String::new()),
+        ApiError::InvalidSshKey(String::new()),
+        ApiError::LeaseNotReady,
+        ApiError::NotAModelLease,
         ApiError::BodyTooLarge,
         ApiError::UnsupportedMediaType,
         ApiError::Unauthorized,

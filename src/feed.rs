@@ -30,7 +30,7 @@ use crate::limits::{
 use crate::sequencer::SequencerHandle;
 use crate::timestamp::now_ms;
 use matching_engine::{
-    BlockView, Engine, Event, LeaseStatus, LeaseView, Level, Name, OrderView, PriceMicros, Side,
+    BlockView, Engine, Event, LeaseId, LeaseStatus, LeaseView, Level, Name, OrderView, PriceMicros, Side,
     TimeMs, TradeView,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -152,7 +152,7 @@ pub enum PrivateEvent {
     Fill(TradeView),
     /// A lease opened or moved (`leases`).
     Lease {
-        /// `lease_opened` or `lease_changed`.
+        /// `lease_opened`, `lease_ready`, `lease_failed` or `lease_changed`.
         event: &'static str,
         /// The lease now.
         lease: LeaseView,
@@ -166,6 +166,14 @@ pub enum PrivateEvent {
     },
     /// One of the supplier's blocks changed (`blocks`).
     Block(BlockView),
+    /// A lease on one of the supplier's blocks opened (with its nodes and the buyer's keys),
+    /// became ready or failed (`blocks`).
+    SuppliedLease {
+        /// `lease_opened`, `lease_ready` or `lease_failed`.
+        event: &'static str,
+        /// The lease now.
+        lease: LeaseView,
+    },
 }
 
 /// What changed since the hub last took it, for every pool.
@@ -385,7 +393,7 @@ impl Feed {
     /// Takes in one committed command's events: its journal `seq` and time `at`.
     pub fn publish(&self, seq: u64, at: TimeMs, events: &[Event]) {
         let mut market = self.lock();
-        self.publish_locked(&mut market, seq, at, events);
+        self.publish_locked(&mut market, seq, at, events, None);
         drop(market);
         self.changed.notify_one();
     }
@@ -394,13 +402,27 @@ impl Feed {
     pub fn publish_batch(&self, batch: &CommittedBatch) {
         let mut market = self.lock();
         for record in &batch.records {
-            self.publish_locked(&mut market, record.seq, record.at, &record.events);
+            self.publish_locked(
+                &mut market,
+                record.seq,
+                record.at,
+                &record.events,
+                record.readied_lease(),
+            );
         }
         drop(market);
         self.changed.notify_one();
     }
 
-    fn publish_locked(&self, market: &mut Market, seq: u64, at: TimeMs, events: &[Event]) {
+    /// `readied`: the lease the command reported ready (its `LeaseChanged` is `lease_ready`).
+    fn publish_locked(
+        &self,
+        market: &mut Market,
+        seq: u64,
+        at: TimeMs,
+        events: &[Event],
+        readied: Option<LeaseId>,
+    ) {
         let mut touched: Vec<usize> = Vec::new();
         for event in events {
             match event {
@@ -448,6 +470,14 @@ impl Feed {
                             lease: lease.clone(),
                         },
                     );
+                    // The supplier's provisioner learns the nodes and the buyer's keys.
+                    market.push_private(
+                        &lease.supplier,
+                        PrivateEvent::SuppliedLease {
+                            event: "lease_opened",
+                            lease: lease.clone(),
+                        },
+                    );
                 }
                 Event::LeaseChanged { lease } => {
                     let feed = market.pool_mut(&lease.pool);
@@ -465,13 +495,29 @@ impl Feed {
                         _ => {}
                     }
                     feed.capacity_changed = true;
+                    let event = if readied == Some(lease.id) {
+                        "lease_ready"
+                    } else if lease.status == LeaseStatus::Failed {
+                        "lease_failed"
+                    } else {
+                        "lease_changed"
+                    };
                     market.push_private(
                         &lease.buyer,
                         PrivateEvent::Lease {
-                            event: "lease_changed",
+                            event,
                             lease: lease.clone(),
                         },
                     );
+                    if event != "lease_changed" {
+                        market.push_private(
+                            &lease.supplier,
+                            PrivateEvent::SuppliedLease {
+                                event,
+                                lease: lease.clone(),
+                            },
+                        );
+                    }
                 }
                 Event::ReclaimForecast {
                     lease_id,

@@ -70,6 +70,22 @@ pub const GPUS_PER_ORDER_MAX: u32 = 1_000_000;
 /// Longest node name in a block's node list.
 pub const NODE_NAME_BYTES_MAX: usize = 64;
 
+/// Longest endpoint host in a `ready` (a DNS name's limit).
+pub const ENDPOINT_HOST_BYTES_MAX: usize = 253;
+
+/// Longest login user in a `ready` endpoint (the usual Unix user name limit).
+pub const ENDPOINT_USER_BYTES_MAX: usize = 32;
+
+/// Longest model gateway URL in a `ready`.
+pub const ENDPOINT_URL_BYTES_MAX: usize = 2048;
+
+/// Longest life of a lease token: a gateway's client asks for a new one within the hour (and
+/// never past the lease's end), so a leaked token is short-lived.
+pub const LEASE_TOKEN_TTL_MAX: Duration = Duration::from_secs(3600);
+
+/// Longest reason a provisioner gives for a failed lease.
+pub const FAILURE_REASON_BYTES_MAX: usize = 256;
+
 /// Decimals a price may carry: prices are integer micro-dollars.
 pub const PRICE_DECIMALS_MAX: usize = 6;
 

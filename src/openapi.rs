@@ -430,8 +430,15 @@ pub fn build(endpoints: &[Endpoint]) -> OpenApi {
                 "Public market data: pools, book, trades, candles, stats, quotes",
             ),
             tag("orders", "Bids (role buyer)"),
-            tag("leases", "Leases (role buyer)"),
-            tag("capacity", "Capacity blocks (role supplier)"),
+            tag(
+                "leases",
+                "Leases and their lease tokens (role buyer); the lease key's JWKS (public)",
+            ),
+            tag("account", "The buyer's default ssh public keys (role buyer)"),
+            tag(
+                "capacity",
+                "Capacity blocks and their leases' handoff (role supplier)",
+            ),
             tag(
                 "admin",
                 "Pools, kill switches, limits, state hash (role admin)",

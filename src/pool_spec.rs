@@ -9,7 +9,7 @@
 use crate::limits::GPUS_PER_ORDER_MAX;
 use crate::money::ApiPrice;
 use anyhow::Context;
-use matching_engine::{AuctionMode, PoolConfig};
+use matching_engine::{AuctionMode, Handoff, Offering, PoolConfig, PROVISION_TIMEOUT_S_MAX};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -20,7 +20,7 @@ use std::path::Path;
 #[schema(example = json!({"gpu": "h100-sxm", "region": "us-east"}))]
 pub struct PoolSpec {
     /// `<gpu>.<region>`; optional, but must match when given.
-    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63)]
+    #[schema(pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$", max_length = 64)]
     pub id: Option<String>,
     /// GPU model.
     #[schema(
@@ -59,6 +59,33 @@ pub struct PoolSpec {
     pub free_if_preempted_within_s: Option<u32>,
     /// Continuous or batch.
     pub auction: Option<AuctionMode>,
+    /// `bare_metal` (default) or `model` (GPUs of a managed model deployment; the pool's id is
+    /// then `<model>.<region>`, and `gpu` names what the deployment runs on).
+    pub offering: Option<Offering>,
+    /// Model pools: the model served, e.g. `llama-3.1-70b-instruct`.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9.-]{0,31}$", max_length = 32)]
+    pub model: Option<String>,
+    /// Model pools: the tokens per second the supplier guarantees per GPU.
+    #[schema(minimum = 1)]
+    pub tokens_per_s_per_gpu: Option<u32>,
+    /// `required` (default: leases are billed from the supplier's `ready`) or `none` (from
+    /// their start; access is handed over outside offpeak).
+    pub handoff: Option<Handoff>,
+    /// Seconds a lease may stay provisioning before it fails (default 600).
+    #[schema(minimum = 1, maximum = 86400)]
+    pub provision_timeout_s: Option<u32>,
+}
+
+/// Longest model name (it and the region make a pool id of at most 64 bytes).
+pub const MODEL_NAME_BYTES_MAX: usize = 32;
+
+fn is_model_name(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= MODEL_NAME_BYTES_MAX
+        && text.as_bytes()[0].is_ascii_alphanumeric()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 fn is_id_part(text: &str) -> bool {
@@ -76,13 +103,47 @@ impl PoolSpec {
             return Err("gpu and region must be 1..=31 characters of [a-z0-9-]".into());
         }
         let mut config = PoolConfig::with_defaults(&self.gpu, &self.region);
+        if let Some(offering) = self.offering {
+            config.offering = offering;
+        }
+        match (config.offering, &self.model, self.tokens_per_s_per_gpu) {
+            (Offering::BareMetal, None, None) => {}
+            (Offering::BareMetal, _, _) => {
+                return Err(
+                    "model and tokens_per_s_per_gpu are for pools with offering \"model\"".into(),
+                )
+            }
+            (Offering::Model, Some(model), Some(tps)) if is_model_name(model) && tps > 0 => {
+                config.model = Some(model.clone());
+                config.tokens_per_s_per_gpu = tps;
+                config.id = config.expected_id();
+            }
+            (Offering::Model, _, _) => {
+                return Err(format!(
+                    "a model pool needs model (1..={MODEL_NAME_BYTES_MAX} characters of \
+                     [a-z0-9.-]) and tokens_per_s_per_gpu (at least 1)"
+                ))
+            }
+        }
         if let Some(id) = &self.id {
             if *id != config.id {
                 return Err(format!(
-                    "id {id:?} must be {:?} (<gpu>.<region>)",
+                    "id {id:?} must be {:?} (<gpu>.<region>, or <model>.<region> for a model \
+                     pool)",
                     config.id
                 ));
             }
+        }
+        if let Some(handoff) = self.handoff {
+            config.handoff = handoff;
+        }
+        if let Some(seconds) = self.provision_timeout_s {
+            if !(1..=PROVISION_TIMEOUT_S_MAX).contains(&seconds) {
+                return Err(format!(
+                    "provision_timeout_s must be 1..={PROVISION_TIMEOUT_S_MAX}"
+                ));
+            }
+            config.provision_timeout_s = seconds;
         }
         if let Some(p) = self.tick {
             config.tick = p.0;

@@ -42,6 +42,11 @@ impl Application {
             .with_context(|| format!("binding {}", settings.listen))?;
         let verifier = Verifier::from_settings(&settings.jwt, &settings.data_dir)
             .context("setting up JWT verification")?;
+        let lease_key = crate::lease_token::LeaseKey::load_or_generate(
+            settings.lease_tokens.key_file.as_deref(),
+            &settings.data_dir,
+        )
+        .context("loading the lease token key")?;
         let store = match &settings.database_url {
             Some(url) => postgres::connect(url.expose()).context("configuring PostgreSQL")?,
             None => sqlite::open(&settings.data_dir).with_context(|| {
@@ -89,6 +94,9 @@ impl Application {
             metrics,
             ws,
             bus,
+            lease_key: Arc::new(lease_key),
+            lease_token_audience: settings.lease_tokens.audience.as_str().into(),
+            lease_token_issuer: settings.jwt.issuer.as_str().into(),
         };
         let address = listener.local_addr()?;
         let server = run(listener, state.clone(), settings.http_workers)?;

@@ -27,4 +27,10 @@ pub struct AppState {
     pub ws: crate::ws::Hub,
     /// The bus (Redis or in-process) and what its tasks last saw.
     pub bus: crate::bus::BusHandle,
+    /// Signs lease tokens for model gateways; its public key is served as the JWKS.
+    pub lease_key: Arc<crate::lease_token::LeaseKey>,
+    /// The lease tokens' `aud` and `iss`.
+    pub lease_token_audience: Arc<str>,
+    /// See [`AppState::lease_token_audience`]: offpeak's issuer, as on API tokens.
+    pub lease_token_issuer: Arc<str>,
 }

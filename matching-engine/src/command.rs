@@ -2,7 +2,7 @@
 //! replays them; each is applied at the time the sequencer stamped on it.
 
 use crate::types::{
-    AccountLimits, LeaseId, NodeGpus, OrderId, PoolConfig, PriceMicros, TimeInForce, TimeMs,
+    AccountLimits, Endpoint, LeaseId, NodeGpus, OrderId, PoolConfig, PriceMicros, TimeInForce, TimeMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,26 @@ pub enum Command {
         block_id: String,
         /// When the reclaim is expected.
         reclaim_at: TimeMs,
+    },
+    /// A lease's supplier hands access over: the lease is ready and billed from now.
+    LeaseReady(LeaseReady),
+    /// A lease's supplier could not provision it: it ends `failed`, costing nothing.
+    LeaseFailed {
+        /// The block's supplier.
+        supplier: String,
+        /// The supplier's block id.
+        block_id: String,
+        /// The lease.
+        lease_id: LeaseId,
+        /// Why, for the buyer.
+        reason: String,
+    },
+    /// Sets an account's default ssh public keys (already checked by the server).
+    SetSshKeys {
+        /// The buyer.
+        account: String,
+        /// OpenSSH public keys, normalised.
+        keys: Vec<String>,
     },
     /// A buyer ends a lease early.
     ReleaseLease {
@@ -98,6 +118,27 @@ pub struct PlaceBid {
     pub persistent: bool,
     /// Idempotency key: the same key from the same account returns the first result.
     pub client_order_id: Option<String>,
+    /// OpenSSH public keys for the leases' machines (already checked by the server); none
+    /// means the account's default keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_public_keys: Vec<String>,
+}
+
+/// A supplier's report that a lease is usable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReady {
+    /// The block's supplier.
+    pub supplier: String,
+    /// The supplier's block id; empty when not named (a capacity signal may leave it out).
+    pub block_id: String,
+    /// The lease.
+    pub lease_id: LeaseId,
+    /// Bare metal: how to reach each node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    /// Model pools: the inference gateway's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
 }
 
 /// A change to a resting bid.

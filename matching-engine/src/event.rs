@@ -4,8 +4,8 @@
 //! consumer never needs to look back into the engine to make sense of one.
 
 use crate::types::{
-    AccountLimits, BlockStatus, CancelReason, LeaseId, LeaseStatus, Micros, Name, NodeGpus,
-    OrderId, OrderStatus, PriceMicros, Rejection, Side, TimeInForce, TimeMs, TradeId,
+    Access, AccountLimits, BlockStatus, CancelReason, LeaseId, LeaseStatus, Micros, Name, NodeGpus,
+    OrderId, OrderStatus, PriceMicros, Rejection, Side, SshKeys, TimeInForce, TimeMs, TradeId,
 };
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,11 @@ pub enum Event {
         id: Name,
         /// Whether it is now engaged.
         engaged: bool,
+    },
+    /// An account's default ssh keys changed.
+    SshKeysChanged {
+        /// The account.
+        account: Name,
     },
     /// An account's limits changed.
     AccountLimitsChanged {
@@ -238,6 +243,12 @@ pub struct LeaseView {
     pub cost_micros: Micros,
     /// The GPUs assigned on the block's nodes.
     pub nodes: Vec<NodeGpus>,
+    /// The handoff: provisioning, ready (with how to reach it) or failed.
+    #[serde(default = "Access::before_handoff_existed")]
+    pub access: Access,
+    /// The buyer's ssh public keys, for the supplier's provisioner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_public_keys: Option<SshKeys>,
 }
 
 /// A capacity block as its supplier sees it.
@@ -259,6 +270,9 @@ pub struct BlockView {
     pub gpus_unsold: u32,
     /// GPUs taken back by the supplier.
     pub gpus_reclaimed: u32,
+    /// Of those, GPUs of leases that failed to provision (they left the block).
+    #[serde(default)]
+    pub gpus_failed: u32,
     /// GPUs under notice: they return to the supplier when the notice ends.
     pub gpus_reclaiming: u32,
     /// Reserve price.

@@ -22,7 +22,7 @@ mod snapshot;
 mod types;
 
 pub use command::{
-    AmendBid, Command, KillTarget, PlaceBid, ReclaimCapacity, ReleaseCapacity, UpdateCapacity,
+    AmendBid, Command, KillTarget, LeaseReady, PlaceBid, ReclaimCapacity, ReleaseCapacity, UpdateCapacity,
 };
 pub use engine::Engine;
 pub use event::{
@@ -30,7 +30,8 @@ pub use event::{
 };
 pub use snapshot::Snapshot;
 pub use types::{
-    cost_micros, AccountLimits, AuctionMode, BlockStatus, CancelReason, LeaseId, LeaseStatus,
-    Micros, Name, NodeGpus, OrderId, OrderStatus, PoolConfig, PriceMicros, Rejection, Side,
-    TimeInForce, TimeMs, TradeId,
+    cost_micros, Access, AccessStatus, AccountLimits, AuctionMode, BlockStatus, CancelReason,
+    Endpoint, Handoff, LeaseId, LeaseStatus, Micros, Name, NodeGpus, Offering, OrderId,
+    OrderStatus, PoolConfig, PriceMicros, Rejection, Side, SshKeys, TimeInForce, TimeMs, TradeId,
+    PROVISION_TIMEOUT_S_DEFAULT, PROVISION_TIMEOUT_S_MAX,
 };

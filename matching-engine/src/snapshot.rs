@@ -7,7 +7,9 @@
 use crate::engine::{Account, Bid, Block, Engine, Lease, Pool, Scheduled};
 use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey, SlabKey};
 use crate::ladder::{Ladder, Links};
-use crate::types::{AccountLimits, Name, OrderId, PoolConfig, PriceMicros, Side, TimeMs};
+use crate::types::{
+    AccountLimits, Name, OrderId, PoolConfig, PriceMicros, Side, SshKeys, TimeMs,
+};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::hash::{Hash, Hasher};
@@ -28,6 +30,9 @@ pub struct Snapshot {
     timers: Vec<Scheduled>,
     client_order_ids: Vec<(AccountKey, Name, OrderId, TimeMs)>,
     client_order_id_of: Vec<(OrderId, Name)>,
+    /// Absent from snapshots taken before keys existed: none.
+    #[serde(default)]
+    bid_ssh_keys: Vec<(OrderId, SshKeys)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -78,6 +83,12 @@ impl Engine {
             .map(|(order, key)| (*order, key.clone()))
             .collect();
         client_order_id_of.sort_unstable();
+        let mut bid_ssh_keys: Vec<(OrderId, SshKeys)> = self
+            .bid_ssh_keys
+            .iter()
+            .map(|(order, keys)| (*order, keys.clone()))
+            .collect();
+        bid_ssh_keys.sort_unstable();
         Snapshot {
             now: self.now,
             next_id: self.next_id,
@@ -109,6 +120,7 @@ impl Engine {
             },
             client_order_ids,
             client_order_id_of,
+            bid_ssh_keys,
         }
     }
 
@@ -199,6 +211,7 @@ impl Engine {
             engine.client_order_ids.insert((account, key), (order, at));
         }
         engine.client_order_id_of = snapshot.client_order_id_of.into_iter().collect();
+        engine.bid_ssh_keys = snapshot.bid_ssh_keys.into_iter().collect();
         engine
     }
 

@@ -62,6 +62,9 @@ id_type!(
 /// A shared, cheaply cloned name (account, pool, block or node id).
 pub type Name = Arc<str>;
 
+/// OpenSSH public keys, shared by an account, its bids and their leases.
+pub type SshKeys = Arc<[String]>;
+
 /// Which side of the book.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -132,6 +135,63 @@ pub struct PoolConfig {
     pub free_if_preempted_within_s: u32,
     /// Continuous or batch clearing.
     pub auction: AuctionMode,
+    /// What the pool sells: bare machines or GPUs of a managed model deployment.
+    #[serde(default)]
+    pub offering: Offering,
+    /// Model pools: the model served, e.g. `llama-3.1-70b-instruct`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Model pools: the tokens per second the supplier guarantees per GPU (0 for bare metal).
+    #[serde(default)]
+    pub tokens_per_s_per_gpu: u32,
+    /// Whether a lease waits for its supplier's `ready` before it is billed.
+    /// Journals from before the handoff existed configure pools without it: they replay as
+    /// `none`, which is how their leases ran.
+    #[serde(default = "Handoff::before_handoff_existed")]
+    pub handoff: Handoff,
+    /// A lease not ready this many seconds after it opened fails.
+    #[serde(default = "default_provision_timeout_s")]
+    pub provision_timeout_s: u32,
+}
+
+/// The provisioning timeout of pools configured without one.
+pub const PROVISION_TIMEOUT_S_DEFAULT: u32 = 600;
+/// The longest provisioning timeout a pool may set (a day).
+pub const PROVISION_TIMEOUT_S_MAX: u32 = 86_400;
+
+fn default_provision_timeout_s() -> u32 {
+    PROVISION_TIMEOUT_S_DEFAULT
+}
+
+/// What a pool sells (DESIGN section 12).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Offering {
+    /// Whole machines' GPUs, reached over ssh.
+    #[default]
+    BareMetal,
+    /// GPUs of a managed model deployment, reached through an inference gateway.
+    Model,
+}
+
+/// How a lease's access is handed over (DESIGN section 11).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Handoff {
+    /// The supplier's provisioner reports `ready` (or `failed`); billing starts at `ready`.
+    #[default]
+    Required,
+    /// Access is handed over outside offpeak: a lease is ready, and billed, once it opens.
+    None,
+}
+
+impl Handoff {
+    /// What a journaled pool configuration without the setting meant.
+    pub fn before_handoff_existed() -> Handoff {
+        Handoff::None
+    }
 }
 
 impl PoolConfig {
@@ -150,7 +210,60 @@ impl PoolConfig {
             notice_s: 120,
             free_if_preempted_within_s: 3600,
             auction: AuctionMode::Continuous,
+            offering: Offering::BareMetal,
+            model: None,
+            tokens_per_s_per_gpu: 0,
+            handoff: Handoff::Required,
+            provision_timeout_s: PROVISION_TIMEOUT_S_DEFAULT,
         }
+    }
+
+    /// The id the pool must have: `<gpu>.<region>`, or `<model>.<region>` for a model pool.
+    pub fn expected_id(&self) -> String {
+        match (self.offering, &self.model) {
+            (Offering::Model, Some(model)) => format!("{model}.{}", self.region),
+            _ => format!("{}.{}", self.gpu, self.region),
+        }
+    }
+
+    /// A model pool with the defaults: `<model>.<region>`, running on `gpu`, bought per
+    /// GPU-hour like any pool, with `tokens_per_s_per_gpu` guaranteed.
+    pub fn model_with_defaults(
+        model: &str,
+        gpu: &str,
+        region: &str,
+        tokens_per_s_per_gpu: u32,
+    ) -> PoolConfig {
+        PoolConfig {
+            id: format!("{model}.{region}"),
+            offering: Offering::Model,
+            model: Some(model.to_owned()),
+            tokens_per_s_per_gpu,
+            ..PoolConfig::with_defaults(gpu, region)
+        }
+    }
+
+    /// Whether the offering's settings agree: a model pool names its model and guarantees a
+    /// throughput; a bare-metal pool does neither. The provisioning timeout is within bounds.
+    pub fn offering_is_valid(&self) -> bool {
+        let offering_ok = match self.offering {
+            Offering::BareMetal => self.model.is_none() && self.tokens_per_s_per_gpu == 0,
+            Offering::Model => {
+                self.model.as_deref().is_some_and(|m| !m.is_empty())
+                    && self.tokens_per_s_per_gpu > 0
+            }
+        };
+        offering_ok && (1..=PROVISION_TIMEOUT_S_MAX).contains(&self.provision_timeout_s)
+    }
+
+    /// A model pool's price per million tokens, in micro-dollars, for a price per GPU-hour:
+    /// `price / (tokens_per_s_per_gpu * 3600) * 1_000_000`, rounded down. `None` for bare metal.
+    pub fn price_per_million_tokens(&self, price: PriceMicros) -> Option<Micros> {
+        if self.offering != Offering::Model || self.tokens_per_s_per_gpu == 0 {
+            return None;
+        }
+        let tokens_per_gpu_hour = self.tokens_per_s_per_gpu as u128 * 3600;
+        Some((price.0 as u128 * 1_000_000 / tokens_per_gpu_hour).min(u64::MAX as u128) as u64)
     }
 
     /// Number of price levels in the band, or `None` when the settings are inconsistent.
@@ -239,6 +352,9 @@ pub enum LeaseStatus {
     Completed,
     /// Ended early by its buyer.
     Released,
+    /// Never became usable: its supplier reported it failed, or it was not ready in time.
+    /// It costs nothing.
+    Failed,
 }
 
 impl LeaseStatus {
@@ -246,8 +362,95 @@ impl LeaseStatus {
     pub fn is_ended(self) -> bool {
         matches!(
             self,
-            LeaseStatus::Preempted | LeaseStatus::Completed | LeaseStatus::Released
+            LeaseStatus::Preempted
+                | LeaseStatus::Completed
+                | LeaseStatus::Released
+                | LeaseStatus::Failed
         )
+    }
+}
+
+/// Where a lease's handoff stands (DESIGN section 11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum AccessStatus {
+    /// Waiting for the supplier's provisioner.
+    Provisioning,
+    /// Usable: endpoints handed over, billing running.
+    Ready,
+    /// Never became usable.
+    Failed,
+}
+
+/// How the buyer reaches one node of a bare-metal lease.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// One of the lease's nodes (absent for leases on blocks without nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub node: Option<Name>,
+    /// Host name or address to connect to.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub host: Name,
+    /// TCP port (ssh).
+    pub port: u16,
+    /// User to log in as.
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub user: Name,
+}
+
+/// A lease's access: the handoff's state and, once ready, how to reach it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Access {
+    /// Provisioning, ready or failed.
+    pub status: AccessStatus,
+    /// When the supplier reported it ready: billing and the free first hour count from here.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub ready_at: Option<TimeMs>,
+    /// Bare metal: how to reach each node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    /// Model pools: the inference gateway's base URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub endpoint: Option<Name>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub reason: Option<Name>,
+}
+
+impl Access {
+    /// A lease waiting for its provisioner.
+    pub fn provisioning() -> Access {
+        Access {
+            status: AccessStatus::Provisioning,
+            ready_at: None,
+            endpoints: Vec::new(),
+            endpoint: None,
+            reason: None,
+        }
+    }
+
+    /// A lease ready from `at` with nothing handed over through offpeak.
+    pub fn ready_at(at: TimeMs) -> Access {
+        Access {
+            status: AccessStatus::Ready,
+            ready_at: Some(at),
+            ..Access::provisioning()
+        }
+    }
+
+    /// Leases stored before the handoff existed: ready, billed from their start.
+    pub fn before_handoff_existed() -> Access {
+        Access {
+            status: AccessStatus::Ready,
+            ..Access::provisioning()
+        }
     }
 }
 
@@ -342,6 +545,11 @@ pub enum Rejection {
     GpusNotAboveFilled,
     /// The block's window is over: it can no longer be updated.
     BlockClosed,
+    /// The lease is no longer provisioning: it was already reported ready.
+    LeaseNotProvisioning,
+    /// A `ready` whose endpoints do not fit the lease: none for a bare-metal lease, no
+    /// `endpoint` for a model lease, or a node the lease does not hold.
+    EndpointsInvalid,
 }
 
 impl Rejection {
@@ -379,6 +587,8 @@ impl Rejection {
             Rejection::NothingToChange => "nothing_to_change",
             Rejection::GpusNotAboveFilled => "gpus_not_above_filled",
             Rejection::BlockClosed => "block_closed",
+            Rejection::LeaseNotProvisioning => "lease_not_provisioning",
+            Rejection::EndpointsInvalid => "endpoints_invalid",
         }
     }
 }

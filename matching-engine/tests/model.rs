@@ -19,11 +19,17 @@ use matching_engine::limits::{
     AUCTION_CANDIDATE_PRICES_MAX, CLIENT_ORDER_ID_TTL_MS, NODES_PER_BLOCK_MAX, PRICE_LEVELS_MAX,
 };
 use matching_engine::{
-    AccountLimits, AmendBid, AuctionMode, BlockStatus, BlockView, CancelReason, Command, Depth,
-    Event, KillTarget, LeaseId, LeaseStatus, LeaseView, Level, Name, NodeGpus, OrderId,
-    OrderStatus, OrderView, PlaceBid, PoolConfig, PoolSummary, PriceMicros, Quote, ReclaimCapacity,
-    Rejection, ReleaseCapacity, Side, TimeInForce, TimeMs, TradeId, TradeView, UpdateCapacity,
+    Access, AccessStatus, AccountLimits, AmendBid, AuctionMode, BlockStatus, BlockView,
+    CancelReason, Command, Depth, Endpoint, Event, Handoff, KillTarget, LeaseId, LeaseReady,
+    LeaseStatus, LeaseView, Level, Name, NodeGpus, Offering, OrderId, OrderStatus, OrderView,
+    PlaceBid, PoolConfig, PoolSummary, PriceMicros, Quote, ReclaimCapacity, Rejection,
+    ReleaseCapacity, Side, SshKeys, TimeInForce, TimeMs, TradeId, TradeView, UpdateCapacity,
 };
+
+/// DESIGN section 11: a pool's `provision_timeout_s` is 1 to 86,400.
+const PROVISION_TIMEOUT_S_RANGE: std::ops::RangeInclusive<u32> = 1..=86_400;
+/// DESIGN section 11: the reason a lease fails when its provisioner stays silent.
+const PROVISION_TIMEOUT_REASON: &str = "provision_timeout";
 
 /// `price * gpus * seconds / 3600`, rounded down (DESIGN section 2).
 fn cost(price: u64, gpus: u32, seconds: u64) -> u64 {
@@ -58,6 +64,7 @@ enum Due {
     BlockCloses(u64),
     Auction(String),
     ForgetClientOrderId(String, String),
+    ProvisionTimeout(LeaseId),
 }
 
 #[derive(Clone, Debug)]
@@ -117,6 +124,9 @@ struct Bid {
     created_at: i64,
     updated_at: i64,
     priority: u64,
+    /// Bare-metal pools: the keys its leases carry (the bid's own, or else its account's
+    /// defaults when it was placed); `None` when there were none.
+    ssh_keys: Option<Vec<String>>,
 }
 
 impl Bid {
@@ -144,6 +154,8 @@ struct Block {
     gpus: u32,
     unsold: u32,
     reclaimed: u32,
+    /// Of the reclaimed GPUs, those of leases that failed: they left the block.
+    failed: u32,
     /// What reclaims still need from leases under notice.
     reclaiming: u32,
     reserve_price: u64,
@@ -184,6 +196,32 @@ struct Lease {
     notice_s: u32,
     /// `(node index in the block, GPUs)`.
     nodes: Vec<(usize, u32)>,
+    /// The handoff (DESIGN section 11).
+    handoff: Handover,
+    /// The buyer's keys, copied from its bid when it opened.
+    ssh_keys: Option<Vec<String>>,
+}
+
+/// Where a lease's handoff stands, spelled out field by field.
+#[derive(Clone, Debug)]
+struct Handover {
+    status: AccessStatus,
+    ready_at: Option<i64>,
+    endpoints: Vec<Endpoint>,
+    endpoint: Option<String>,
+    failure: Option<String>,
+}
+
+impl Handover {
+    fn provisioning() -> Handover {
+        Handover {
+            status: AccessStatus::Provisioning,
+            ready_at: None,
+            endpoints: Vec::new(),
+            endpoint: None,
+            failure: None,
+        }
+    }
 }
 
 /// The reference model. See the module documentation.
@@ -202,6 +240,8 @@ pub struct Model {
     client_order_ids: Vec<(String, String, OrderId, i64)>,
     blocks: Vec<Block>,
     leases: Vec<Lease>,
+    /// Accounts' default ssh keys, as last set.
+    default_ssh_keys: Vec<(String, Vec<String>)>,
     /// Book levels touched by the current timer or command: `(pool, side, price, before)`.
     touched: Vec<(String, Side, u64, (u64, u32))>,
     out: Vec<Event>,
@@ -229,6 +269,7 @@ impl Model {
             client_order_ids: Vec::new(),
             blocks: Vec::new(),
             leases: Vec::new(),
+            default_ssh_keys: Vec::new(),
             touched: Vec::new(),
             out: Vec::new(),
         }
@@ -257,6 +298,20 @@ impl Model {
                 reclaim_at,
             } => self.forecast_reclaim(supplier, block_id, reclaim_at.0),
             Command::ReleaseLease { account, lease_id } => self.release_lease(account, *lease_id),
+            Command::LeaseReady(ready) => self.lease_ready(ready),
+            Command::LeaseFailed {
+                supplier,
+                block_id,
+                lease_id,
+                reason,
+            } => self.lease_failed(supplier, block_id, *lease_id, reason),
+            Command::SetSshKeys { account, keys } => {
+                self.default_ssh_keys.retain(|(holder, _)| holder != account);
+                self.default_ssh_keys.push((account.clone(), keys.clone()));
+                self.emit(Event::SshKeysChanged {
+                    account: name(account),
+                });
+            }
             Command::Tick => {}
             Command::SetKillSwitch { target, engaged } => self.set_kill_switch(target, *engaged),
             Command::SetAccountLimits { account, limits } => {
@@ -380,6 +435,15 @@ impl Model {
                     self.uncross(&pool);
                 }
             }
+            Due::ProvisionTimeout(id) => {
+                let silent = self
+                    .lease(id)
+                    .is_some_and(|l| l.handoff.status == AccessStatus::Provisioning);
+                if silent {
+                    self.lease_mut(id).handoff.failure = Some(PROVISION_TIMEOUT_REASON.to_owned());
+                    self.end_lease(id, LeaseStatus::Failed);
+                }
+            }
             Due::ForgetClientOrderId(account, key) => {
                 let now = self.now;
                 self.client_order_ids.retain(|(holder, k, _, placed_at)| {
@@ -430,6 +494,20 @@ impl Model {
 
     fn lease(&self, id: LeaseId) -> Option<&Lease> {
         self.leases.iter().find(|lease| lease.id == id)
+    }
+
+    fn lease_mut(&mut self, id: LeaseId) -> &mut Lease {
+        self.leases
+            .iter_mut()
+            .find(|lease| lease.id == id)
+            .expect("running lease")
+    }
+
+    fn default_ssh_keys_of(&self, account: &str) -> Vec<String> {
+        self.default_ssh_keys
+            .iter()
+            .find(|(holder, _)| holder == account)
+            .map_or_else(Vec::new, |(_, keys)| keys.clone())
     }
 
     fn limits_of(&self, account: &str) -> AccountLimits {
@@ -617,25 +695,40 @@ impl Model {
             emergency: lease.emergency,
             notice_s: lease.notice_s,
             ended_at: ended.map(|(at, _)| TimeMs(at)),
+            // DESIGN section 11: cost accrues from `ready_at`; nothing before.
             cost_micros: ended.map_or_else(
                 || {
-                    cost(
-                        lease.price,
-                        lease.gpus,
-                        whole_seconds(lease.started_at, self.now),
-                    )
+                    lease.handoff.ready_at.map_or(0, |ready_at| {
+                        cost(lease.price, lease.gpus, whole_seconds(ready_at, self.now))
+                    })
                 },
                 |(_, cost)| cost,
             ),
-            nodes: lease
-                .nodes
-                .iter()
-                .map(|&(index, gpus)| NodeGpus {
-                    node: name(&block.expect("a running lease's block is known").nodes[index].name),
-                    gpus,
-                })
-                .collect(),
+            nodes: self.lease_nodes(lease, block),
+            access: Access {
+                status: lease.handoff.status,
+                ready_at: lease.handoff.ready_at.map(TimeMs),
+                endpoints: lease.handoff.endpoints.clone(),
+                endpoint: lease.handoff.endpoint.as_deref().map(name),
+                reason: lease.handoff.failure.as_deref().map(name),
+            },
+            ssh_public_keys: lease
+                .ssh_keys
+                .as_ref()
+                .map(|keys| SshKeys::from(keys.clone())),
         }
+    }
+
+    /// The GPUs a lease holds on its block's nodes, by node name.
+    fn lease_nodes(&self, lease: &Lease, block: Option<&Block>) -> Vec<NodeGpus> {
+        lease
+            .nodes
+            .iter()
+            .map(|&(index, gpus)| NodeGpus {
+                node: name(&block.expect("a running lease's block is known").nodes[index].name),
+                gpus,
+            })
+            .collect()
     }
 
     fn block_view(&self, block: &Block) -> BlockView {
@@ -648,6 +741,7 @@ impl Model {
             gpus_sold: self.sold_of(block.serial),
             gpus_unsold: block.unsold,
             gpus_reclaimed: block.reclaimed,
+            gpus_failed: block.failed,
             gpus_reclaiming: block.reclaiming,
             reserve_price: PriceMicros(block.reserve_price),
             available_from: TimeMs(block.available_from),
@@ -697,7 +791,9 @@ impl Model {
             && config.gpus_per_order_max > 0
             && config.duration_min_s > 0
             && config.duration_min_s <= config.duration_max_s
-            && config.auction != AuctionMode::Batch { interval_ms: 0 };
+            && config.auction != AuctionMode::Batch { interval_ms: 0 }
+            && offering_settings_agree(config)
+            && PROVISION_TIMEOUT_S_RANGE.contains(&config.provision_timeout_s);
         if !valid {
             return self.reject(Rejection::PoolConfigInvalid);
         }
@@ -862,6 +958,16 @@ impl Model {
 
         let id = OrderId(self.take_id());
         let batch = pool.batch_interval_ms().is_some();
+        // DESIGN section 11: machines get the bid's keys, or else the account's default keys
+        // as they are now; a model pool's leases carry none.
+        let ssh_keys = match pool.config.offering {
+            Offering::BareMetal if cmd.ssh_public_keys.is_empty() => {
+                Some(self.default_ssh_keys_of(&cmd.account))
+            }
+            Offering::BareMetal => Some(cmd.ssh_public_keys.clone()),
+            Offering::Model => None,
+        }
+        .filter(|keys| !keys.is_empty());
         if let Some(key) = &cmd.client_order_id {
             self.client_order_ids
                 .push((cmd.account.clone(), key.clone(), id, self.now));
@@ -894,6 +1000,7 @@ impl Model {
             created_at: self.now,
             updated_at: self.now,
             priority,
+            ssh_keys,
         });
         let view = self.order_view(self.bid(id).expect("just placed"));
         self.emit(Event::BidAccepted { order: view });
@@ -1119,6 +1226,8 @@ impl Model {
             });
             let pool = self.pool_index(&bid.pool).expect("known pool");
             self.pools[pool].last_price = Some(price);
+            let handoff = self.pools[pool].config.handoff;
+            let provision_timeout_s = self.pools[pool].config.provision_timeout_s;
             let lease = Lease {
                 id: lease_id,
                 order_id: id,
@@ -1137,8 +1246,25 @@ impl Model {
                 emergency: false,
                 notice_s: self.pools[pool].config.notice_s,
                 nodes,
+                // DESIGN section 11: with `handoff: none` a lease is ready, and billed, from
+                // the moment it opens.
+                handoff: match handoff {
+                    Handoff::Required => Handover::provisioning(),
+                    Handoff::None => Handover {
+                        status: AccessStatus::Ready,
+                        ready_at: Some(now),
+                        ..Handover::provisioning()
+                    },
+                },
+                ssh_keys: bid.ssh_keys.clone(),
             };
             self.schedule(ends_at, Due::LeaseEnds(lease_id));
+            // Rulebook silent on a timeout at or after the lease's end: it would never matter
+            // (the lease is over by then), and the engine schedules none.
+            let timeout_at = plus_s(now, provision_timeout_s as u64);
+            if handoff == Handoff::Required && timeout_at < ends_at {
+                self.schedule(timeout_at, Due::ProvisionTimeout(lease_id));
+            }
             self.emit(Event::Traded {
                 trade: TradeView {
                     id: trade_id,
@@ -1255,6 +1381,7 @@ impl Model {
             gpus: cmd.gpus,
             unsold: cmd.gpus,
             reclaimed: 0,
+            failed: 0,
             reclaiming: 0,
             reserve_price: cmd.reserve_price.0,
             available_from,
@@ -1497,19 +1624,24 @@ impl Model {
         let mut lease = self.leases.remove(position);
         let was_preempting = lease.status == LeaseStatus::Preempting;
         lease.status = status;
+        let failed = status == LeaseStatus::Failed;
+        if failed {
+            lease.handoff.status = AccessStatus::Failed;
+        }
         let free_within_s = self.pool(&lease.pool).config.free_if_preempted_within_s;
-        let free = status == LeaseStatus::Preempted
-            && lease
-                .preempted_at
-                .is_some_and(|at| at - lease.started_at < free_within_s as i64 * 1000);
-        let owed = if free {
-            0
-        } else {
-            cost(
-                lease.price,
-                lease.gpus,
-                whole_seconds(lease.started_at, now),
-            )
+        // DESIGN section 11: billed from `ready_at` (never ready: nothing), and the free first
+        // hour counts from `ready_at` too.
+        let owed = match lease.handoff.ready_at {
+            None => 0,
+            Some(ready_at)
+                if status == LeaseStatus::Preempted
+                    && lease
+                        .preempted_at
+                        .is_some_and(|at| at - ready_at < free_within_s as i64 * 1000) =>
+            {
+                0
+            }
+            Some(ready_at) => cost(lease.price, lease.gpus, whole_seconds(ready_at, now)),
         };
         let block = self
             .block(lease.block_serial)
@@ -1520,26 +1652,38 @@ impl Model {
         } else {
             0
         };
-        let back = lease.gpus - to_supplier;
+        // A failed lease's GPUs leave the block with it: none come back to the book.
+        let back = if failed { 0 } else { lease.gpus - to_supplier };
         let block_open = block.status == BlockStatus::Open;
         let view = self.lease_view(&lease, Some((now, owed)));
         self.change_block(lease.block_serial, |block| {
             block.revenue += owed;
             block.updated_at = now;
             block.reclaiming -= to_supplier;
-            block.reclaimed += to_supplier;
-            for &(index, gpus) in &lease.nodes {
-                block.nodes[index].free += gpus;
+            if failed {
+                // DESIGN section 11: suspect until the supplier releases them again, so they
+                // count as reclaimed (and failed), and leave their nodes.
+                block.reclaimed += lease.gpus;
+                block.failed += lease.gpus;
+                for &(index, gpus) in &lease.nodes {
+                    block.nodes[index].gpus -= gpus;
+                }
+            } else {
+                block.reclaimed += to_supplier;
+                for &(index, gpus) in &lease.nodes {
+                    block.nodes[index].free += gpus;
+                }
+                take_free_node_gpus(&mut block.nodes, to_supplier);
             }
-            take_free_node_gpus(&mut block.nodes, to_supplier);
             block.unsold += back;
         });
         self.emit(Event::LeaseChanged { lease: view });
         self.emit_block(lease.block_serial);
         self.forget_block_if_done(lease.block_serial);
 
+        let lost = matches!(status, LeaseStatus::Preempted | LeaseStatus::Failed);
         if let Some(bid) = self.bid(lease.order_id).cloned() {
-            if status == LeaseStatus::Preempted && bid.persistent {
+            if lost && bid.persistent {
                 if bid.tif == TimeInForce::Gtd && bid.expires_at.is_some_and(|at| at <= now) {
                     // A GTD bid past its date does not bid again: it expires.
                     self.finish_bid(bid.id, OrderStatus::Expired, None);
@@ -1555,7 +1699,63 @@ impl Model {
         }
     }
 
-    /// A persistent bid asks again for the GPUs a preemption took: it re-rests with a fresh
+    // ----- the handoff (DESIGN section 11) --------------------------------------------------
+
+    /// The running lease `id`, when it is on `supplier`'s block `block_id`.
+    fn supplied_lease(&self, supplier: &str, block_id: &str, id: LeaseId) -> Option<Lease> {
+        self.lease(id)
+            .filter(|l| l.supplier == supplier && l.block_id == block_id)
+            .cloned()
+    }
+
+    fn lease_ready(&mut self, ready: &LeaseReady) {
+        let Some(lease) = self.supplied_lease(&ready.supplier, &ready.block_id, ready.lease_id)
+        else {
+            return self.reject(Rejection::UnknownLease);
+        };
+        if lease.handoff.status == AccessStatus::Ready {
+            // Exactly once, like every signal: a repeat changes nothing and says nothing.
+            return;
+        }
+        // Rulebook silent on a pool whose offering changed since the lease opened: the
+        // pool's offering now decides.
+        let fits = match self.pool(&lease.pool).config.offering {
+            Offering::BareMetal => {
+                let held = self.lease_nodes(&lease, self.block(lease.block_serial));
+                ready.endpoint.is_none()
+                    && !ready.endpoints.is_empty()
+                    && ready.endpoints.iter().all(|endpoint| match &endpoint.node {
+                        None => true,
+                        Some(node) => held.iter().any(|h| h.node == *node),
+                    })
+            }
+            Offering::Model => ready.endpoint.is_some() && ready.endpoints.is_empty(),
+        };
+        if !fits {
+            return self.reject(Rejection::EndpointsInvalid);
+        }
+        let now = self.now;
+        let lease = self.lease_mut(ready.lease_id);
+        lease.handoff.status = AccessStatus::Ready;
+        lease.handoff.ready_at = Some(now);
+        lease.handoff.endpoints = ready.endpoints.clone();
+        lease.handoff.endpoint = ready.endpoint.clone();
+        let view = self.lease_view(self.lease(ready.lease_id).expect("running"), None);
+        self.emit(Event::LeaseChanged { lease: view });
+    }
+
+    fn lease_failed(&mut self, supplier: &str, block_id: &str, id: LeaseId, reason: &str) {
+        let Some(lease) = self.supplied_lease(supplier, block_id, id) else {
+            return self.reject(Rejection::UnknownLease);
+        };
+        if lease.handoff.status != AccessStatus::Provisioning {
+            return self.reject(Rejection::LeaseNotProvisioning);
+        }
+        self.lease_mut(id).handoff.failure = Some(reason.to_owned());
+        self.end_lease(id, LeaseStatus::Failed);
+    }
+
+    /// A persistent bid asks again for the GPUs a preemption (or a failure) took: it re-rests with a fresh
     /// priority and is matched (continuous) or waits for the auction (batch).
     fn reopen(&mut self, id: OrderId, gpus: u32) {
         let now = self.now;
@@ -1867,6 +2067,7 @@ impl Model {
             created_at: self.now,
             updated_at: self.now,
             priority,
+            ssh_keys: None,
         });
         if copy.pools[index].batch_interval_ms().is_some() {
             copy.uncross(pool);
@@ -1985,6 +2186,18 @@ impl Model {
     }
 }
 
+/// DESIGN section 12: a model pool names its model and guarantees a throughput per GPU; a
+/// bare-metal pool does neither.
+fn offering_settings_agree(config: &PoolConfig) -> bool {
+    match config.offering {
+        Offering::BareMetal => config.model.is_none() && config.tokens_per_s_per_gpu == 0,
+        Offering::Model => {
+            config.model.as_ref().is_some_and(|model| !model.is_empty())
+                && config.tokens_per_s_per_gpu > 0
+        }
+    }
+}
+
 /// Takes reclaimed GPUs out of a block's free node GPUs, last node first (rulebook silent;
 /// the engine's choice, visible in the block's node list).
 fn take_free_node_gpus(nodes: &mut [Node], mut gpus: u32) {
@@ -2002,6 +2215,11 @@ impl Model {
         self.lease(id).map(|lease| self.lease_view(lease, None))
     }
 
+    /// An account's default ssh keys.
+    pub fn ssh_keys_of(&self, account: &str) -> Vec<String> {
+        self.default_ssh_keys_of(account)
+    }
+
     /// The next id the engine will hand out.
     pub fn next_id(&self) -> u64 {
         self.next_id
@@ -2010,11 +2228,11 @@ impl Model {
 
 /// Seeded random commands, biased to edge values and aimed at what the model says exists.
 pub mod random {
-    use super::{Block, Model};
+    use super::{Block, Lease, Model};
     use matching_engine::{
-        AccountLimits, AmendBid, AuctionMode, Command, KillTarget, LeaseId, NodeGpus, OrderId,
-        PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity, ReleaseCapacity, TimeInForce, TimeMs,
-        UpdateCapacity,
+        AccessStatus, AccountLimits, AmendBid, AuctionMode, Command, Endpoint, Handoff,
+        KillTarget, LeaseId, LeaseReady, NodeGpus, Offering, OrderId, PlaceBid, PoolConfig,
+        PriceMicros, ReclaimCapacity, ReleaseCapacity, TimeInForce, TimeMs, UpdateCapacity,
     };
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
@@ -2039,6 +2257,17 @@ pub mod random {
     pub const UNKNOWN_POOL: &str = "tpu-v5.mars";
     /// A pool the generator may create halfway through a run.
     pub const LATE_POOL: (&str, &str) = ("h200", "ap-south");
+    /// The model pool of every seed (DESIGN section 12).
+    pub const MODEL_POOL: (&str, &str) = ("llama-3.1-8b", "us-central");
+    /// OpenSSH public keys buyers put on bids and set as defaults (the engine takes them as
+    /// already checked).
+    const SSH_KEYS: [&str; 3] = [
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAda ada@laptop",
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBob bob@ci",
+        "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBCyd cyd@desk",
+    ];
+    /// Why provisioners give up.
+    const FAILURE_REASONS: [&str; 3] = ["image_pull_failed", "node_unhealthy", ""];
 
     /// 2026-01-01T00:00:00Z.
     const EPOCH_MS: i64 = 1_767_225_600_000;
@@ -2068,7 +2297,16 @@ pub mod random {
             if let Some(command) = self.setup.pop_front() {
                 return (TimeMs(self.start), command);
             }
-            let kind = self.rng.gen_range(0..1000);
+            let mut kind = self.rng.gen_range(0..1000);
+            // A provisioner answers soon after a lease opens, or its provisioning timeout
+            // (a timer the clock often jumps to) fails the lease first.
+            let provisioning = model
+                .leases
+                .iter()
+                .any(|l| l.handoff.status == AccessStatus::Provisioning);
+            if provisioning && self.chance(15) {
+                kind = if self.chance(85) { 740 } else { 795 };
+            }
             let at = if kind >= 860 {
                 self.tick_time(model)
             } else {
@@ -2077,17 +2315,20 @@ pub mod random {
             // The time the command takes effect: the clock never goes backwards.
             let now = at.max(model.now);
             let command = match kind {
-                0..=299 => self.place_bid(model, now),
-                300..=389 => self.amend_bid(model),
-                390..=449 => self.cancel_bid(model),
-                450..=599 => self.release_capacity(model, now),
-                600..=649 => self.update_capacity(model),
-                650..=729 => self.reclaim_capacity(model),
-                730..=759 => self.forecast_reclaim(model, now),
-                760..=809 => self.release_lease(model),
-                810..=824 => self.kill_switch(model),
-                825..=844 => self.account_limits(),
-                845..=859 => self.configure_pool(model),
+                0..=279 => self.place_bid(model, now),
+                280..=359 => self.amend_bid(model),
+                360..=414 => self.cancel_bid(model),
+                415..=549 => self.release_capacity(model, now),
+                550..=594 => self.update_capacity(model),
+                595..=664 => self.reclaim_capacity(model),
+                665..=694 => self.forecast_reclaim(model, now),
+                695..=739 => self.release_lease(model),
+                740..=794 => self.lease_ready(model),
+                795..=809 => self.lease_failed(model),
+                810..=817 => self.set_ssh_keys(),
+                818..=829 => self.kill_switch(model),
+                830..=846 => self.account_limits(),
+                847..=859 => self.configure_pool(model),
                 _ => Command::Tick,
             };
             (TimeMs(at), command)
@@ -2281,6 +2522,7 @@ pub mod random {
             } else {
                 None
             };
+            let ssh_public_keys = self.ssh_keys(70);
             Command::PlaceBid(PlaceBid {
                 account: self.pick(&BUYERS).to_owned(),
                 price: self.price(model, &pool),
@@ -2293,7 +2535,139 @@ pub mod random {
                 expires_at: expires_at.map(TimeMs),
                 persistent: self.chance(25),
                 client_order_id,
+                ssh_public_keys,
             })
+        }
+
+        /// None in `none_percent` of cases, otherwise one or two distinct keys.
+        fn ssh_keys(&mut self, none_percent: u32) -> Vec<String> {
+            if self.chance(none_percent) {
+                return Vec::new();
+            }
+            let count = if self.chance(70) { 1 } else { 2 };
+            SSH_KEYS
+                .choose_multiple(&mut self.rng, count)
+                .map(|key| key.to_string())
+                .collect()
+        }
+
+        fn set_ssh_keys(&mut self) -> Command {
+            Command::SetSshKeys {
+                account: self.pick(&BUYERS).to_owned(),
+                keys: self.ssh_keys(25),
+            }
+        }
+
+        /// A running lease (mostly one still provisioning) and who reports on it: mostly its
+        /// block's supplier, sometimes another supplier or another block id, sometimes about a
+        /// lease nobody has.
+        fn lease_and_reporter(&mut self, model: &Model) -> (Option<Lease>, String, String, LeaseId) {
+            let provisioning: Vec<&Lease> = model
+                .leases
+                .iter()
+                .filter(|l| l.handoff.status == AccessStatus::Provisioning)
+                .collect();
+            let lease = if model.leases.is_empty() || self.chance(4) {
+                None
+            } else if !provisioning.is_empty() && self.chance(85) {
+                Some((*provisioning.choose(&mut self.rng).expect("non-empty")).clone())
+            } else {
+                Some(self.pick(&model.leases))
+            };
+            let Some(lease) = lease else {
+                let id = LeaseId(model.next_id() + self.rng.gen_range(0..3));
+                let block_id = format!("blk-{}", self.rng.gen_range(0..6));
+                return (None, self.pick(&SUPPLIERS).to_owned(), block_id, id);
+            };
+            let supplier = if self.chance(6) {
+                self.pick(&SUPPLIERS).to_owned()
+            } else {
+                lease.supplier.clone()
+            };
+            let block_id = if self.chance(5) {
+                format!("blk-{}", self.rng.gen_range(0..6))
+            } else {
+                lease.block_id.clone()
+            };
+            let id = lease.id;
+            (Some(lease), supplier, block_id, id)
+        }
+
+        fn endpoint_to(&mut self, node: Option<&str>) -> Endpoint {
+            Endpoint {
+                node: node.map(Into::into),
+                host: format!("10.0.{}.{}", self.rng.gen_range(0..4), self.rng.gen_range(1..255))
+                    .into(),
+                port: self.pick(&[22, 2222]),
+                user: "ubuntu".into(),
+            }
+        }
+
+        fn lease_ready(&mut self, model: &Model) -> Command {
+            let (lease, supplier, block_id, lease_id) = self.lease_and_reporter(model);
+            let offering = lease.as_ref().map_or(Offering::BareMetal, |l| {
+                self.config(model, &l.pool).expect("known").offering
+            });
+            // The lease's nodes, and a node of its block it does not hold (when there is one).
+            let (held, elsewhere): (Vec<String>, Option<String>) = match &lease {
+                Some(l) => {
+                    let block = model.block(l.block_serial);
+                    let held: Vec<String> = model
+                        .lease_nodes(l, block)
+                        .iter()
+                        .map(|n| n.node.to_string())
+                        .collect();
+                    let elsewhere = block
+                        .into_iter()
+                        .flat_map(|b| &b.nodes)
+                        .map(|n| n.name.clone())
+                        .find(|n| !held.contains(n));
+                    (held, elsewhere)
+                }
+                None => (Vec::new(), None),
+            };
+            let gateway = || Some("https://gw.offpeak.example/v1".to_owned());
+            let (endpoints, endpoint) = match (offering, self.rng.gen_range(0..100)) {
+                (Offering::BareMetal, 0..=69) if held.is_empty() => {
+                    (vec![self.endpoint_to(None)], None)
+                }
+                (Offering::BareMetal, 0..=69) => {
+                    let endpoints = held.iter().map(|n| self.endpoint_to(Some(n))).collect();
+                    (endpoints, None)
+                }
+                (Offering::BareMetal, 70..=76) => (vec![self.endpoint_to(None)], None),
+                (Offering::BareMetal, 77..=83) => {
+                    let stranger = elsewhere.unwrap_or_else(|| "rack9-n9".to_owned());
+                    let mut endpoints: Vec<Endpoint> =
+                        held.iter().map(|n| self.endpoint_to(Some(n))).collect();
+                    endpoints.push(self.endpoint_to(Some(&stranger)));
+                    (endpoints, None)
+                }
+                (Offering::BareMetal, 84..=89) => (Vec::new(), None),
+                (Offering::BareMetal, 90..=94) => (vec![self.endpoint_to(None)], gateway()),
+                (Offering::BareMetal, _) => (Vec::new(), gateway()),
+                (Offering::Model, 0..=79) => (Vec::new(), gateway()),
+                (Offering::Model, 80..=89) => (Vec::new(), None),
+                (Offering::Model, 90..=94) => (vec![self.endpoint_to(None)], gateway()),
+                (Offering::Model, _) => (vec![self.endpoint_to(None)], None),
+            };
+            Command::LeaseReady(LeaseReady {
+                supplier,
+                block_id,
+                lease_id,
+                endpoints,
+                endpoint,
+            })
+        }
+
+        fn lease_failed(&mut self, model: &Model) -> Command {
+            let (_, supplier, block_id, lease_id) = self.lease_and_reporter(model);
+            Command::LeaseFailed {
+                supplier,
+                block_id,
+                lease_id,
+                reason: self.pick(&FAILURE_REASONS).to_owned(),
+            }
         }
 
         /// A live order and who sends the command about it: mostly its owner, sometimes
@@ -2605,7 +2979,7 @@ pub mod random {
 
         fn configure_pool(&mut self, model: &Model) -> Command {
             let ids = model.pool_ids();
-            if ids.len() < 4 && self.chance(15) {
+            if ids.len() < 5 && self.chance(15) {
                 let (gpu, region) = LATE_POOL;
                 let mut config = PoolConfig::with_defaults(gpu, region);
                 config.price_max = PriceMicros(500_000);
@@ -2615,14 +2989,29 @@ pub mod random {
             let id = self.pick(&ids);
             let mut config = self.config(model, &id).expect("known").clone();
             match self.rng.gen_range(0..100) {
-                0..=14 => config.notice_s = self.pick(&[0, 30, 120, 600]),
-                15..=29 => config.free_if_preempted_within_s = self.pick(&[0, 60, 600, 3600]),
-                30..=39 => config.gpus_per_order_max = self.pick(&[1, 4, 8, 16, 64]),
-                40..=49 => {
+                0..=12 => config.notice_s = self.pick(&[0, 30, 120, 600]),
+                13..=25 => config.free_if_preempted_within_s = self.pick(&[0, 60, 600, 3600]),
+                26..=33 => config.gpus_per_order_max = self.pick(&[1, 4, 8, 16, 64]),
+                34..=41 => {
                     config.duration_min_s = self.pick(&[1, 60, 300]);
                     config.duration_max_s = self.pick(&[300, 3600, 86_400]);
                 }
-                50..=59 => {
+                42..=45 => {
+                    config.handoff = match config.handoff {
+                        Handoff::Required => Handoff::None,
+                        Handoff::None => Handoff::Required,
+                    }
+                }
+                46..=49 => config.provision_timeout_s = self.pick(&[1, 2, 30, 600, 86_400]),
+                50..=51 => config.provision_timeout_s = self.pick(&[0, 86_401]),
+                52..=53 => match config.offering {
+                    // Settings of the other offering: refused.
+                    Offering::BareMetal if self.chance(50) => config.tokens_per_s_per_gpu = 100,
+                    Offering::BareMetal => config.model = Some("llama-3.1-8b-instruct".into()),
+                    Offering::Model if self.chance(50) => config.tokens_per_s_per_gpu = 0,
+                    Offering::Model => config.model = self.pick(&[None, Some(String::new())]),
+                },
+                54..=59 => {
                     config.auction = match config.auction {
                         AuctionMode::Continuous => AuctionMode::Batch {
                             interval_ms: self.pick(&[250, 1_000, 5_000]),
@@ -2651,8 +3040,11 @@ pub mod random {
         }
     }
 
-    /// The pools of one seed: two continuous pools with different grids and one batch pool
-    /// with a short interval. Narrow bands, so bids and asks cross often.
+    /// The pools of one seed: two continuous pools with different grids, one batch pool with a
+    /// short interval and a continuous model pool. Narrow bands, so bids and asks cross often.
+    /// The h100 and model pools wait for the handoff with short provisioning timeouts (so
+    /// timeouts fire as often as `ready` comes in), the a100 pool has none, the batch pool
+    /// either.
     fn pool_configs(rng: &mut ChaCha8Rng) -> Vec<PoolConfig> {
         let mut pick = |items: &[u32]| *items.choose(rng).expect("non-empty");
         let mut h100 = PoolConfig::with_defaults("h100-sxm", "us-east");
@@ -2660,7 +3052,9 @@ pub mod random {
         h100.gpus_per_order_max = pick(&[2, 8, 16]);
         h100.duration_max_s = pick(&[3_600, 14_400, 86_400]);
         h100.notice_s = pick(&[30, 120, 600]);
-        h100.free_if_preempted_within_s = pick(&[0, 600, 3_600]);
+        h100.free_if_preempted_within_s = pick(&[0, 60, 600, 3_600]);
+        h100.handoff = Handoff::Required;
+        h100.provision_timeout_s = pick(&[5, 30, 120, 600]);
 
         let mut a100 = PoolConfig::with_defaults("a100-80gb", "eu-west");
         a100.tick = PriceMicros(5_000);
@@ -2669,6 +3063,7 @@ pub mod random {
         a100.gpus_per_order_max = pick(&[4, 64]);
         a100.duration_min_s = pick(&[60, 300]);
         a100.duration_max_s = 14_400;
+        a100.handoff = Handoff::None;
 
         let mut l4 = PoolConfig::with_defaults("l4", "us-west");
         l4.price_max = PriceMicros(l4.price_min.0 + l4.tick.0 * pick(&[10, 30]) as u64);
@@ -2677,6 +3072,24 @@ pub mod random {
         l4.auction = AuctionMode::Batch {
             interval_ms: pick(&[250, 1_000, 5_000]) as u64,
         };
-        vec![h100, a100, l4]
+        l4.handoff = if pick(&[0, 1]) == 0 {
+            Handoff::Required
+        } else {
+            Handoff::None
+        };
+        l4.provision_timeout_s = pick(&[30, 600]);
+
+        let (model, region) = MODEL_POOL;
+        let mut llama = PoolConfig::with_defaults(model, region);
+        llama.offering = Offering::Model;
+        llama.model = Some(format!("{model}-instruct"));
+        llama.tokens_per_s_per_gpu = pick(&[1_500, 2_500]);
+        llama.price_max = PriceMicros(llama.price_min.0 + llama.tick.0 * pick(&[8, 20]) as u64);
+        llama.gpus_per_order_max = pick(&[4, 8]);
+        llama.duration_max_s = 7_200;
+        llama.notice_s = pick(&[30, 120]);
+        llama.free_if_preempted_within_s = pick(&[0, 60, 600]);
+        llama.provision_timeout_s = pick(&[2, 60, 600]);
+        vec![h100, a100, l4, llama]
     }
 }

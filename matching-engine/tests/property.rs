@@ -21,7 +21,9 @@
 
 mod model;
 
-use matching_engine::{Command, Engine, Event, LeaseStatus, OrderId, TimeMs};
+use matching_engine::{
+    AccessStatus, Command, Engine, Event, LeaseStatus, Offering, OrderId, OrderStatus, TimeMs,
+};
 use model::random::{Commands, ACCOUNTS, UNKNOWN_POOL};
 use model::Model;
 use std::collections::{BTreeMap, VecDeque};
@@ -282,6 +284,11 @@ fn compare_views(engine: &Engine, model: &Model, step: u64) -> Result<(), String
             engine.account_limits(account),
             model.account_limits(account),
         )?;
+        same(
+            &format!("default ssh keys of {account}"),
+            engine.ssh_keys_of(account).to_vec(),
+            model.ssh_keys_of(account),
+        )?;
     }
     // The latest ids, whatever they turned out to be: orders, blocks, trades or leases.
     for id in model.next_id().saturating_sub(6)..model.next_id() + 1 {
@@ -317,6 +324,11 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), String> {
             if block.gpus_sold + block.gpus_unsold + block.gpus_reclaimed != block.gpus {
                 return Err(format!(
                     "{label}: sold + unsold + reclaimed != gpus: {block:#?}"
+                ));
+            }
+            if block.gpus_failed > block.gpus_reclaimed {
+                return Err(format!(
+                    "{label}: more GPUs failed than reclaimed: {block:#?}"
                 ));
             }
             let of_block: Vec<_> = leases
@@ -361,6 +373,20 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), String> {
                         "lease {} ends at {:?}, after {label} closes at {:?}",
                         lease.id, lease.ends_at, block.available_until
                     ));
+                }
+                // A running lease is provisioning (not billed) or ready (billed since
+                // `ready_at`); a failed one has ended. Model pools never carry keys.
+                let access = &lease.access;
+                let consistent = match access.status {
+                    AccessStatus::Provisioning => access.ready_at.is_none() && lease.cost_micros == 0,
+                    AccessStatus::Ready => access.ready_at.is_some(),
+                    AccessStatus::Failed => false,
+                };
+                let model_pool = engine
+                    .pool(&lease.pool)
+                    .is_some_and(|p| p.config.offering == Offering::Model);
+                if !consistent || access.reason.is_some() || (model_pool && lease.ssh_public_keys.is_some()) {
+                    return Err(format!("lease {}: running with {lease:#?}", lease.id));
                 }
                 let on_nodes: u32 = lease.nodes.iter().map(|n| n.gpus).sum();
                 let expected = if block.nodes.is_empty() {
@@ -456,11 +482,69 @@ impl Coverage {
                 }
             };
             self.bump(key);
-            if let Event::LeaseChanged { lease } = event {
-                if lease.status == LeaseStatus::Preempted && lease.cost_micros == 0 {
-                    self.bump("lease preempted free".into());
+            match event {
+                Event::LeaseChanged { lease } => {
+                    if lease.status == LeaseStatus::Preempted && lease.cost_micros == 0 {
+                        self.bump("lease preempted free".into());
+                    }
+                    let ready_after_start = lease
+                        .access
+                        .ready_at
+                        .is_some_and(|ready_at| ready_at > lease.started_at);
+                    if lease.status == LeaseStatus::Preempted && ready_after_start {
+                        let billed = if lease.cost_micros > 0 { "billed" } else { "free" };
+                        self.bump(format!("lease preempted, {billed} from ready"));
+                    }
+                    if lease.ended_at.is_some() && ready_after_start && lease.cost_micros > 0 {
+                        self.bump("lease ended, billed from ready".into());
+                    }
+                    if lease.ended_at.is_none() && lease.access.status == AccessStatus::Ready {
+                        self.bump("lease ready".into());
+                    }
+                    if let Some(reason) = &lease.access.reason {
+                        let why = if &**reason == "provision_timeout" {
+                            "provision timeout"
+                        } else {
+                            "reported by its supplier"
+                        };
+                        self.bump(format!("lease failed, {why}"));
+                        if !lease.nodes.is_empty() {
+                            self.bump("lease failed on nodes".into());
+                        }
+                        if lease.preempted_at.is_some() {
+                            self.bump("lease failed under notice".into());
+                        }
+                    }
                 }
+                Event::LeaseOpened { lease } => {
+                    if lease.ssh_public_keys.is_some() {
+                        self.bump("lease opened with ssh keys".into());
+                    }
+                    if lease.access.status == AccessStatus::Ready {
+                        self.bump("lease opened ready".into());
+                    }
+                }
+                _ => {}
             }
+        }
+        // A persistent bid that bids again for the GPUs of a lease that failed.
+        let failed_orders: Vec<OrderId> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::LeaseChanged { lease } if lease.status == LeaseStatus::Failed => {
+                    Some(lease.order_id)
+                }
+                _ => None,
+            })
+            .collect();
+        if events.iter().any(|e| {
+            matches!(e, Event::OrderChanged { order }
+                if order.status == OrderStatus::Open && failed_orders.contains(&order.id))
+        }) {
+            self.bump("order reopened after a failure".into());
+        }
+        if matches!(command, Command::LeaseReady(_)) && events.is_empty() {
+            self.bump("ready repeated, nothing changed".into());
         }
     }
 
@@ -534,6 +618,25 @@ impl Coverage {
             "rejected pool_config_invalid",
             "rejected pool_not_empty",
             "rejected nothing_to_change",
+            "command LeaseReady",
+            "command LeaseFailed",
+            "command SetSshKeys",
+            "SshKeysChanged",
+            "lease Failed",
+            "lease ready",
+            "lease opened ready",
+            "lease opened with ssh keys",
+            "lease failed, provision timeout",
+            "lease failed, reported by its supplier",
+            "lease failed on nodes",
+            "lease failed under notice",
+            "lease ended, billed from ready",
+            "lease preempted, billed from ready",
+            "lease preempted, free from ready",
+            "order reopened after a failure",
+            "ready repeated, nothing changed",
+            "rejected lease_not_provisioning",
+            "rejected endpoints_invalid",
         ];
         let missing: Vec<&str> = required
             .into_iter()

@@ -1,10 +1,21 @@
-//! One named scenario per rule of the rulebook (matching-engine/README.md).
+//! One named scenario per rule of the rulebook (matching-engine/README.md); the handoff's
+//! rules (DESIGN section 11) are in `handoff.rs`.
 
 use matching_engine::*;
 
 const HOUR_S: u32 = 3600;
 const T0: i64 = 1_800_000_000_000;
 const POOL: &str = "h100-sxm.us-east";
+
+/// The pool of these scenarios. Its leases are ready, and billed, from the moment they open
+/// (`handoff: none`), so the rules here read without the handoff; `tests/handoff.rs` has the
+/// handoff's own scenarios.
+fn pool_config() -> PoolConfig {
+    PoolConfig {
+        handoff: Handoff::None,
+        ..PoolConfig::with_defaults("h100-sxm", "us-east")
+    }
+}
 
 fn usd(cents: u64) -> PriceMicros {
     PriceMicros(cents * 10_000)
@@ -22,7 +33,7 @@ struct Market {
 
 impl Market {
     fn new() -> Market {
-        Market::with_pool(PoolConfig::with_defaults("h100-sxm", "us-east"))
+        Market::with_pool(pool_config())
     }
 
     fn with_pool(config: PoolConfig) -> Market {
@@ -119,6 +130,7 @@ fn bid(account: &str, gpus: u32, cents: u64) -> PlaceBid {
         expires_at: None,
         persistent: false,
         client_order_id: None,
+        ssh_public_keys: vec![],
     }
 }
 
@@ -924,7 +936,7 @@ fn forecast_warns_the_blocks_buyers() {
 // ----- batch pools --------------------------------------------------------------------------
 
 fn batch_market() -> Market {
-    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    let mut config = pool_config();
     config.auction = AuctionMode::Batch { interval_ms: 1000 };
     Market::with_pool(config)
 }
@@ -1068,7 +1080,7 @@ fn batch_quote_is_the_next_uncross_price_with_the_bid_added() {
 
 #[test]
 fn lease_records_the_notice_promised_when_it_opened() {
-    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    let mut config = pool_config();
     config.notice_s = 600;
     let mut m = Market::with_pool(config.clone());
     m.release("sched", "x", 4, 100, 10);
@@ -1090,7 +1102,7 @@ fn lease_records_the_notice_promised_when_it_opened() {
 
 #[test]
 fn reclaim_without_notice_gives_the_larger_of_the_pools_notice_and_the_promise() {
-    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    let mut config = pool_config();
     config.notice_s = 60;
     let mut m = Market::with_pool(config.clone());
     m.release("sched", "x", 8, 100, 10);
@@ -1115,7 +1127,7 @@ fn reclaim_without_notice_gives_the_larger_of_the_pools_notice_and_the_promise()
 
 #[test]
 fn explicit_notice_below_a_leases_promise_needs_emergency() {
-    let mut config = PoolConfig::with_defaults("h100-sxm", "us-east");
+    let mut config = pool_config();
     config.notice_s = 600;
     let mut m = Market::with_pool(config.clone());
     m.release("sched", "x", 4, 100, 10);

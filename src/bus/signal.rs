@@ -8,6 +8,8 @@
 //! | `update` | `supplier`, `block_id` | `reserve_price`, `available_until` |
 //! | `reclaim` | `supplier`, `block_id`, `gpus` | `notice_s`, `emergency` (`true`/`false`) |
 //! | `forecast` | `supplier`, `block_id`, `reclaim_at` | |
+//! | `ready` | `supplier`, `lease_id`, and `endpoints` (JSON `[{"node","host","port","user"}]`) or `endpoint` (a model gateway's URL) | `block_id` |
+//! | `provision_failed` | `supplier`, `lease_id`, `reason` | `block_id` |
 //!
 //! Prices are USD decimal strings (`"1.25"`, parsed exactly like the REST API), times RFC 3339,
 //! counts decimal integers. As with REST, a field the type does not take is refused rather than
@@ -27,8 +29,8 @@ use crate::money::parse_usd;
 use crate::timestamp::parse_rfc3339;
 use crate::validate::{self, Invalid};
 use matching_engine::{
-    Command, NodeGpus, PriceMicros, ReclaimCapacity, Rejection, ReleaseCapacity, TimeMs,
-    UpdateCapacity,
+    Command, Endpoint, LeaseId, LeaseReady, NodeGpus, PriceMicros, ReclaimCapacity, Rejection,
+    ReleaseCapacity, TimeMs, UpdateCapacity,
 };
 use serde::Deserialize;
 
@@ -67,7 +69,7 @@ impl From<Invalid> for Poison {
 /// The engine refusals that make a signal poison: the entry itself is wrong (an unknown pool,
 /// values outside the pool's rules, nodes that do not add up, an update that changes nothing),
 /// so applying it again, now or later, can only be refused again.
-pub const POISON_REJECTIONS: [Rejection; 7] = [
+pub const POISON_REJECTIONS: [Rejection; 8] = [
     Rejection::UnknownPool,
     Rejection::GpusMustNotBeZero,
     Rejection::GpusOverMax,
@@ -75,6 +77,7 @@ pub const POISON_REJECTIONS: [Rejection; 7] = [
     Rejection::PriceOutOfBand,
     Rejection::NodesDoNotMatchGpus,
     Rejection::NothingToChange,
+    Rejection::EndpointsInvalid,
 ];
 
 /// Whether this refusal makes a signal poison (see [`POISON_REJECTIONS`]).
@@ -223,6 +226,59 @@ fn nodes(value: &str) -> Result<Vec<NodeGpus>, Poison> {
         .collect())
 }
 
+/// A provisioner's answer for a lease: `ready` with how to reach it, or `provision_failed`.
+/// The block id is optional (the lease id names the lease; the supplier must own it).
+fn handoff(kind: &str, supplier: String, take: &mut Taker<'_>) -> Result<Command, Poison> {
+    let block_id = match take.optional("block_id") {
+        Some(id) => validate::block_id(id)?.to_owned(),
+        None => String::new(),
+    };
+    let lease_text = take.required("lease_id")?;
+    let lease_id = match validate::numeric_id(lease_text) {
+        Some(id) => LeaseId(id),
+        None => {
+            return Err(Poison::malformed(format!(
+                "lease_id must be a lease id (digits), not {:?}",
+                lease_text.chars().take(64).collect::<String>()
+            )))
+        }
+    };
+    if kind == "provision_failed" {
+        let reason = take.required("reason")?;
+        validate::failure_reason(reason)?;
+        return Ok(Command::LeaseFailed {
+            supplier,
+            block_id,
+            lease_id,
+            reason: reason.to_owned(),
+        });
+    }
+    let endpoints = match take.optional("endpoints") {
+        Some(json) => {
+            let list: Vec<Endpoint> = serde_json::from_str(json).map_err(|e| {
+                Poison::malformed(format!(
+                    "endpoints must be a JSON list like \
+                     [{{\"node\":\"rack1-n1\",\"host\":\"10.0.0.7\",\"port\":22,\"user\":\"ubuntu\"}}]: {e}"
+                ))
+            })?;
+            validate::endpoints(&list)?;
+            list
+        }
+        None => Vec::new(),
+    };
+    let endpoint = take.optional("endpoint").map(str::to_owned);
+    if let Some(url) = &endpoint {
+        validate::endpoint_url(url)?;
+    }
+    Ok(Command::LeaseReady(LeaseReady {
+        supplier,
+        block_id,
+        lease_id,
+        endpoints,
+        endpoint,
+    }))
+}
+
 /// Parses an entry's fields into the command it asks for.
 pub fn parse(fields: &Fields) -> Result<Command, Poison> {
     let fields = text_fields(fields)?;
@@ -236,17 +292,25 @@ pub fn parse(fields: &Fields) -> Result<Command, Poison> {
         "update" => "update",
         "reclaim" => "reclaim",
         "forecast" => "forecast",
+        "ready" => "ready",
+        "provision_failed" => "provision_failed",
         other => {
             return Err(Poison {
                 reason: "unknown_type",
                 detail: format!(
-                    "type must be release, update, reclaim or forecast, not {:?}",
+                    "type must be release, update, reclaim, forecast, ready or \
+                     provision_failed, not {:?}",
                     other.chars().take(64).collect::<String>()
                 ),
             })
         }
     };
     let supplier = validate::supplier(take.required("supplier")?)?.to_owned();
+    if matches!(kind, "ready" | "provision_failed") {
+        let command = handoff(kind, supplier, &mut take)?;
+        take.finish()?;
+        return Ok(command);
+    }
     let block_id = validate::block_id(take.required("block_id")?)?.to_owned();
     let command = match kind {
         "release" => {

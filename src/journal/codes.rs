@@ -3,7 +3,18 @@
 //! Exhaustive matches both ways: a new engine variant fails to compile here until it has a
 //! code, instead of being stored as something it is not.
 
-use matching_engine::{BlockStatus, CancelReason, LeaseStatus, OrderStatus, Side, TimeInForce};
+use matching_engine::{
+    AccessStatus, BlockStatus, CancelReason, LeaseStatus, OrderStatus, Side, TimeInForce,
+};
+
+/// Code of a lease's access status.
+pub fn access_status(s: AccessStatus) -> &'static str {
+    match s {
+        AccessStatus::Provisioning => "provisioning",
+        AccessStatus::Ready => "ready",
+        AccessStatus::Failed => "failed",
+    }
+}
 
 /// Code of an order status.
 pub fn order_status(s: OrderStatus) -> &'static str {
@@ -34,6 +45,7 @@ pub fn lease_status(s: LeaseStatus) -> &'static str {
         LeaseStatus::Preempted => "preempted",
         LeaseStatus::Completed => "completed",
         LeaseStatus::Released => "released",
+        LeaseStatus::Failed => "failed",
     }
 }
 
@@ -45,6 +57,7 @@ pub fn parse_lease_status(s: &str) -> Option<LeaseStatus> {
         "preempted" => LeaseStatus::Preempted,
         "completed" => LeaseStatus::Completed,
         "released" => LeaseStatus::Released,
+        "failed" => LeaseStatus::Failed,
         _ => return None,
     })
 }

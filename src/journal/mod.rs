@@ -8,7 +8,7 @@
 
 pub mod codes;
 
-use matching_engine::{Command, Event, TimeMs};
+use matching_engine::{Command, Event, LeaseId, TimeMs};
 use std::fmt;
 use std::str::FromStr;
 
@@ -25,6 +25,17 @@ pub struct CommandRecord {
     pub signal: Option<EntryId>,
     /// Its events, in order (timer events that fired before it come first).
     pub events: Vec<Event>,
+}
+
+impl CommandRecord {
+    /// The lease this command reported ready, if it is a supplier's `ready`: its one
+    /// `LeaseChanged` is the lease becoming ready (lease event `ready`), not a notice.
+    pub fn readied_lease(&self) -> Option<LeaseId> {
+        match &self.command {
+            Command::LeaseReady(ready) => Some(ready.lease_id),
+            _ => None,
+        }
+    }
 }
 
 /// A batch of commands, committed to the store in one transaction.

@@ -75,7 +75,7 @@ struct PoolOnly {
     path = "/v1/admin/pools/{pool}",
     operation_id = "configure_pool",
     tag = "admin",
-    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`; must match the body's gpu and region", pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", example = "h100-sxm.us-east")),
+    params(("pool" = String, Path, description = "Pool id, `<gpu>.<region>`; must match the body's gpu and region", pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$", example = "h100-sxm.us-east")),
     request_body = PoolSpec,
     responses((status = 200, description = "The pool as configured", body = PoolOnly)),
 )]
@@ -123,7 +123,7 @@ pub struct KillSwitchBody {
     )]
     account: Option<String>,
     /// A pool to halt.
-    #[schema(pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$", max_length = 63)]
+    #[schema(pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$", max_length = 64)]
     pool: Option<String>,
     /// Engage (true) or lift (false).
     engaged: bool,

@@ -93,8 +93,8 @@ pub struct ReleaseBody {
     block_id: String,
     /// The pool, `<gpu>.<region>`.
     #[schema(
-        pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$",
-        max_length = 63,
+        pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$",
+        max_length = 64,
         example = "h100-sxm.us-east"
     )]
     pool: String,

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod caller;
 pub mod capacity;
 pub mod docs;
+pub mod handoff;
 pub mod health;
 pub mod leases;
 pub mod orders;
@@ -142,6 +143,28 @@ pub static ENDPOINTS: &[Endpoint] = &[
         Supplier,
         [TOKEN, BODY, capacity::FORECAST_ERRORS, WRITE, STORE_READ, INTERNAL]
     ),
+    endpoint!(
+        ready in handoff,
+        Supplier,
+        [TOKEN, BODY, handoff::READY_ERRORS, WRITE, ENGINE_READ, INTERNAL]
+    ),
+    endpoint!(
+        failed in handoff,
+        Supplier,
+        [TOKEN, BODY, handoff::FAILED_ERRORS, WRITE, ENGINE_READ, INTERNAL]
+    ),
+    endpoint!(
+        token in handoff,
+        Buyer,
+        [TOKEN, handoff::TOKEN_ERRORS, ENGINE_READ, STORE_READ, INTERNAL]
+    ),
+    endpoint!(get_ssh_keys in handoff, Buyer, [TOKEN, ENGINE_READ, INTERNAL]),
+    endpoint!(
+        put_ssh_keys in handoff,
+        Buyer,
+        [TOKEN, BODY, handoff::SSH_KEYS_ERRORS, WRITE, INTERNAL]
+    ),
+    endpoint!(jwks in handoff, public, []),
     endpoint!(connect in websocket, public, [websocket::CONNECT_ERRORS]),
     endpoint!(state_hash in admin, Admin, [TOKEN, ENGINE_READ, INTERNAL]),
     endpoint!(
@@ -214,10 +237,7 @@ pub fn rejection(events: &[Event]) -> Option<Rejection> {
 
 /// An id from a path; one that does not parse names nothing.
 pub fn parse_id(text: &str) -> Option<u64> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
+    crate::validate::numeric_id(text)
 }
 
 /// The shape of a caller-chosen name (`block_id`, node names): `[A-Za-z0-9._:-]`.

@@ -36,6 +36,7 @@ pub const PLACE_ERRORS: &[ApiError] = &[
     ApiError::Rejected(Rejection::KillSwitch),
     ApiError::Rejected(Rejection::LimitOrdersOpen),
     ApiError::Rejected(Rejection::LimitNotional),
+    ApiError::InvalidSshKey(String::new()),
 ];
 
 /// What amending a bid can be refused for.
@@ -65,8 +66,8 @@ pub const CANCEL_ERRORS: &[ApiError] = &[
 pub struct PlaceOrderBody {
     /// The pool, `<gpu>.<region>`.
     #[schema(
-        pattern = r"^[a-z0-9-]{1,31}\.[a-z0-9-]{1,31}$",
-        max_length = 63,
+        pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$",
+        max_length = 64,
         example = "h100-sxm.us-east"
     )]
     pool: String,
@@ -94,6 +95,11 @@ pub struct PlaceOrderBody {
     /// ASCII (no space), 1..=64 characters.
     #[schema(pattern = r"^[!-~]{1,64}$", min_length = 1, max_length = 64)]
     client_order_id: Option<String>,
+    /// OpenSSH public keys for the leases' machines (`ssh-ed25519`, `ecdsa-sha2-nistp256`, or
+    /// `ssh-rsa` of at least 2048 bits); absent means the account's default keys
+    /// (`PUT /v1/account/ssh-keys`). Ignored by model pools.
+    #[schema(max_items = 8, example = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkq7KP4lbpmvKMBQL1ClrHMpavJUVWCrGd7SIbafAhS alice@laptop"]))]
+    ssh_public_keys: Option<Vec<String>>,
 }
 
 /// `PATCH /v1/orders/{id}`.
@@ -163,6 +169,10 @@ pub async fn place(
     if let Some(id) = &body.client_order_id {
         validate::client_order_id(id)?;
     }
+    let ssh_public_keys = match &body.ssh_public_keys {
+        Some(keys) => crate::ssh_keys::parse_ssh_public_keys(keys)?,
+        None => Vec::new(),
+    };
     let account = buyer.0.account.clone();
     let command = Command::PlaceBid(PlaceBid {
         account: account.to_string(),
@@ -176,6 +186,7 @@ pub async fn place(
         expires_at: body.expires_at.map(|t| t.0),
         persistent: body.persistent.unwrap_or(false),
         client_order_id: body.client_order_id,
+        ssh_public_keys,
     });
     let committed = state.sequencer.submit(command).await?;
     let events = committed.events();

@@ -14,9 +14,9 @@ use crate::state::AppState;
 use crate::timestamp::{now_ms, Rfc3339Time};
 use crate::validate;
 use crate::wire::codes;
-use crate::wire::rest::PoolJson;
+use crate::wire::rest::{per_million_tokens, PoolJson};
 use actix_web::{web, HttpResponse};
-use matching_engine::{Level, PoolSummary, Rejection};
+use matching_engine::{Level, PoolConfig, PoolSummary, Rejection};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -105,14 +105,18 @@ struct LevelJson {
     gpus: u64,
     /// Bids or blocks resting at this price.
     orders: u32,
+    /// Model pools: the level's price per million tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_per_million_tokens: Option<Usd>,
 }
 
-impl From<&Level> for LevelJson {
-    fn from(l: &Level) -> Self {
+impl LevelJson {
+    fn of(l: &Level, pool: &PoolConfig) -> Self {
         LevelJson {
             price: l.price.into(),
             gpus: l.gpus,
             orders: l.orders,
+            price_per_million_tokens: per_million_tokens(pool, l.price),
         }
     }
 }
@@ -155,14 +159,17 @@ pub async fn book(
     let id = pool.clone();
     let (seq, book) = state
         .sequencer
-        .read(move |v| (v.seq, v.engine.depth(&id, depth)))
+        .read(move |v| {
+            let book = v.engine.depth(&id, depth);
+            (v.seq, book.zip(v.engine.pool(&id).map(|p| p.config)))
+        })
         .await?;
-    let book = book.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
+    let (book, config) = book.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
     Ok(HttpResponse::Ok().json(BookJson {
         pool,
         seq,
-        bids: book.bids.iter().map(LevelJson::from).collect(),
-        asks: book.asks.iter().map(LevelJson::from).collect(),
+        bids: book.bids.iter().map(|l| LevelJson::of(l, &config)).collect(),
+        asks: book.asks.iter().map(|l| LevelJson::of(l, &config)).collect(),
     }))
 }
 
@@ -392,6 +399,9 @@ struct StatsJson {
     price_max: Option<Usd>,
     vwap: Option<Usd>,
     last_price: Option<Usd>,
+    /// Model pools: `vwap` per million tokens (absent without trades in the window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_per_million_tokens: Option<Usd>,
     volatility: Option<f64>,
     leases_ended: u64,
     leases_preempted: u64,
@@ -431,6 +441,9 @@ pub async fn stats(
     let stats = state.market.stats(&summary.config.id, now_ms(), window_ms);
     let preemption_rate =
         (stats.leases_ended > 0).then(|| stats.leases_preempted as f64 / stats.leases_ended as f64);
+    let price_per_million_tokens = stats
+        .vwap
+        .and_then(|price| per_million_tokens(&summary.config, price));
     Ok(HttpResponse::Ok().json(StatsJson {
         pool: summary.config.id,
         window_s: window.as_secs(),
@@ -443,6 +456,7 @@ pub async fn stats(
         price_max: stats.price_max.map(Usd::from),
         vwap: stats.vwap.map(Usd::from),
         last_price: summary.last_price.map(Usd::from),
+        price_per_million_tokens,
         volatility: stats.volatility,
         leases_ended: stats.leases_ended,
         leases_preempted: stats.leases_preempted,
@@ -478,6 +492,9 @@ struct QuoteJson {
     /// GPUs it would lease: 0, or between `min_gpus` and `gpus`.
     fillable_gpus: u32,
     average_price: Option<Usd>,
+    /// Model pools: `average_price` per million tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_per_million_tokens: Option<Usd>,
     worst_price: Option<Usd>,
     total_cost: Usd,
     /// The earliest pending reclaim forecast of a block the fill would use.
@@ -513,9 +530,12 @@ pub async fn quote(
     let (id, gpus, duration_s) = (pool.clone(), query.gpus, query.duration_s);
     let (seq, quote) = state
         .sequencer
-        .read(move |v| (v.seq, v.engine.quote(&id, gpus, min_gpus, duration_s)))
+        .read(move |v| {
+            let quote = v.engine.quote(&id, gpus, min_gpus, duration_s);
+            (v.seq, quote.zip(v.engine.pool(&id).map(|p| p.config)))
+        })
         .await?;
-    let quote = quote.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
+    let (quote, config) = quote.ok_or(ApiError::Rejected(Rejection::UnknownPool))?;
     Ok(HttpResponse::Ok().json(QuoteJson {
         pool,
         gpus,
@@ -523,6 +543,9 @@ pub async fn quote(
         duration_s,
         fillable_gpus: quote.fillable_gpus,
         average_price: quote.average_price.map(Usd::from),
+        price_per_million_tokens: quote
+            .average_price
+            .and_then(|price| per_million_tokens(&config, price)),
         worst_price: quote.worst_price.map(Usd::from),
         total_cost: Usd(quote.total_cost_micros),
         reclaim_expected_at: quote.reclaim_expected_at.map(Rfc3339Time),

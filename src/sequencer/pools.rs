@@ -17,7 +17,12 @@ pub enum PoolsSetup {
     Defaults,
 }
 
-/// The default pools: H100 and A100 in two regions.
+/// The default model pool's model, the GPU its deployment runs on, and the tokens per second
+/// it guarantees per GPU (a 70B model on H100s: a few hundred tokens/s per GPU at batch).
+pub const DEFAULT_MODEL_POOL: (&str, &str, &str, u32) =
+    ("llama-3.1-70b-instruct", "h100-sxm", "us-east", 400);
+
+/// The default pools: H100 and A100 in two regions, and one model pool (DESIGN section 12).
 pub fn default_pools() -> Vec<PoolConfig> {
     let mut pools = Vec::new();
     for gpu in ["h100-sxm", "a100-80gb"] {
@@ -25,6 +30,13 @@ pub fn default_pools() -> Vec<PoolConfig> {
             pools.push(PoolConfig::with_defaults(gpu, region));
         }
     }
+    let (model, gpu, region, tokens_per_s_per_gpu) = DEFAULT_MODEL_POOL;
+    pools.push(PoolConfig::model_with_defaults(
+        model,
+        gpu,
+        region,
+        tokens_per_s_per_gpu,
+    ));
     pools
 }
 

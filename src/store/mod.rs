@@ -65,7 +65,7 @@ pub struct LeaseEventRow {
     pub lease_id: LeaseId,
     /// Its buyer.
     pub buyer: Name,
-    /// `opened`, `forecast`, `notice`, `preempted`, `completed`, `released`.
+    /// `opened`, `ready`, `forecast`, `notice`, `preempted`, `completed`, `released`, `failed`.
     pub kind: &'static str,
     /// When.
     pub at: TimeMs,
@@ -176,12 +176,15 @@ impl BatchRows {
                         upsert(&mut rows.leases, &mut lease_index, lease.id, lease.clone());
                     }
                     Event::LeaseChanged { lease } => {
+                        let readied = record.readied_lease() == Some(lease.id);
                         let (kind, detail_at) = match lease.status {
+                            _ if readied => ("ready", None),
                             LeaseStatus::Active => ("changed", None),
                             LeaseStatus::Preempting => ("notice", lease.notice_ends_at),
                             LeaseStatus::Preempted => ("preempted", None),
                             LeaseStatus::Completed => ("completed", None),
                             LeaseStatus::Released => ("released", None),
+                            LeaseStatus::Failed => ("failed", None),
                         };
                         rows.lease_events
                             .push(lease_event(record.seq, lease, kind, detail_at));
@@ -212,7 +215,8 @@ impl BatchRows {
                     | Event::AuctionCleared { .. }
                     | Event::PoolConfigured { .. }
                     | Event::KillSwitchChanged { .. }
-                    | Event::AccountLimitsChanged { .. } => {}
+                    | Event::AccountLimitsChanged { .. }
+                    | Event::SshKeysChanged { .. } => {}
                 }
             }
         }
@@ -229,6 +233,7 @@ fn lease_event(
     let at = match kind {
         "opened" => lease.started_at,
         "notice" => lease.preempted_at.unwrap_or(lease.started_at),
+        "ready" => lease.access.ready_at.unwrap_or(lease.started_at),
         _ => lease.ended_at.unwrap_or(lease.started_at),
     };
     LeaseEventRow {

@@ -55,6 +55,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "lease_notice",
         include_str!("../../migrations/postgres/0003_lease_notice.sql"),
     ),
+    (
+        4,
+        "handoff",
+        include_str!("../../migrations/postgres/0004_handoff.sql"),
+    ),
 ];
 
 /// Serializes concurrent migrators (two servers starting on one database).

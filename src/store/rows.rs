@@ -20,8 +20,8 @@ use super::{
 use crate::journal::codes;
 use crate::journal::EntryId;
 use matching_engine::{
-    BlockView, LeaseId, LeaseView, Name, NodeGpus, OrderId, OrderView, PriceMicros, TimeMs,
-    TradeView,
+    Access, BlockView, LeaseId, LeaseView, Name, NodeGpus, OrderId, OrderView, PriceMicros,
+    SshKeys, TimeMs, TradeView,
 };
 use std::borrow::Cow;
 
@@ -126,6 +126,27 @@ fn nodes_of(row: &impl Row) -> Result<Vec<NodeGpus>, StoreError> {
     serde_json::from_str(row.text("nodes")?).map_err(|e| StoreError::Corrupt(format!("nodes: {e}")))
 }
 
+fn json_of<T: serde::Serialize + ?Sized>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Query(format!("encoding {what}: {e}")))
+}
+
+/// A lease's access; rows from before the handoff existed (NULL) read as ready from the start.
+fn access_of(row: &impl Row) -> Result<Access, StoreError> {
+    match row.opt_text("access")? {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("lease access: {e}"))),
+        None => Ok(Access::before_handoff_existed()),
+    }
+}
+
+fn ssh_keys_of(row: &impl Row) -> Result<Option<SshKeys>, StoreError> {
+    match row.opt_text("ssh_public_keys")? {
+        Some(json) => serde_json::from_str(json)
+            .map_err(|e| StoreError::Corrupt(format!("lease ssh_public_keys: {e}"))),
+        None => Ok(None),
+    }
+}
+
 /// The columns [`order_of`] reads.
 pub const ORDER_COLUMNS: &str = "id, account, pool, price_micros, gpus, remaining_gpus, \
     filled_gpus, min_gpus, duration_s, max_duration_s, tif, expires_at, persistent, \
@@ -161,7 +182,7 @@ pub fn order_of(row: &impl Row) -> Result<OrderView, StoreError> {
 /// The columns [`lease_of`] reads (`nodes` is `jsonb` in PostgreSQL: read as text).
 pub const LEASE_COLUMNS: &str = "lease_no, order_id, buyer, supplier, pool, block_id, gpus, \
     price_micros, status, started_at, ends_at, notice_ends_at, preempted_at, emergency, \
-    notice_s, ended_at, cost_micros, CAST(nodes AS text) AS nodes";
+    notice_s, ended_at, cost_micros, CAST(nodes AS text) AS nodes, access, ssh_public_keys";
 
 /// A lease from its row.
 pub fn lease_of(row: &impl Row) -> Result<LeaseView, StoreError> {
@@ -184,6 +205,8 @@ pub fn lease_of(row: &impl Row) -> Result<LeaseView, StoreError> {
         ended_at: row.opt_time("ended_at")?,
         cost_micros: row.u64("cost_micros")?,
         nodes: nodes_of(row)?,
+        access: access_of(row)?,
+        ssh_public_keys: ssh_keys_of(row)?,
     })
 }
 
@@ -191,7 +214,7 @@ pub fn lease_of(row: &impl Row) -> Result<LeaseView, StoreError> {
 pub const BLOCK_COLUMNS: &str = "supplier, block_id, pool, status, gpus, gpus_sold, \
     gpus_unsold, gpus_reclaimed, gpus_reclaiming, reserve_price_micros, available_from, \
     available_until, revenue_micros, reclaim_forecast_at, CAST(nodes AS text) AS nodes, \
-    updated_at";
+    updated_at, gpus_failed";
 
 /// A block from its row.
 pub fn block_of(row: &impl Row) -> Result<BlockView, StoreError> {
@@ -204,6 +227,7 @@ pub fn block_of(row: &impl Row) -> Result<BlockView, StoreError> {
         gpus_sold: row.u32("gpus_sold")?,
         gpus_unsold: row.u32("gpus_unsold")?,
         gpus_reclaimed: row.u32("gpus_reclaimed")?,
+        gpus_failed: row.u32("gpus_failed")?,
         gpus_reclaiming: row.u32("gpus_reclaiming")?,
         reserve_price: PriceMicros(row.u64("reserve_price_micros")?),
         available_from: row.time("available_from")?,
@@ -224,7 +248,8 @@ pub const SELECT_LEASE_EVENTS: &str = "SELECT e.id AS row_id, e.seq, \
     e.lease_id AS event_lease, e.buyer AS event_buyer, e.kind, e.at AS event_at, e.detail_at, \
     l.lease_no, l.order_id, l.buyer, l.supplier, l.pool, l.block_id, l.gpus, l.price_micros, \
     l.status, l.started_at, l.ends_at, l.notice_ends_at, l.preempted_at, l.emergency, \
-    l.notice_s, l.ended_at, l.cost_micros, CAST(l.nodes AS text) AS nodes \
+    l.notice_s, l.ended_at, l.cost_micros, CAST(l.nodes AS text) AS nodes, l.access, \
+    l.ssh_public_keys \
     FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id";
 
 /// A lease event and its lease from a row of [`SELECT_LEASE_EVENTS`].
@@ -391,8 +416,9 @@ pub fn order_values(o: &OrderView) -> Result<[Value<'_>; 18], StoreError> {
 
 /// A lease's values: `id, order_id, buyer, pool, block_id, gpus, price_micros, status,
 /// started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, supplier,
-/// preempted_at, emergency, nodes, notice_s` (each backend stamps `updated_at` itself).
-pub fn lease_values(l: &LeaseView) -> Result<[Value<'_>; 19], StoreError> {
+/// preempted_at, emergency, nodes, notice_s, access, ssh_public_keys` (each backend stamps
+/// `updated_at` itself).
+pub fn lease_values(l: &LeaseView) -> Result<[Value<'_>; 21], StoreError> {
     Ok([
         owned(l.id.to_string()),
         owned(l.order_id.to_string()),
@@ -413,6 +439,11 @@ pub fn lease_values(l: &LeaseView) -> Result<[Value<'_>; 19], StoreError> {
         Value::Bool(l.emergency),
         owned(nodes_json(&l.nodes)?),
         int4(l.notice_s, "notice_s")?,
+        owned(json_of(&l.access, "lease access")?),
+        match &l.ssh_public_keys {
+            Some(keys) => owned(json_of(keys, "ssh keys")?),
+            None => opt_text(None),
+        },
     ])
 }
 
@@ -436,8 +467,8 @@ pub fn trade_values(t: &TradeView) -> Result<[Value<'_>; 11], StoreError> {
 
 /// A block's values: `supplier, block_id, pool, status, gpus, gpus_sold, gpus_unsold,
 /// gpus_reclaimed, gpus_reclaiming, reserve_price_micros, available_from, available_until,
-/// revenue_micros, reclaim_forecast_at, nodes, updated_at`.
-pub fn block_values(b: &BlockView) -> Result<[Value<'_>; 16], StoreError> {
+/// revenue_micros, reclaim_forecast_at, nodes, updated_at, gpus_failed`.
+pub fn block_values(b: &BlockView) -> Result<[Value<'_>; 17], StoreError> {
     Ok([
         text(&b.supplier),
         text(&b.block_id),
@@ -455,6 +486,7 @@ pub fn block_values(b: &BlockView) -> Result<[Value<'_>; 16], StoreError> {
         Value::Time(b.reclaim_forecast_at),
         owned(nodes_json(&b.nodes)?),
         time(b.updated_at),
+        int4(b.gpus_failed, "gpus_failed")?,
     ])
 }
 

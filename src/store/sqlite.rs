@@ -62,6 +62,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "lease_notice",
         include_str!("../../migrations/sqlite/0003_lease_notice.sql"),
     ),
+    (
+        4,
+        "handoff",
+        include_str!("../../migrations/sqlite/0004_handoff.sql"),
+    ),
 ];
 
 /// The SQLite store.

@@ -32,6 +32,8 @@ pub fn lease_event_fields(record: &LeaseEventRecord) -> Vec<(String, String)> {
         "opened" => "opened",
         "forecast" => "reclaim_warning",
         "notice" => "notice",
+        "ready" => "ready",
+        "failed" => "failed",
         "preempted" | "completed" | "released" => "ended",
         _ => "changed",
     };
@@ -41,6 +43,7 @@ pub fn lease_event_fields(record: &LeaseEventRecord) -> Vec<(String, String)> {
     put("seq", record.seq.to_string());
     put("at", format_rfc3339(record.at));
     if let Some(lease) = &record.lease {
+        put("supplier", lease.supplier.to_string());
         put("pool", lease.pool.to_string());
         put("block_id", lease.block_id.to_string());
         put("order_id", lease.order_id.to_string());
@@ -52,6 +55,30 @@ pub fn lease_event_fields(record: &LeaseEventRecord) -> Vec<(String, String)> {
             if let Some(lease) = &record.lease {
                 put("started_at", format_rfc3339(lease.started_at));
                 put("ends_at", format_rfc3339(lease.ends_at));
+                // What the supplier's provisioner needs: the machines and the buyer's keys.
+                put("nodes", json(&lease.nodes));
+                let keys = lease.ssh_public_keys.as_deref().unwrap_or_default();
+                put("ssh_public_keys", json(keys));
+            }
+        }
+        "ready" => {
+            if let Some(lease) = &record.lease {
+                if let Some(at) = lease.access.ready_at {
+                    put("ready_at", format_rfc3339(at));
+                }
+                if let Some(endpoint) = &lease.access.endpoint {
+                    put("endpoint", endpoint.to_string());
+                } else {
+                    put("endpoints", json(&lease.access.endpoints));
+                }
+            }
+        }
+        "failed" => {
+            if let Some(lease) = &record.lease {
+                put("reason", lease.access.reason.as_deref().unwrap_or("").to_owned());
+                if let Some(ended) = lease.ended_at {
+                    put("ended_at", format_rfc3339(ended));
+                }
             }
         }
         "reclaim_warning" => {
@@ -83,6 +110,11 @@ pub fn lease_event_fields(record: &LeaseEventRecord) -> Vec<(String, String)> {
         }
     }
     fields
+}
+
+/// A value as JSON text (a list of plain records always serializes).
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".to_owned())
 }
 
 #[cfg(test)]
@@ -118,9 +150,46 @@ pub(crate) mod tests {
                 notice_s: 120,
                 ended_at: Some(TimeMs(1_735_787_165_000)),
                 cost_micros: 0,
-                nodes: vec![],
+                nodes: vec![matching_engine::NodeGpus {
+                    node: Name::from("rack1-n1"),
+                    gpus: 8,
+                }],
+                access: matching_engine::Access {
+                    endpoints: vec![matching_engine::Endpoint {
+                        node: Some(Name::from("rack1-n1")),
+                        host: Name::from("10.0.0.7"),
+                        port: 22,
+                        user: Name::from("ubuntu"),
+                    }],
+                    ..matching_engine::Access::ready_at(TimeMs(1_735_787_010_000))
+                },
+                ssh_public_keys: Some(vec!["ssh-ed25519 AAAA alice".to_owned()].into()),
             }),
         }
+    }
+
+    #[test]
+    fn an_opening_carries_the_nodes_and_keys_and_a_ready_the_endpoints() {
+        let opened = lease_event_fields(&record("opened"));
+        assert_eq!(field(&opened, "supplier"), Some("dc1"));
+        assert_eq!(
+            field(&opened, "nodes"),
+            Some(r#"[{"node":"rack1-n1","gpus":8}]"#)
+        );
+        assert_eq!(
+            field(&opened, "ssh_public_keys"),
+            Some(r#"["ssh-ed25519 AAAA alice"]"#)
+        );
+        let ready = lease_event_fields(&record("ready"));
+        assert_eq!(field(&ready, "event"), Some("ready"));
+        assert_eq!(field(&ready, "ready_at"), Some("2025-01-02T03:03:30.000Z"));
+        assert_eq!(
+            field(&ready, "endpoints"),
+            Some(r#"[{"node":"rack1-n1","host":"10.0.0.7","port":22,"user":"ubuntu"}]"#)
+        );
+        let failed = lease_event_fields(&record("failed"));
+        assert_eq!(field(&failed, "event"), Some("failed"));
+        assert!(field(&failed, "endpoints").is_none() && field(&failed, "nodes").is_none());
     }
 
     fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -6,7 +6,10 @@
 use super::codes;
 use crate::money::Usd;
 use crate::timestamp::Rfc3339Time;
-use matching_engine::{AuctionMode, BlockView, LeaseView, NodeGpus, OrderView, PoolSummary};
+use matching_engine::{
+    Access, AccessStatus, AuctionMode, BlockView, Endpoint, Handoff, LeaseView, NodeGpus, Offering,
+    OrderView, PoolConfig, PoolSummary, PriceMicros,
+};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -83,6 +86,41 @@ pub struct LeaseJson {
     ended_at: Option<Rfc3339Time>,
     cost: Usd,
     nodes: Vec<NodeGpus>,
+    /// The handoff: how to reach the GPUs once the supplier has them ready.
+    access: AccessJson,
+    /// The buyer's ssh public keys installed on the machines (bare metal).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ssh_public_keys: Vec<String>,
+}
+
+/// A lease's access (DESIGN section 11): billing runs from `ready_at`.
+#[derive(Serialize, ToSchema)]
+pub struct AccessJson {
+    #[schema(value_type = AccessStatus)]
+    status: &'static str,
+    /// When the supplier reported the lease ready; cost and the free first hour count from here.
+    ready_at: Option<Rfc3339Time>,
+    /// Bare metal: how to reach each node (ssh).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    endpoints: Vec<Endpoint>,
+    /// Model pools: the inference gateway's base URL (call it with a lease token).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<String>,
+    /// Why the lease failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl From<&Access> for AccessJson {
+    fn from(a: &Access) -> Self {
+        AccessJson {
+            status: codes::access_status(a.status),
+            ready_at: a.ready_at.map(Rfc3339Time),
+            endpoints: a.endpoints.clone(),
+            endpoint: a.endpoint.as_deref().map(str::to_owned),
+            reason: a.reason.as_deref().map(str::to_owned),
+        }
+    }
 }
 
 impl From<&LeaseView> for LeaseJson {
@@ -104,6 +142,8 @@ impl From<&LeaseView> for LeaseJson {
             ended_at: l.ended_at.map(Rfc3339Time),
             cost: Usd(l.cost_micros),
             nodes: l.nodes.clone(),
+            access: AccessJson::from(&l.access),
+            ssh_public_keys: l.ssh_public_keys.as_deref().unwrap_or_default().to_vec(),
         }
     }
 }
@@ -119,6 +159,9 @@ pub struct BlockJson {
     gpus_sold: u32,
     gpus_unsold: u32,
     gpus_reclaimed: u32,
+    /// Of the reclaimed GPUs, those of leases that failed to provision: they left the block
+    /// and are sold again only once released again.
+    gpus_failed: u32,
     gpus_reclaiming: u32,
     reserve_price: Usd,
     available_from: Rfc3339Time,
@@ -141,6 +184,7 @@ impl From<&BlockView> for BlockJson {
             gpus_sold: b.gpus_sold,
             gpus_unsold: b.gpus_unsold,
             gpus_reclaimed: b.gpus_reclaimed,
+            gpus_failed: b.gpus_failed,
             gpus_reclaiming: b.gpus_reclaiming,
             reserve_price: b.reserve_price.into(),
             available_from: b.available_from.into(),
@@ -169,6 +213,21 @@ pub struct PoolJson {
     notice_s: u32,
     free_if_preempted_within_s: u32,
     auction: AuctionMode,
+    /// `bare_metal` (machines over ssh) or `model` (GPUs of a model deployment, DESIGN §12).
+    offering: Offering,
+    /// Model pools: the model served.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<String>,
+    /// Model pools: tokens per second guaranteed per GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens_per_s_per_gpu: Option<u32>,
+    /// Model pools: `best_ask` per million tokens (absent without an ask).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_per_million_tokens: Option<Usd>,
+    /// `required`: leases are billed from the supplier's `ready`; `none`: from their start.
+    handoff: Handoff,
+    /// A lease not ready this many seconds after it opened fails, costing nothing.
+    provision_timeout_s: u32,
     best_bid: Option<Usd>,
     best_ask: Option<Usd>,
     last_price: Option<Usd>,
@@ -194,6 +253,12 @@ impl From<&PoolSummary> for PoolJson {
             notice_s: c.notice_s,
             free_if_preempted_within_s: c.free_if_preempted_within_s,
             auction: c.auction,
+            offering: c.offering,
+            model: c.model.clone(),
+            tokens_per_s_per_gpu: (c.offering == Offering::Model).then_some(c.tokens_per_s_per_gpu),
+            price_per_million_tokens: p.best_ask.and_then(|price| per_million_tokens(c, price)),
+            handoff: c.handoff,
+            provision_timeout_s: c.provision_timeout_s,
             best_bid: p.best_bid.map(Usd::from),
             best_ask: p.best_ask.map(Usd::from),
             last_price: p.last_price.map(Usd::from),
@@ -203,4 +268,10 @@ impl From<&PoolSummary> for PoolJson {
             halted: p.halted,
         }
     }
+}
+
+/// A model pool's price per million tokens for a price per GPU-hour (DESIGN section 12);
+/// `None` for bare-metal pools.
+pub fn per_million_tokens(pool: &PoolConfig, price: PriceMicros) -> Option<Usd> {
+    pool.price_per_million_tokens(price).map(Usd)
 }

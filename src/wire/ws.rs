@@ -430,6 +430,15 @@ pub fn private(event: &PrivateEvent) -> (Channel, Frame) {
                 reclaim_at: Rfc3339Time(*reclaim_at),
             }),
         ),
+        PrivateEvent::SuppliedLease { event, lease } => (
+            Channel::Blocks,
+            frame(&LeaseMsg {
+                r#type: "lease",
+                channel: "blocks",
+                event,
+                lease: lease.into(),
+            }),
+        ),
         PrivateEvent::Block(block) => (
             Channel::Blocks,
             frame(&BlockMsg {
@@ -442,11 +451,14 @@ pub fn private(event: &PrivateEvent) -> (Channel, Frame) {
     }
 }
 
-/// The buyer-facing name of a lease event: opened, notice (preemption notice given), ended.
+/// The buyer-facing name of a lease event: opened, ready (access handed over), failed, notice
+/// (preemption notice given), ended.
 fn lease_event_name(event: &'static str, lease: &LeaseView) -> &'static str {
     use matching_engine::LeaseStatus::*;
     match (event, lease.status) {
         ("lease_opened", _) => "lease_opened",
+        ("lease_ready", _) => "lease_ready",
+        (_, Failed) => "lease_failed",
         (_, Preempting) => "notice",
         (_, Preempted | Completed | Released) => "ended",
         _ => "lease_changed",

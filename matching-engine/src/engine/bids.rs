@@ -14,7 +14,8 @@ use crate::keys::{AccountKey, BidKey, PoolKey, SlabKey};
 use crate::ladder::{Links, Resting};
 use crate::limits::CLIENT_ORDER_ID_TTL_MS;
 use crate::types::{
-    CancelReason, Name, OrderId, OrderStatus, PriceMicros, Rejection, Side, TimeInForce, TimeMs,
+    CancelReason, Name, Offering, OrderId, OrderStatus, PriceMicros, Rejection, Side, SshKeys,
+    TimeInForce, TimeMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -147,6 +148,18 @@ impl Engine {
         }
         if let Some(expires_at) = cmd.expires_at {
             self.schedule(expires_at, Timer::BidExpires { order: id });
+        }
+        // Machines take the bid's keys, or else the account's defaults as they are now; a
+        // model pool's gateway takes lease tokens, never keys.
+        if self.pools[pool_key].config.offering == Offering::BareMetal {
+            let keys = if cmd.ssh_public_keys.is_empty() {
+                self.accounts[account].ssh_keys.clone()
+            } else {
+                SshKeys::from(cmd.ssh_public_keys.clone())
+            };
+            if !keys.is_empty() {
+                self.bid_ssh_keys.insert(id, keys);
+            }
         }
         self.rest_bid(key);
         out.push(Event::BidAccepted {
@@ -346,6 +359,7 @@ impl Engine {
         if done {
             let bid = self.bids.remove(key.index());
             self.bid_index.remove(&bid.id);
+            self.bid_ssh_keys.remove(&bid.id);
             // The key stays while its idempotency window runs, so a retry still finds it.
             if let Some(client_key) = bid
                 .has_client_order_id

@@ -37,6 +37,10 @@ pub(crate) struct Block {
     pub unsold: u32,
     pub leased: u32,
     pub reclaimed: u32,
+    /// Of the reclaimed GPUs, those of leases that failed to provision (absent from older
+    /// snapshots: none).
+    #[serde(default)]
+    pub failed: u32,
     /// GPUs of preempting leases that go back to the supplier when their notice ends.
     pub reclaim_pending: u32,
     pub reserve_price: PriceMicros,
@@ -127,6 +131,7 @@ impl Engine {
                 unsold: cmd.gpus,
                 leased: 0,
                 reclaimed: 0,
+                failed: 0,
                 reclaim_pending: 0,
                 reserve_price: cmd.reserve_price,
                 available_from,

@@ -9,7 +9,7 @@
 use super::bids::notional_of;
 use super::Engine;
 use crate::keys::{AccountKey, BlockKey, PoolKey, SlabKey};
-use crate::types::{BlockStatus, LeaseStatus, OrderStatus};
+use crate::types::{AccessStatus, BlockStatus, LeaseStatus, OrderStatus};
 use rustc_hash::FxHashMap;
 
 impl Engine {
@@ -72,6 +72,12 @@ impl Engine {
             );
         }
         assert_eq!(self.bid_index.len(), self.bids.len(), "bid_index size");
+        for id in self.bid_ssh_keys.keys() {
+            assert!(
+                self.bid_index.contains_key(id),
+                "bid_ssh_keys: order {id} is not a live bid"
+            );
+        }
         for (id, &key) in &self.bid_index {
             assert!(
                 self.bids.contains(key.index()),
@@ -330,7 +336,20 @@ impl Engine {
                     on_nodes, expected,
                     "lease {id}: GPUs on nodes of block {name}"
                 );
+                assert!(
+                    lease.access.status != AccessStatus::Failed
+                        && (lease.access.status == AccessStatus::Ready)
+                            == lease.billed_since().is_some(),
+                    "lease {id}: running with access {:?}",
+                    lease.access
+                );
             }
+            assert!(
+                block.failed <= block.reclaimed,
+                "block {name}: {} failed GPUs but only {} reclaimed",
+                block.failed,
+                block.reclaimed
+            );
         }
         let mut per_pool: FxHashMap<PoolKey, (u64, u64)> = FxHashMap::default();
         for lease in self.leases.values() {

@@ -11,8 +11,8 @@ use super::{reject, Engine};
 use crate::event::Event;
 use crate::keys::{AccountKey, PoolKey};
 use crate::types::{
-    cost_micros, BlockStatus, LeaseId, LeaseStatus, NodeGpus, OrderId, OrderStatus, PriceMicros,
-    Rejection, TimeInForce, TimeMs,
+    cost_micros, Access, AccessStatus, BlockStatus, LeaseId, LeaseStatus, Micros, NodeGpus,
+    OrderId, OrderStatus, PriceMicros, Rejection, SshKeys, TimeInForce, TimeMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,41 @@ pub(crate) struct Lease {
     #[serde(default)]
     pub notice_s: u32,
     pub nodes: Vec<NodeGpus>,
+    /// The handoff (DESIGN section 11). Leases from before it existed restore as ready and
+    /// billed from their start, as they ran.
+    #[serde(default = "Access::before_handoff_existed")]
+    pub access: Access,
+    /// The buyer's keys, for the supplier's provisioner.
+    #[serde(default)]
+    pub ssh_public_keys: Option<SshKeys>,
+}
+
+impl Lease {
+    /// Since when the lease is billed: from `ready_at` (or, for a lease from before the
+    /// handoff existed, from its start); `None` while it is not usable.
+    pub(crate) fn billed_since(&self) -> Option<TimeMs> {
+        match self.access.status {
+            AccessStatus::Ready => Some(self.access.ready_at.unwrap_or(self.started_at)),
+            AccessStatus::Provisioning | AccessStatus::Failed => None,
+        }
+    }
+
+    /// What the lease costs if it ends at `ended_at`: nothing before it is ready, nothing
+    /// when preempted within the pool's free window of becoming ready.
+    pub(crate) fn cost_at(&self, ended_at: TimeMs, free_window_s: u32) -> Micros {
+        let Some(since) = self.billed_since() else {
+            return 0;
+        };
+        let free = self.status == LeaseStatus::Preempted
+            && self
+                .preempted_at
+                .is_some_and(|at| at.0 - since.0 < free_window_s as i64 * 1000);
+        if free {
+            0
+        } else {
+            cost_micros(self.price, self.gpus, elapsed_s(since, ended_at))
+        }
+    }
 }
 
 impl Engine {
@@ -65,22 +100,16 @@ impl Engine {
             .expect("ending a running lease");
         let was_preempting = lease.status == LeaseStatus::Preempting;
         lease.status = status;
+        let failed = status == LeaseStatus::Failed;
+        if failed {
+            lease.access.status = AccessStatus::Failed;
+        }
         let ended_at = self.now;
         let pool_key = lease.pool;
-        let free_window_s = self.pools[pool_key].config.free_if_preempted_within_s;
-        let free = status == LeaseStatus::Preempted
-            && lease
-                .preempted_at
-                .is_some_and(|at| at.0 - lease.started_at.0 < free_window_s as i64 * 1000);
-        let cost = if free {
-            0
-        } else {
-            cost_micros(
-                lease.price,
-                lease.gpus,
-                elapsed_s(lease.started_at, ended_at),
-            )
-        };
+        let cost = lease.cost_at(
+            ended_at,
+            self.pools[pool_key].config.free_if_preempted_within_s,
+        );
         let block_key = self.block_by_serial[&lease.block_serial];
         let block = &mut self.blocks[block_key];
         block.leased -= lease.gpus;
@@ -93,10 +122,19 @@ impl Engine {
             0
         };
         block.reclaim_pending -= to_supplier;
-        block.reclaimed += to_supplier;
-        free_nodes(&mut block.nodes, &lease.nodes);
-        release_free_nodes(&mut block.nodes, to_supplier);
-        let back = lease.gpus - to_supplier;
+        let back = if failed {
+            // A failed lease's GPUs leave the block: suspect until the supplier releases
+            // them again. They count as reclaimed (back with the supplier), and as failed.
+            block.reclaimed += lease.gpus;
+            block.failed += lease.gpus;
+            drop_lease_nodes(&mut block.nodes, &lease.nodes);
+            0
+        } else {
+            block.reclaimed += to_supplier;
+            free_nodes(&mut block.nodes, &lease.nodes);
+            release_free_nodes(&mut block.nodes, to_supplier);
+            lease.gpus - to_supplier
+        };
         let block_open = block.status == BlockStatus::Open;
         let pool = &mut self.pools[pool_key];
         pool.leased_gpus -= lease.gpus as u64;
@@ -119,8 +157,8 @@ impl Engine {
         if let Some(&bid_key) = self.bid_index.get(&lease.order_id) {
             let bid = &mut self.bids[bid_key];
             bid.active_leases -= 1;
-            let reopens =
-                status == LeaseStatus::Preempted && bid.persistent && !bid.status.is_terminal();
+            let lost = matches!(status, LeaseStatus::Preempted | LeaseStatus::Failed);
+            let reopens = lost && bid.persistent && !bid.status.is_terminal();
             let past_its_date = bid.tif == TimeInForce::Gtd && bid.expires_at <= self.now.0;
             if reopens && past_its_date {
                 // A GTD bid does not bid again after its date (no timer would ever expire it).
@@ -155,6 +193,15 @@ impl Engine {
 
 pub(super) fn elapsed_s(from: TimeMs, to: TimeMs) -> u64 {
     (to.0 - from.0).max(0) as u64 / 1000
+}
+
+/// A failed lease's node GPUs leave the block with it.
+fn drop_lease_nodes(nodes: &mut [NodeState], lease_nodes: &[NodeGpus]) {
+    for held in lease_nodes {
+        if let Some(node) = nodes.iter_mut().find(|n| n.node == held.node) {
+            node.gpus -= held.gpus;
+        }
+    }
 }
 
 /// Gives a lease's node GPUs back to the block.

@@ -11,7 +11,9 @@ use super::timers::Timer;
 use super::{Engine, Lease};
 use crate::event::{Event, TradeView};
 use crate::keys::{BidKey, BlockKey, PoolKey, SlabKey};
-use crate::types::{LeaseId, LeaseStatus, NodeGpus, OrderStatus, PriceMicros, Side, TradeId};
+use crate::types::{
+    Access, Handoff, LeaseId, LeaseStatus, NodeGpus, OrderStatus, PriceMicros, Side, TradeId,
+};
 
 /// How an execution is priced.
 #[derive(Clone, Copy)]
@@ -127,12 +129,24 @@ impl Engine {
                 emergency: false,
                 notice_s: self.pools[pool_key].config.notice_s,
                 nodes,
+                access: match self.pools[pool_key].config.handoff {
+                    Handoff::Required => Access::provisioning(),
+                    Handoff::None => Access::ready_at(self.now),
+                },
+                ssh_public_keys: self.bid_ssh_keys.get(&order_id).cloned(),
             };
             let pool = &mut self.pools[pool_key];
             pool.leased_gpus += gpus as u64;
             pool.last_price = Some(price);
             self.leases.insert(lease_id, lease);
             self.schedule(ends_at, Timer::LeaseEnds { lease: lease_id });
+            let pool_config = &self.pools[pool_key].config;
+            if pool_config.handoff == Handoff::Required {
+                let timeout_at = self.now.plus_s(pool_config.provision_timeout_s as u64);
+                if timeout_at < ends_at {
+                    self.schedule(timeout_at, Timer::ProvisionTimeout { lease: lease_id });
+                }
+            }
             self.bids[key].active_leases += 1;
             out.push(Event::Traded {
                 trade: TradeView {

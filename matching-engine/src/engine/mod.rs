@@ -24,6 +24,7 @@ mod auction;
 mod bids;
 mod blocks;
 mod book_changes;
+mod handoff;
 mod invariants;
 mod leases;
 mod matching;
@@ -41,7 +42,7 @@ pub(crate) use timers::Scheduled;
 use crate::command::Command;
 use crate::event::Event;
 use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey};
-use crate::types::{AccountLimits, LeaseId, Name, OrderId, Rejection, TimeMs};
+use crate::types::{AccountLimits, LeaseId, Name, OrderId, Rejection, SshKeys, TimeMs};
 use book_changes::Touched;
 use rustc_hash::FxHashMap;
 use slab::Slab;
@@ -66,6 +67,8 @@ pub struct Engine {
     pub(crate) client_order_ids: FxHashMap<(AccountKey, Name), (OrderId, TimeMs)>,
     /// The key of each remembered bid that carried one, for its view.
     pub(crate) client_order_id_of: FxHashMap<OrderId, Name>,
+    /// The ssh public keys of each remembered bid that has some, for the leases it opens.
+    pub(crate) bid_ssh_keys: FxHashMap<OrderId, SshKeys>,
     pub(crate) blocks: Slab<Block>,
     /// Per supplier, its block ids: looked up by `&str` without building a key.
     pub(crate) block_index: FxHashMap<AccountKey, FxHashMap<Name, BlockKey>>,
@@ -100,6 +103,7 @@ impl Engine {
             bid_index: FxHashMap::default(),
             client_order_ids: FxHashMap::default(),
             client_order_id_of: FxHashMap::default(),
+            bid_ssh_keys: FxHashMap::default(),
             blocks: Slab::new(),
             block_index: FxHashMap::default(),
             block_by_serial: FxHashMap::default(),
@@ -137,6 +141,14 @@ impl Engine {
                 block_id,
                 reclaim_at,
             } => self.forecast_reclaim(supplier, block_id, *reclaim_at, out),
+            Command::LeaseReady(ready) => self.lease_ready(ready, out),
+            Command::LeaseFailed {
+                supplier,
+                block_id,
+                lease_id,
+                reason,
+            } => self.lease_failed(supplier, block_id, *lease_id, reason, out),
+            Command::SetSshKeys { account, keys } => self.set_ssh_keys(account, keys, out),
             Command::ReleaseLease { account, lease_id } => {
                 self.release_lease(account, *lease_id, out)
             }

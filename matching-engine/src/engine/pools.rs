@@ -14,7 +14,7 @@ use crate::ladder::Ladder;
 use crate::limits::PRICE_LEVELS_MAX;
 use crate::types::{
     AccountLimits, AuctionMode, BlockStatus, CancelReason, Name, OrderId, OrderStatus, PoolConfig,
-    PriceMicros, Rejection, Side, TimeMs,
+    PriceMicros, Rejection, Side, SshKeys, TimeMs,
 };
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,13 @@ pub(crate) struct Account {
     pub killed: bool,
     pub open_orders: u32,
     pub open_notional: u128,
+    /// Default ssh public keys for its bids (absent from older snapshots: none).
+    #[serde(default = "no_ssh_keys")]
+    pub ssh_keys: SshKeys,
+}
+
+pub(crate) fn no_ssh_keys() -> SshKeys {
+    SshKeys::from(Vec::new())
 }
 
 /// One order book.
@@ -82,11 +89,12 @@ impl Engine {
         let valid = config.price_levels().is_some_and(|n| n <= PRICE_LEVELS_MAX)
             && !config.gpu.is_empty()
             && !config.region.is_empty()
-            && config.id == format!("{}.{}", config.gpu, config.region)
+            && config.id == config.expected_id()
             && config.gpus_per_order_max > 0
             && config.duration_min_s > 0
             && config.duration_min_s <= config.duration_max_s
-            && !matches!(config.auction, AuctionMode::Batch { interval_ms: 0 });
+            && !matches!(config.auction, AuctionMode::Batch { interval_ms: 0 })
+            && config.offering_is_valid();
         if !valid {
             return reject(out, Rejection::PoolConfigInvalid);
         }
@@ -147,6 +155,7 @@ impl Engine {
             killed: false,
             open_orders: 0,
             open_notional: 0,
+            ssh_keys: no_ssh_keys(),
         });
         self.account_index.insert(name, key);
         key

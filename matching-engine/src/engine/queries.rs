@@ -225,11 +225,9 @@ impl Engine {
     }
 
     pub(super) fn lease_view(&self, lease: &Lease) -> LeaseView {
-        let accrued = cost_micros(
-            lease.price,
-            lease.gpus,
-            elapsed_s(lease.started_at, self.now),
-        );
+        let accrued = lease.billed_since().map_or(0, |since| {
+            cost_micros(lease.price, lease.gpus, elapsed_s(since, self.now))
+        });
         self.lease_view_with(lease, None, accrued)
     }
 
@@ -267,6 +265,8 @@ impl Engine {
             ended_at,
             cost_micros: cost,
             nodes: lease.nodes.clone(),
+            access: lease.access.clone(),
+            ssh_public_keys: lease.ssh_public_keys.clone(),
         }
     }
 
@@ -281,6 +281,7 @@ impl Engine {
             gpus_sold: block.leased,
             gpus_unsold: block.unsold,
             gpus_reclaimed: block.reclaimed,
+            gpus_failed: block.failed,
             gpus_reclaiming: block.reclaim_pending,
             reserve_price: block.reserve_price,
             available_from: block.available_from,

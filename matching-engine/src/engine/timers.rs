@@ -10,7 +10,10 @@ use super::Engine;
 use crate::event::Event;
 use crate::keys::{AccountKey, PoolKey};
 use crate::limits::CLIENT_ORDER_ID_TTL_MS;
-use crate::types::{BlockStatus, LeaseId, LeaseStatus, Name, OrderId, OrderStatus, TimeMs};
+use super::handoff::PROVISION_TIMEOUT_REASON;
+use crate::types::{
+    AccessStatus, BlockStatus, LeaseId, LeaseStatus, Name, OrderId, OrderStatus, TimeMs,
+};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 
@@ -25,6 +28,7 @@ pub(crate) enum Timer {
     BlockCloses { serial: u64 },
     Auction { pool: PoolKey },
     ForgetClientOrderId { account: AccountKey, key: Name },
+    ProvisionTimeout { lease: LeaseId },
 }
 
 /// A timer in the queue: ordered by due time, then by when it was scheduled.
@@ -133,6 +137,15 @@ impl Engine {
                 if self.pools[pool].auction_at == Some(self.now) {
                     self.pools[pool].auction_at = None;
                     self.uncross(pool, out);
+                }
+            }
+            Timer::ProvisionTimeout { lease } => {
+                let provisioning = self
+                    .leases
+                    .get(&lease)
+                    .is_some_and(|l| l.access.status == AccessStatus::Provisioning);
+                if provisioning {
+                    self.fail_lease(lease, PROVISION_TIMEOUT_REASON, out);
                 }
             }
             Timer::ForgetClientOrderId { account, key } => {

@@ -27,20 +27,23 @@ const UPSERT_ORDERS: &str = "INSERT INTO orders (id, account, pool, price_micros
 
 const UPSERT_LEASES: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
     price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, notice_s, updated_at) \
+    supplier, preempted_at, emergency, nodes, notice_s, access, ssh_public_keys, updated_at) \
     SELECT u.id, u.order_id, u.buyer, u.pool, u.block_id, u.gpus, u.price_micros, u.status, \
     u.started_at, u.ends_at, u.notice_ends_at, u.ended_at, u.cost_micros, u.lease_no, \
-    u.supplier, u.preempted_at, u.emergency, u.nodes::jsonb, u.notice_s, now() \
+    u.supplier, u.preempted_at, u.emergency, u.nodes::jsonb, u.notice_s, u.access, \
+    u.ssh_public_keys, now() \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[], \
     $7::int8[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::timestamptz[], \
     $12::timestamptz[], $13::int8[], $14::int8[], $15::text[], $16::timestamptz[], $17::bool[], \
-    $18::text[], $19::int4[]) AS u(id, order_id, buyer, pool, block_id, gpus, price_micros, \
-    status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, supplier, \
-    preempted_at, emergency, nodes, notice_s) \
+    $18::text[], $19::int4[], $20::text[], $21::text[]) AS u(id, order_id, buyer, pool, \
+    block_id, gpus, price_micros, status, started_at, ends_at, notice_ends_at, ended_at, \
+    cost_micros, lease_no, supplier, preempted_at, emergency, nodes, notice_s, access, \
+    ssh_public_keys) \
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, ends_at = EXCLUDED.ends_at, \
     notice_ends_at = EXCLUDED.notice_ends_at, ended_at = EXCLUDED.ended_at, \
     cost_micros = EXCLUDED.cost_micros, preempted_at = EXCLUDED.preempted_at, \
-    emergency = EXCLUDED.emergency, nodes = EXCLUDED.nodes, updated_at = now()";
+    emergency = EXCLUDED.emergency, nodes = EXCLUDED.nodes, access = EXCLUDED.access, \
+    updated_at = now()";
 
 const INSERT_TRADES: &str = "INSERT INTO trades (id, pool, price_micros, gpus, order_id, \
     lease_id, buyer, supplier, block_id, maker_side, at) \
@@ -49,19 +52,22 @@ const INSERT_TRADES: &str = "INSERT INTO trades (id, pool, price_micros, gpus, o
 
 const UPSERT_BLOCKS: &str = "INSERT INTO blocks (supplier, block_id, pool, status, gpus, \
     gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, reserve_price_micros, \
-    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at) \
+    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at, \
+    gpus_failed) \
     SELECT u.supplier, u.block_id, u.pool, u.status, u.gpus, u.gpus_sold, u.gpus_unsold, \
     u.gpus_reclaimed, u.gpus_reclaiming, u.reserve_price_micros, u.available_from, \
-    u.available_until, u.revenue_micros, u.reclaim_forecast_at, u.nodes::jsonb, u.updated_at \
+    u.available_until, u.revenue_micros, u.reclaim_forecast_at, u.nodes::jsonb, u.updated_at, \
+    u.gpus_failed \
     FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::int4[], \
     $7::int4[], $8::int4[], $9::int4[], $10::int8[], $11::timestamptz[], $12::timestamptz[], \
-    $13::int8[], $14::timestamptz[], $15::text[], $16::timestamptz[]) AS u(supplier, block_id, \
-    pool, status, gpus, gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, \
-    reserve_price_micros, available_from, available_until, revenue_micros, reclaim_forecast_at, \
-    nodes, updated_at) \
+    $13::int8[], $14::timestamptz[], $15::text[], $16::timestamptz[], $17::int4[]) \
+    AS u(supplier, block_id, pool, status, gpus, gpus_sold, gpus_unsold, gpus_reclaimed, \
+    gpus_reclaiming, reserve_price_micros, available_from, available_until, revenue_micros, \
+    reclaim_forecast_at, nodes, updated_at, gpus_failed) \
     ON CONFLICT (supplier, block_id) DO UPDATE SET status = EXCLUDED.status, \
     gpus = EXCLUDED.gpus, gpus_sold = EXCLUDED.gpus_sold, gpus_unsold = EXCLUDED.gpus_unsold, \
     gpus_reclaimed = EXCLUDED.gpus_reclaimed, gpus_reclaiming = EXCLUDED.gpus_reclaiming, \
+    gpus_failed = EXCLUDED.gpus_failed, \
     reserve_price_micros = EXCLUDED.reserve_price_micros, \
     available_from = EXCLUDED.available_from, available_until = EXCLUDED.available_until, \
     revenue_micros = EXCLUDED.revenue_micros, reclaim_forecast_at = EXCLUDED.reclaim_forecast_at, \

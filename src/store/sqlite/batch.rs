@@ -36,13 +36,14 @@ const UPSERT_ORDER: &str = "INSERT INTO orders (id, account, pool, price_micros,
 
 const UPSERT_LEASE: &str = "INSERT INTO leases (id, order_id, buyer, pool, block_id, gpus, \
     price_micros, status, started_at, ends_at, notice_ends_at, ended_at, cost_micros, lease_no, \
-    supplier, preempted_at, emergency, nodes, notice_s, updated_at) \
+    supplier, preempted_at, emergency, nodes, notice_s, access, ssh_public_keys, updated_at) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
-    ?20) \
+    ?20, ?21, ?22) \
     ON CONFLICT (id) DO UPDATE SET status = excluded.status, ends_at = excluded.ends_at, \
     notice_ends_at = excluded.notice_ends_at, ended_at = excluded.ended_at, \
     cost_micros = excluded.cost_micros, preempted_at = excluded.preempted_at, \
-    emergency = excluded.emergency, nodes = excluded.nodes, updated_at = excluded.updated_at";
+    emergency = excluded.emergency, nodes = excluded.nodes, access = excluded.access, \
+    updated_at = excluded.updated_at";
 
 const INSERT_TRADE: &str = "INSERT INTO trades (id, pool, price_micros, gpus, order_id, \
     lease_id, buyer, supplier, block_id, maker_side, at) \
@@ -50,11 +51,13 @@ const INSERT_TRADE: &str = "INSERT INTO trades (id, pool, price_micros, gpus, or
 
 const UPSERT_BLOCK: &str = "INSERT INTO blocks (supplier, block_id, pool, status, gpus, \
     gpus_sold, gpus_unsold, gpus_reclaimed, gpus_reclaiming, reserve_price_micros, \
-    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
+    available_from, available_until, revenue_micros, reclaim_forecast_at, nodes, updated_at, \
+    gpus_failed) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) \
     ON CONFLICT (supplier, block_id) DO UPDATE SET status = excluded.status, \
     gpus = excluded.gpus, gpus_sold = excluded.gpus_sold, gpus_unsold = excluded.gpus_unsold, \
     gpus_reclaimed = excluded.gpus_reclaimed, gpus_reclaiming = excluded.gpus_reclaiming, \
+    gpus_failed = excluded.gpus_failed, \
     reserve_price_micros = excluded.reserve_price_micros, \
     available_from = excluded.available_from, available_until = excluded.available_until, \
     revenue_micros = excluded.revenue_micros, reclaim_forecast_at = excluded.reclaim_forecast_at, \
