@@ -30,8 +30,8 @@ use crate::limits::{
 use crate::sequencer::SequencerHandle;
 use crate::timestamp::now_ms;
 use matching_engine::{
-    BlockView, Engine, Event, LeaseId, LeaseStatus, LeaseView, Level, Name, OrderView, PriceMicros, Side,
-    TimeMs, TradeView,
+    BlockView, Engine, Event, LeaseId, LeaseStatus, LeaseView, Level, Name, OrderView, PriceMicros,
+    Side, TimeMs, TradeView,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -793,6 +793,8 @@ mod tests {
             ended_at: None,
             cost_micros: 0,
             nodes: vec![],
+            access: matching_engine::Access::provisioning(),
+            ssh_public_keys: None,
         };
         feed.publish(
             1,

@@ -180,6 +180,15 @@ pub const DEMO_BLOCK_GPUS_MAX: u32 = 64;
 /// How long a simulated buyer leaves an unfilled bid resting before cancelling it.
 pub const DEMO_BID_AGE_MAX: Duration = Duration::from_secs(90);
 
+/// How long (simulated seconds) a demo provisioner takes to hand a lease over.
+pub const DEMO_PROVISION_SIM_S: std::ops::Range<f64> = 20.0..180.0;
+
+/// The shortest real wait before a demo lease is ready, so the page shows it provisioning.
+pub const DEMO_PROVISION_MIN: Duration = Duration::from_millis(300);
+
+/// Share of demo leases whose provisioning fails.
+pub const DEMO_PROVISION_FAILURE_RATE: f64 = 0.03;
+
 /// First and last wait between attempts to rebuild from the database after a failed commit
 /// (doubling in between): quick recovery from a blip, no hammering of a database that is down.
 pub const RECOVERY_RETRY_MIN: Duration = Duration::from_millis(200);

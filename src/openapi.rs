@@ -434,7 +434,10 @@ pub fn build(endpoints: &[Endpoint]) -> OpenApi {
                 "leases",
                 "Leases and their lease tokens (role buyer); the lease key's JWKS (public)",
             ),
-            tag("account", "The buyer's default ssh public keys (role buyer)"),
+            tag(
+                "account",
+                "The buyer's default ssh public keys (role buyer)",
+            ),
             tag(
                 "capacity",
                 "Capacity blocks and their leases' handoff (role supplier)",

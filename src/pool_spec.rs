@@ -20,7 +20,10 @@ use std::path::Path;
 #[schema(example = json!({"gpu": "h100-sxm", "region": "us-east"}))]
 pub struct PoolSpec {
     /// `<gpu>.<region>`; optional, but must match when given.
-    #[schema(pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$", max_length = 64)]
+    #[schema(
+        pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$",
+        max_length = 64
+    )]
     pub id: Option<String>,
     /// GPU model.
     #[schema(

@@ -12,8 +12,8 @@
 
 use crate::limits::{
     ACCOUNT_ID_BYTES_MAX, BLOCK_ID_BYTES_MAX, CLIENT_ORDER_ID_BYTES_MAX, ENDPOINT_HOST_BYTES_MAX,
-    ENDPOINT_URL_BYTES_MAX, ENDPOINT_USER_BYTES_MAX, FAILURE_REASON_BYTES_MAX,
-    NODE_NAME_BYTES_MAX, POOL_ID_BYTES_MAX,
+    ENDPOINT_URL_BYTES_MAX, ENDPOINT_USER_BYTES_MAX, FAILURE_REASON_BYTES_MAX, NODE_NAME_BYTES_MAX,
+    POOL_ID_BYTES_MAX,
 };
 use matching_engine::limits::NODES_PER_BLOCK_MAX;
 use matching_engine::{Endpoint, Rejection};
@@ -200,7 +200,13 @@ mod tests {
             assert!(endpoints(&[bad.clone()]).is_err(), "{bad:?}");
         }
         assert_eq!(endpoint_url("https://gw.example/v1"), Ok(()));
-        for bad in ["", "ftp://x", "https://", "https://a b", "javascript:alert(1)"] {
+        for bad in [
+            "",
+            "ftp://x",
+            "https://",
+            "https://a b",
+            "javascript:alert(1)",
+        ] {
             assert!(endpoint_url(bad).is_err(), "{bad:?}");
         }
         assert_eq!(failure_reason("disk failed"), Ok(()));

@@ -59,6 +59,14 @@ function fmtPrice(micros, decimals = state.decimals) {
   return `${whole}.${frac}`;
 }
 
+// A model pool's price per million tokens for a price per GPU-hour (DESIGN section 12):
+// price / (tokens_per_s_per_gpu * 3600) * 1e6, rounded down, in micro-dollars; null for
+// bare-metal pools. Integer arithmetic stays exact: micros * 1e6 < 2^53 for any price in band.
+function perMillionTokens(pool, micros) {
+  if (!pool || pool.offering !== 'model' || !pool.tokens_per_s_per_gpu || micros === null) return null;
+  return Math.floor((micros * 1e6) / (pool.tokens_per_s_per_gpu * 3600));
+}
+
 const intFmt = new Intl.NumberFormat('en-US');
 function fmtInt(n) { return intFmt.format(n); }
 
@@ -94,7 +102,7 @@ async function loadPools() {
   for (const p of state.pools) {
     const opt = document.createElement('option');
     opt.value = p.id;
-    opt.textContent = p.id;
+    opt.textContent = p.offering === 'model' ? `${p.id} (model API)` : p.id;
     select.appendChild(opt);
   }
   for (const p of state.pools) {
@@ -535,6 +543,14 @@ function drawCapacity() {
     btn.textContent = p.id;
     btn.addEventListener('click', () => selectPool(p.id));
     name.appendChild(btn);
+    if (p.offering === 'model') {
+      // Model pools sell GPUs of a model deployment: show what a million tokens costs.
+      const tag = document.createElement('span');
+      tag.className = 'model-tag';
+      const perM = perMillionTokens(p, toMicros(p.best_ask));
+      tag.textContent = perM === null ? 'model API' : `model API · $${fmtPrice(perM, 2)} / 1M tokens`;
+      name.appendChild(tag);
+    }
     const cells = [c.idle, c.leased, c.reclaiming].map((v, i) => {
       const td = document.createElement('td');
       td.className = i === 2 && v > 0 ? 'num reclaiming' : 'num';
@@ -571,6 +587,10 @@ function drawTicker() {
   $('t-bid').textContent = fmtPrice(bestBid);
   $('t-ask').textContent = fmtPrice(bestAsk);
   $('t-spread').textContent = bestBid !== null && bestAsk !== null ? fmtPrice(bestAsk - bestBid) : '—';
+  const pool = state.pools.find((p) => p.id === state.pool);
+  const perM = pool && pool.offering === 'model' ? perMillionTokens(pool, bestAsk) : null;
+  $('t-tokens-wrap').hidden = !(pool && pool.offering === 'model');
+  $('t-tokens').textContent = perM === null ? '—' : fmtPrice(perM, 2);
   const s = state.stats;
   $('t-range').textContent = s && s.price_min ? `${fmtPrice(toMicros(s.price_min))}–${fmtPrice(toMicros(s.price_max))}` : '—';
   $('t-volume').textContent = s ? `${fmtInt(Math.round(s.volume_gpu_hours))} GPU-h` : '—';

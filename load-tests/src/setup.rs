@@ -68,6 +68,7 @@ pub fn bid(account: String, price_ticks: u32, gpus: u32, tif: TimeInForce) -> Co
         expires_at: None,
         persistent: false,
         client_order_id: None,
+        ssh_public_keys: Vec::new(),
     })
 }
 

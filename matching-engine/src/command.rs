@@ -2,7 +2,8 @@
 //! replays them; each is applied at the time the sequencer stamped on it.
 
 use crate::types::{
-    AccountLimits, Endpoint, LeaseId, NodeGpus, OrderId, PoolConfig, PriceMicros, TimeInForce, TimeMs,
+    AccountLimits, Endpoint, LeaseId, NodeGpus, OrderId, PoolConfig, PriceMicros, TimeInForce,
+    TimeMs,
 };
 use serde::{Deserialize, Serialize};
 

@@ -22,7 +22,8 @@ mod snapshot;
 mod types;
 
 pub use command::{
-    AmendBid, Command, KillTarget, LeaseReady, PlaceBid, ReclaimCapacity, ReleaseCapacity, UpdateCapacity,
+    AmendBid, Command, KillTarget, LeaseReady, PlaceBid, ReclaimCapacity, ReleaseCapacity,
+    UpdateCapacity,
 };
 pub use engine::Engine;
 pub use event::{

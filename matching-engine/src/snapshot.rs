@@ -7,9 +7,7 @@
 use crate::engine::{Account, Bid, Block, Engine, Lease, Pool, Scheduled};
 use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey, SlabKey};
 use crate::ladder::{Ladder, Links};
-use crate::types::{
-    AccountLimits, Name, OrderId, PoolConfig, PriceMicros, Side, SshKeys, TimeMs,
-};
+use crate::types::{AccountLimits, Name, OrderId, PoolConfig, PriceMicros, Side, SshKeys, TimeMs};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
 use std::hash::{Hash, Hasher};

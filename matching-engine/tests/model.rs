@@ -2,13 +2,16 @@
 //! generator the property and replay tests share.
 //!
 //! The model is written from the rulebook (`matching-engine/README.md`) and DESIGN sections 2-4,
-//! not from `engine.rs`: every bid, block, lease and timer lives in a plain `Vec`; the book is
+//! 11 and 12 (the handoff: leases provisioning until ready, billing from `ready_at`, failures
+//! and provisioning timeouts, ssh keys, model pools), not from `engine/`: every bid, block, lease and timer lives in a plain `Vec`; the book is
 //! not stored at all but recomputed by filtering and sorting those `Vec`s whenever it is needed
 //! (no ladders, no slabs, no linked lists, no incremental totals). Slow, and obviously right is
 //! the point: the engine's events and views must equal the model's after every command.
 //!
 //! Where the rulebook is silent, the model follows the engine's documented behaviour (the doc
-//! comments of the public types); each such choice is marked `Rulebook silent:`.
+//! comments of the public types); each such choice is marked `Rulebook silent`. One convention
+//! the events depend on: a lease's end is scheduled before its provisioning timeout, so of two
+//! timers due at the same moment the older fires first.
 //!
 //! This file is included as a module by `property.rs` and `replay.rs`; cargo also builds it as
 //! a test target of its own, which has no tests (hence the `allow(dead_code)`).
@@ -306,7 +309,8 @@ impl Model {
                 reason,
             } => self.lease_failed(supplier, block_id, *lease_id, reason),
             Command::SetSshKeys { account, keys } => {
-                self.default_ssh_keys.retain(|(holder, _)| holder != account);
+                self.default_ssh_keys
+                    .retain(|(holder, _)| holder != account);
                 self.default_ssh_keys.push((account.clone(), keys.clone()));
                 self.emit(Event::SshKeysChanged {
                     account: name(account),
@@ -787,7 +791,7 @@ impl Model {
         let valid = levels.is_some_and(|n| n <= PRICE_LEVELS_MAX)
             && !config.gpu.is_empty()
             && !config.region.is_empty()
-            && config.id == format!("{}.{}", config.gpu, config.region)
+            && config.id == format!("{}.{}", pool_named_after(config), config.region)
             && config.gpus_per_order_max > 0
             && config.duration_min_s > 0
             && config.duration_min_s <= config.duration_max_s
@@ -1630,7 +1634,8 @@ impl Model {
         }
         let free_within_s = self.pool(&lease.pool).config.free_if_preempted_within_s;
         // DESIGN section 11: billed from `ready_at` (never ready: nothing), and the free first
-        // hour counts from `ready_at` too.
+        // hour counts from `ready_at` too. Rulebook silent on notice given before the lease was
+        // ready: the notice came within the free window of ready (before it), so it is free.
         let owed = match lease.handoff.ready_at {
             None => 0,
             Some(ready_at)
@@ -1701,10 +1706,12 @@ impl Model {
 
     // ----- the handoff (DESIGN section 11) --------------------------------------------------
 
-    /// The running lease `id`, when it is on `supplier`'s block `block_id`.
+    /// The running lease `id`, when it is on `supplier`'s block `block_id` (rulebook: an
+    /// empty `block_id` names any of the supplier's blocks; a capacity signal may leave it
+    /// out).
     fn supplied_lease(&self, supplier: &str, block_id: &str, id: LeaseId) -> Option<Lease> {
         self.lease(id)
-            .filter(|l| l.supplier == supplier && l.block_id == block_id)
+            .filter(|l| l.supplier == supplier && (block_id.is_empty() || l.block_id == block_id))
             .cloned()
     }
 
@@ -2186,6 +2193,15 @@ impl Model {
     }
 }
 
+/// DESIGN sections 3 and 12: a pool's id is `<gpu>.<region>`, a model pool's
+/// `<model>.<region>`.
+fn pool_named_after(config: &PoolConfig) -> &str {
+    match (config.offering, &config.model) {
+        (Offering::Model, Some(model)) => model,
+        _ => &config.gpu,
+    }
+}
+
 /// DESIGN section 12: a model pool names its model and guarantees a throughput per GPU; a
 /// bare-metal pool does neither.
 fn offering_settings_agree(config: &PoolConfig) -> bool {
@@ -2230,9 +2246,9 @@ impl Model {
 pub mod random {
     use super::{Block, Lease, Model};
     use matching_engine::{
-        AccessStatus, AccountLimits, AmendBid, AuctionMode, Command, Endpoint, Handoff,
-        KillTarget, LeaseId, LeaseReady, NodeGpus, Offering, OrderId, PlaceBid, PoolConfig,
-        PriceMicros, ReclaimCapacity, ReleaseCapacity, TimeInForce, TimeMs, UpdateCapacity,
+        AccessStatus, AccountLimits, AmendBid, AuctionMode, Command, Endpoint, Handoff, KillTarget,
+        LeaseId, LeaseReady, NodeGpus, Offering, OrderId, PlaceBid, PoolConfig, PriceMicros,
+        ReclaimCapacity, ReleaseCapacity, TimeInForce, TimeMs, UpdateCapacity,
     };
     use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
@@ -2257,8 +2273,9 @@ pub mod random {
     pub const UNKNOWN_POOL: &str = "tpu-v5.mars";
     /// A pool the generator may create halfway through a run.
     pub const LATE_POOL: (&str, &str) = ("h200", "ap-south");
-    /// The model pool of every seed (DESIGN section 12).
-    pub const MODEL_POOL: (&str, &str) = ("llama-3.1-8b", "us-central");
+    /// The model pool of every seed (DESIGN section 12): its model, the GPU its deployment
+    /// runs on, its region.
+    pub const MODEL_POOL: (&str, &str, &str) = ("llama-3.1-8b-instruct", "l4", "us-central");
     /// OpenSSH public keys buyers put on bids and set as defaults (the engine takes them as
     /// already checked).
     const SSH_KEYS: [&str; 3] = [
@@ -2561,7 +2578,10 @@ pub mod random {
         /// A running lease (mostly one still provisioning) and who reports on it: mostly its
         /// block's supplier, sometimes another supplier or another block id, sometimes about a
         /// lease nobody has.
-        fn lease_and_reporter(&mut self, model: &Model) -> (Option<Lease>, String, String, LeaseId) {
+        fn lease_and_reporter(
+            &mut self,
+            model: &Model,
+        ) -> (Option<Lease>, String, String, LeaseId) {
             let provisioning: Vec<&Lease> = model
                 .leases
                 .iter()
@@ -2584,10 +2604,11 @@ pub mod random {
             } else {
                 lease.supplier.clone()
             };
-            let block_id = if self.chance(5) {
-                format!("blk-{}", self.rng.gen_range(0..6))
-            } else {
-                lease.block_id.clone()
+            let block_id = match self.rng.gen_range(0..100) {
+                0..=4 => format!("blk-{}", self.rng.gen_range(0..6)),
+                // A capacity signal that leaves the block out.
+                5..=9 => String::new(),
+                _ => lease.block_id.clone(),
             };
             let id = lease.id;
             (Some(lease), supplier, block_id, id)
@@ -2596,8 +2617,12 @@ pub mod random {
         fn endpoint_to(&mut self, node: Option<&str>) -> Endpoint {
             Endpoint {
                 node: node.map(Into::into),
-                host: format!("10.0.{}.{}", self.rng.gen_range(0..4), self.rng.gen_range(1..255))
-                    .into(),
+                host: format!(
+                    "10.0.{}.{}",
+                    self.rng.gen_range(0..4),
+                    self.rng.gen_range(1..255)
+                )
+                .into(),
                 port: self.pick(&[22, 2222]),
                 user: "ubuntu".into(),
             }
@@ -3079,10 +3104,13 @@ pub mod random {
         };
         l4.provision_timeout_s = pick(&[30, 600]);
 
-        let (model, region) = MODEL_POOL;
-        let mut llama = PoolConfig::with_defaults(model, region);
-        llama.offering = Offering::Model;
-        llama.model = Some(format!("{model}-instruct"));
+        let (model, gpu, region) = MODEL_POOL;
+        let mut llama = PoolConfig {
+            id: format!("{model}.{region}"),
+            offering: Offering::Model,
+            model: Some(model.to_owned()),
+            ..PoolConfig::with_defaults(gpu, region)
+        };
         llama.tokens_per_s_per_gpu = pick(&[1_500, 2_500]);
         llama.price_max = PriceMicros(llama.price_min.0 + llama.tick.0 * pick(&[8, 20]) as u64);
         llama.gpus_per_order_max = pick(&[4, 8]);

@@ -3,10 +3,18 @@
 //!
 //! After every command: the engine's events must equal the model's exactly; every observable
 //! view (pool summaries, full depth, each account's orders, leases and blocks, quotes, limits,
-//! the next timer) must equal the model's; and the invariants hold: no Open bid of a running
-//! continuous pool could execute now, and per block `sold + unsold + reclaimed == gpus`, its
-//! running leases add up to `sold` and none outlives its window. Every few hundred commands the
-//! engine is swapped for one restored from its snapshot's JSON, and the comparison goes on.
+//! default ssh keys, the next timer) must equal the model's; `Engine::assert_invariants` holds;
+//! and so do the invariants seen through the views: no Open bid of a running continuous pool
+//! could execute now, and per block `sold + unsold + reclaimed == gpus` with `failed <=
+//! reclaimed`, its running leases add up to `sold` and none outlives its window, and a running
+//! lease is provisioning (costing nothing) or ready (with `ready_at`), never carrying keys in a
+//! model pool. Every few hundred commands the engine is swapped for one restored from its
+//! snapshot's JSON, and the comparison goes on.
+//!
+//! The pools of a seed include both handoff kinds and a model pool, with provisioning timeouts
+//! short enough to fire; the commands include the supplier's `ready` (mostly fitting, sometimes
+//! from the wrong supplier, about the wrong block or naming a node the lease does not hold) and
+//! `failed`, default ssh keys and bids with keys.
 //!
 //! Environment:
 //! - `OFFPEAK_PROPTEST_SEED`: the base seed (decimal or `0x` hex); seed `k` of a run is
@@ -378,14 +386,19 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), String> {
                 // `ready_at`); a failed one has ended. Model pools never carry keys.
                 let access = &lease.access;
                 let consistent = match access.status {
-                    AccessStatus::Provisioning => access.ready_at.is_none() && lease.cost_micros == 0,
+                    AccessStatus::Provisioning => {
+                        access.ready_at.is_none() && lease.cost_micros == 0
+                    }
                     AccessStatus::Ready => access.ready_at.is_some(),
                     AccessStatus::Failed => false,
                 };
                 let model_pool = engine
                     .pool(&lease.pool)
                     .is_some_and(|p| p.config.offering == Offering::Model);
-                if !consistent || access.reason.is_some() || (model_pool && lease.ssh_public_keys.is_some()) {
+                if !consistent
+                    || access.reason.is_some()
+                    || (model_pool && lease.ssh_public_keys.is_some())
+                {
                     return Err(format!("lease {}: running with {lease:#?}", lease.id));
                 }
                 let on_nodes: u32 = lease.nodes.iter().map(|n| n.gpus).sum();
@@ -492,7 +505,11 @@ impl Coverage {
                         .ready_at
                         .is_some_and(|ready_at| ready_at > lease.started_at);
                     if lease.status == LeaseStatus::Preempted && ready_after_start {
-                        let billed = if lease.cost_micros > 0 { "billed" } else { "free" };
+                        let billed = if lease.cost_micros > 0 {
+                            "billed"
+                        } else {
+                            "free"
+                        };
                         self.bump(format!("lease preempted, {billed} from ready"));
                     }
                     if lease.ended_at.is_some() && ready_after_start && lease.cost_micros > 0 {
@@ -500,6 +517,12 @@ impl Coverage {
                     }
                     if lease.ended_at.is_none() && lease.access.status == AccessStatus::Ready {
                         self.bump("lease ready".into());
+                        if lease.access.endpoint.is_some() {
+                            self.bump("lease ready, model gateway".into());
+                        }
+                        if lease.access.endpoints.iter().any(|e| e.node.is_some()) {
+                            self.bump("lease ready, machines on nodes".into());
+                        }
                     }
                     if let Some(reason) = &lease.access.reason {
                         let why = if &**reason == "provision_timeout" {
@@ -624,6 +647,8 @@ impl Coverage {
             "SshKeysChanged",
             "lease Failed",
             "lease ready",
+            "lease ready, model gateway",
+            "lease ready, machines on nodes",
             "lease opened ready",
             "lease opened with ssh keys",
             "lease failed, provision timeout",

@@ -58,6 +58,18 @@ impl CliError {
         }
     }
 
+    /// A refusal the CLI decides itself from what the server answered (exit 1, as for a
+    /// 4xx): `offpeak ssh` on a lease that is not ready, say. The body has the server's error
+    /// shape, so `--json` prints the same kind of JSON on stderr either way.
+    pub fn refused(code: &str, message: impl Into<String>) -> CliError {
+        let message = message.into();
+        CliError {
+            outcome: Outcome::Refused,
+            body: Some(serde_json::json!({"error": {"code": code, "message": message}})),
+            message: format!("{code}: {message}"),
+        }
+    }
+
     /// The server's error code (`unknown_pool`, `kill_switch`, ...), when it sent one.
     pub fn code(&self) -> Option<&str> {
         self.body.as_ref()?["error"]["code"].as_str()

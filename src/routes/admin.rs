@@ -123,7 +123,10 @@ pub struct KillSwitchBody {
     )]
     account: Option<String>,
     /// A pool to halt.
-    #[schema(pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$", max_length = 64)]
+    #[schema(
+        pattern = r"^[a-z0-9][a-z0-9.-]{0,31}\.[a-z0-9-]{1,31}$",
+        max_length = 64
+    )]
     pool: Option<String>,
     /// Engage (true) or lift (false).
     engaged: bool,

@@ -48,7 +48,7 @@ pub const TOKEN_ERRORS: &[ApiError] = &[
 /// `PUT /v1/account/ssh-keys`, and its answer.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkq7KP4lbpmvKMBQL1ClrHMpavJUVWCrGd7SIbafAhS alice@laptop"]}))]
+#[schema(example = json!({"keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC5k3K7KDeQvz2YfHkn5XCT+dAunPX0yMg638MMYjOo9 alice@laptop"]}))]
 pub struct SshKeysBody {
     /// OpenSSH public keys (`ssh-ed25519`, `ecdsa-sha2-nistp256`, or `ssh-rsa` of at least
     /// 2048 bits), at most 8; an empty list clears them.
@@ -304,7 +304,10 @@ pub async fn token(
         return Err(ApiError::LeaseNotReady);
     }
     let now_s = crate::timestamp::now_ms().0.max(0) as u64 / 1000;
-    let lease_end = lease.notice_ends_at.unwrap_or(lease.ends_at).min(lease.ends_at);
+    let lease_end = lease
+        .notice_ends_at
+        .unwrap_or(lease.ends_at)
+        .min(lease.ends_at);
     let exp = ((lease_end.0.max(0) as u64) / 1000).min(now_s + LEASE_TOKEN_TTL_MAX.as_secs());
     if exp <= now_s {
         return Err(ApiError::LeaseNotReady);

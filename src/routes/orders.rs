@@ -98,7 +98,7 @@ pub struct PlaceOrderBody {
     /// OpenSSH public keys for the leases' machines (`ssh-ed25519`, `ecdsa-sha2-nistp256`, or
     /// `ssh-rsa` of at least 2048 bits); absent means the account's default keys
     /// (`PUT /v1/account/ssh-keys`). Ignored by model pools.
-    #[schema(max_items = 8, example = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOkq7KP4lbpmvKMBQL1ClrHMpavJUVWCrGd7SIbafAhS alice@laptop"]))]
+    #[schema(max_items = 8, example = json!(["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC5k3K7KDeQvz2YfHkn5XCT+dAunPX0yMg638MMYjOo9 alice@laptop"]))]
     ssh_public_keys: Option<Vec<String>>,
 }
 

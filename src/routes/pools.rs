@@ -168,8 +168,16 @@ pub async fn book(
     Ok(HttpResponse::Ok().json(BookJson {
         pool,
         seq,
-        bids: book.bids.iter().map(|l| LevelJson::of(l, &config)).collect(),
-        asks: book.asks.iter().map(|l| LevelJson::of(l, &config)).collect(),
+        bids: book
+            .bids
+            .iter()
+            .map(|l| LevelJson::of(l, &config))
+            .collect(),
+        asks: book
+            .asks
+            .iter()
+            .map(|l| LevelJson::of(l, &config))
+            .collect(),
     }))
 }
 

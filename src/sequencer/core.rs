@@ -334,6 +334,7 @@ mod tests {
             expires_at: None,
             persistent: false,
             client_order_id: None,
+            ssh_public_keys: Vec::new(),
         })
     }
 

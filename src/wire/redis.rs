@@ -75,7 +75,10 @@ pub fn lease_event_fields(record: &LeaseEventRecord) -> Vec<(String, String)> {
         }
         "failed" => {
             if let Some(lease) = &record.lease {
-                put("reason", lease.access.reason.as_deref().unwrap_or("").to_owned());
+                put(
+                    "reason",
+                    lease.access.reason.as_deref().unwrap_or("").to_owned(),
+                );
                 if let Some(ended) = lease.ended_at {
                     put("ended_at", format_rfc3339(ended));
                 }

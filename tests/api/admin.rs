@@ -133,7 +133,7 @@ async fn admins_create_and_reconfigure_pools() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["pool"]["tick"], "0.05");
     let (_, pools) = app.get("/v1/pools", None).await;
-    assert_eq!(pools["pools"].as_array().unwrap().len(), 5);
+    assert_eq!(pools["pools"].as_array().unwrap().len(), 6);
     let (status, body) = app
         .put(
             "/v1/admin/pools/b200.us-west",

@@ -85,7 +85,7 @@ async fn every_cli_command_works_against_a_real_server() {
     };
 
     let pools = supplier.json(&["pools"]).await;
-    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(4), "{pools}");
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(5), "{pools}");
     let table = supplier.run(&["pools"]).await;
     assert_eq!(table.code, 0);
     assert!(table.stdout.starts_with("POOL "), "{}", table.stdout);
@@ -896,7 +896,7 @@ async fn admin_commands_configure_pools_switches_limits_and_read_the_state_hash(
     assert_eq!(table.code, 0, "{}", table.stderr);
     assert!(table.stdout.contains("batch/500ms"), "{}", table.stdout);
     let pools = buyer.json(&["pools"]).await;
-    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(5), "{pools}");
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(6), "{pools}");
 
     // Kill switches: a pool halts, an account is refused.
     let halted = admin

@@ -23,18 +23,26 @@ async fn the_demo_produces_trades_and_preemptions_quickly() {
         },
     )
     .expect("valid options");
-    let (mut trades, mut preemptions, mut releases) = (0u64, 0u64, 0u64);
+    let (mut trades, mut preemptions, mut releases, mut handed_over) = (0u64, 0u64, 0u64, 0u64);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    while trades == 0 || preemptions == 0 {
+    while trades == 0 || preemptions == 0 || handed_over == 0 {
         let batch = match tokio::time::timeout_at(deadline, batches.recv()).await {
             Ok(Ok(batch)) => batch,
             Ok(Err(RecvError::Lagged(_))) => continue,
             Ok(Err(RecvError::Closed)) => panic!("the sequencer stopped"),
             Err(_) => panic!(
-                "within 120 s: {trades} trades, {preemptions} preemptions, {releases} blocks"
+                "within 120 s: {trades} trades, {preemptions} preemptions, {releases} blocks, \
+                 {handed_over} leases handed over"
             ),
         };
         for record in &batch.records {
+            // The schedulers' provisioners hand leases over with endpoints.
+            if let matching_engine::Command::LeaseReady(ready) = &record.command {
+                let has_access = !ready.endpoints.is_empty() || ready.endpoint.is_some();
+                if has_access && offpeak::routes::rejection(&record.events).is_none() {
+                    handed_over += 1;
+                }
+            }
             for event in &record.events {
                 match event {
                     Event::Traded { .. } => trades += 1,

@@ -227,7 +227,7 @@ async fn without_a_database_url_the_server_keeps_its_state_in_sqlite() {
     let app = EmbeddedApp::spawn().await;
     let (status, pools) = app.get("/v1/pools", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(4), "{pools}");
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(5), "{pools}");
     trade_a_little(&app).await;
     let file = app
         .data_dir
@@ -311,4 +311,71 @@ async fn without_a_snapshot_the_sqlite_journal_is_replayed_whole() {
     drop(conn);
     let app = EmbeddedApp::spawn_in(dir).await;
     assert_eq!(app.state_hash().await, before);
+}
+
+#[tokio::test]
+async fn the_handoff_is_stored_and_replayed_on_sqlite() {
+    let app = EmbeddedApp::spawn().await;
+    let (supplier, buyer) = (token("dc1", "supplier"), token("acme", "buyer"));
+    let (status, body) = app
+        .post(
+            "/v1/capacity",
+            Some(&supplier),
+            json!({"block_id": "b1", "pool": POOL, "gpus": 8, "reserve_price": "1.50",
+                   "available_until": rfc3339_in(3 * 3600)}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let order = json!({"pool": POOL, "gpus": 4, "price": "2.00", "duration_s": 3600,
+                       "ssh_public_keys": [crate::handoff::ED25519_KEY]});
+    let mut leases = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = app.post("/v1/orders", Some(&buyer), order.clone()).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        leases.push(body["leases"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let (status, body) = app
+        .post(
+            &format!("/v1/capacity/b1/leases/{}/ready", leases[0]),
+            Some(&supplier),
+            json!({"endpoints": [{"host": "10.1.0.1", "port": 22, "user": "ubuntu"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = app
+        .post(
+            &format!("/v1/capacity/b1/leases/{}/failed", leases[1]),
+            Some(&supplier),
+            json!({"reason": "no power"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let before = app.state_hash().await;
+    let dir = app.stop().await;
+    let conn = rusqlite::Connection::open(dir.path().join(offpeak::store::sqlite::DATABASE_FILE))
+        .expect("open the file");
+    let (status, access): (String, String) = conn
+        .query_row(
+            "SELECT status, access FROM leases WHERE id = ?1",
+            [&leases[1]],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the failed lease's row");
+    assert_eq!(status, "failed");
+    assert!(access.contains("no power"), "{access}");
+    let failed: i64 = conn
+        .query_row(
+            "SELECT gpus_failed FROM blocks WHERE block_id = 'b1'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(failed, 4);
+    drop(conn);
+    let app = EmbeddedApp::spawn_in(dir).await;
+    assert_eq!(app.state_hash().await, before);
+    let (_, lease) = app
+        .get(&format!("/v1/leases/{}", leases[0]), Some(&buyer))
+        .await;
+    assert_eq!(lease["lease"]["access"]["endpoints"][0]["host"], "10.1.0.1");
 }

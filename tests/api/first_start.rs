@@ -181,7 +181,8 @@ async fn a_fresh_start_with_no_environment_serves_trades_and_comes_back_after_ct
             "a100-80gb.eu-west",
             "a100-80gb.us-east",
             "h100-sxm.eu-west",
-            "h100-sxm.us-east"
+            "h100-sxm.us-east",
+            "llama-3.1-70b-instruct.us-east"
         ]
     );
 

@@ -9,6 +9,7 @@ mod crash;
 mod demo;
 mod embedded;
 mod first_start;
+mod handoff;
 mod health;
 mod helpers;
 mod leases;

@@ -22,7 +22,8 @@ async fn a_fresh_journal_gets_h100_and_a100_in_two_regions() {
             "a100-80gb.eu-west",
             "a100-80gb.us-east",
             "h100-sxm.eu-west",
-            "h100-sxm.us-east"
+            "h100-sxm.us-east",
+            "llama-3.1-70b-instruct.us-east"
         ]
     );
     let pool = &body["pools"][3];

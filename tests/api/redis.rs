@@ -426,7 +426,154 @@ on_both_buses!(
     a_signal_delivered_twice_changes_the_state_once,
     a_signal_left_pending_by_a_dead_consumer_is_applied_once_by_the_next,
     poison_signals_go_to_the_dead_letters_and_the_consumer_keeps_going,
+    a_provisioner_hands_leases_over_through_the_streams_exactly_once,
 );
+
+/// The lease events of one lease, in order, as `(event, fields)`.
+async fn events_of(signals: &Signals, lease_id: &str) -> Vec<HashMap<String, String>> {
+    signals
+        .lease_events()
+        .await
+        .into_iter()
+        .map(|(_, fields)| fields)
+        .filter(|f| f.get("lease_id").map(String::as_str) == Some(lease_id))
+        .collect()
+}
+
+/// A provisioner (DESIGN section 11): it reads `opened` (the nodes and the buyer's keys) from
+/// the lease events, answers `ready` or `provision_failed` on the capacity stream, and the
+/// buyer's lease follows; a redelivered answer changes nothing; a malformed one is dead.
+async fn a_provisioner_hands_leases_over_through_the_streams_exactly_once(signals: Signals) {
+    let app = signals.spawn().await;
+    let until = rfc3339_in(3 * 3600);
+    let mut block = release("b1", "8", "1.50", &until);
+    block.push((
+        "nodes",
+        r#"[{"node":"rack1-n1","gpus":4},{"node":"rack1-n2","gpus":4}]"#,
+    ));
+    let released = signals.add(&block).await;
+    assert_eq!(signals.result_of(&released).await["status"], "applied");
+    let buyer = app.token("acme", "buyer");
+    let key = crate::handoff::ED25519_KEY;
+    let mut lease_ids = Vec::new();
+    for _ in 0..2 {
+        let (status, placed) = app
+            .post(
+                "/v1/orders",
+                Some(&buyer),
+                serde_json::json!({"pool": POOL, "gpus": 4, "price": "2.00",
+                                   "duration_s": 3600, "ssh_public_keys": [key]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{placed}");
+        lease_ids.push(placed["leases"][0]["id"].as_str().unwrap().to_owned());
+    }
+    let (ready_id, failed_id) = (&lease_ids[0], &lease_ids[1]);
+
+    let opened = eventually(WITHIN, "the opened lease event", || async {
+        events_of(&signals, ready_id)
+            .await
+            .into_iter()
+            .find(|f| f.get("event").map(String::as_str) == Some("opened"))
+    })
+    .await;
+    assert_eq!(opened["supplier"], "dc1");
+    assert_eq!(opened["block_id"], "b1");
+    let keys: Json = serde_json::from_str(&opened["ssh_public_keys"]).unwrap();
+    assert_eq!(keys, serde_json::json!([key]));
+    let nodes: Json = serde_json::from_str(&opened["nodes"]).unwrap();
+    let node = nodes[0]["node"].as_str().unwrap().to_owned();
+    assert_eq!(nodes[0]["gpus"], 4, "{nodes}");
+
+    let endpoints = format!(r#"[{{"node":"{node}","host":"10.1.0.1","port":22,"user":"ubuntu"}}]"#);
+    let malformed = signals
+        .add(&[
+            ("type", "ready"),
+            ("supplier", "dc1"),
+            ("lease_id", ready_id),
+            ("endpoints", "[{\"host\": 7}]"),
+        ])
+        .await;
+    let ready = signals
+        .add(&[
+            ("type", "ready"),
+            ("supplier", "dc1"),
+            ("lease_id", ready_id),
+            ("endpoints", &endpoints),
+        ])
+        .await;
+    let failed = signals
+        .add(&[
+            ("type", "provision_failed"),
+            ("supplier", "dc1"),
+            ("block_id", "b1"),
+            ("lease_id", failed_id),
+            ("reason", "rack1 PDU tripped"),
+        ])
+        .await;
+    let stranger = signals
+        .add(&[
+            ("type", "provision_failed"),
+            ("supplier", "dc2"),
+            ("lease_id", ready_id),
+            ("reason", "not mine"),
+        ])
+        .await;
+    assert_eq!(signals.result_of(&ready).await["status"], "applied");
+    assert_eq!(signals.result_of(&failed).await["status"], "applied");
+    let refused = signals.result_of(&stranger).await;
+    assert_eq!(
+        (refused["status"].as_str(), refused["reason"].as_str()),
+        ("refused", "unknown_lease")
+    );
+    let dead = eventually(WITHIN, "the malformed ready's dead letter", || async {
+        signals
+            .dead()
+            .await
+            .into_iter()
+            .find(|(_, f)| f.get("signal_id") == Some(&malformed))
+    })
+    .await;
+    assert_eq!(dead.1["reason"], "malformed");
+
+    let readied = lease(&app, &buyer, ready_id).await;
+    assert_eq!(readied["access"]["status"], "ready", "{readied}");
+    assert_eq!(readied["access"]["endpoints"][0]["host"], "10.1.0.1");
+    let gone = lease(&app, &buyer, failed_id).await;
+    assert_eq!(gone["status"], "failed");
+    assert_eq!(gone["access"]["reason"], "rack1 PDU tripped");
+
+    let (kinds, ready_event) = eventually(WITHIN, "ready and failed lease events", || async {
+        let ready_events = events_of(&signals, ready_id).await;
+        let failed_events = events_of(&signals, failed_id).await;
+        let kinds: Vec<String> = ready_events
+            .iter()
+            .chain(&failed_events)
+            .map(|f| f["event"].clone())
+            .collect();
+        let ready_event = ready_events
+            .into_iter()
+            .find(|f| f.get("event").map(String::as_str) == Some("ready"))?;
+        kinds
+            .contains(&"failed".to_owned())
+            .then_some((kinds, ready_event))
+    })
+    .await;
+    assert_eq!(kinds, ["opened", "ready", "opened", "failed"]);
+    let sent: Json = serde_json::from_str(&ready_event["endpoints"]).unwrap();
+    assert_eq!(sent[0]["user"], "ubuntu");
+
+    // Every entry delivered again: nothing changes, nothing is published twice.
+    let before = app.state_hash().await;
+    signals.rewind().await;
+    eventually(WITHIN, "the redeliveries to settle", || async {
+        (signals.pending().await == 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.state_hash().await.0, before.0);
+    assert_eq!(events_of(&signals, ready_id).await.len(), 2);
+}
 
 async fn a_release_rests_as_an_ask_and_a_reclaim_gives_the_buyer_notice(signals: Signals) {
     let app = signals.spawn().await;

@@ -7,9 +7,9 @@
 //! `store_conformance::postgres::<name>` and `store_conformance::sqlite::<name>`.
 
 use matching_engine::{
-    BlockStatus, Command, Engine, Event, LeaseId, LeaseStatus, LeaseView, OrderId, OrderStatus,
-    OrderView, PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity, ReleaseCapacity, TimeInForce,
-    TimeMs,
+    BlockStatus, Command, Engine, Event, Handoff, LeaseId, LeaseStatus, LeaseView, OrderId,
+    OrderStatus, OrderView, PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity, ReleaseCapacity,
+    TimeInForce, TimeMs,
 };
 use offpeak::journal::EntryId;
 use offpeak::journal::{CommandRecord, CommittedBatch};
@@ -84,8 +84,15 @@ impl Market {
             store,
             &mut market,
             vec![
-                Command::ConfigurePool(PoolConfig::with_defaults("h100-sxm", "us-east")),
-                Command::ConfigurePool(PoolConfig::with_defaults("a100-80gb", "eu-west")),
+                // Leases here are ready when they open: the store is under test, not the handoff.
+                Command::ConfigurePool(PoolConfig {
+                    handoff: Handoff::None,
+                    ..PoolConfig::with_defaults("h100-sxm", "us-east")
+                }),
+                Command::ConfigurePool(PoolConfig {
+                    handoff: Handoff::None,
+                    ..PoolConfig::with_defaults("a100-80gb", "eu-west")
+                }),
             ],
         )
         .await;
@@ -142,6 +149,7 @@ fn bid(account: &str, pool: &str, gpus: u32, price_cents: u64) -> Command {
         expires_at: None,
         persistent: false,
         client_order_id: None,
+        ssh_public_keys: Vec::new(),
     })
 }
 

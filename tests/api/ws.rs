@@ -679,3 +679,78 @@ async fn a_graceful_shutdown_closes_websockets_as_going_away_at_once() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn the_handoff_reaches_only_the_buyer_and_its_supplier() {
+    let app = TestApp::spawn().await;
+    let (buyer, supplier) = (token("acme", "buyer"), token("dc1", "supplier"));
+    let mut mine = WsClient::connect(&app, Some(&buyer)).await.expect("buyer");
+    mine.subscribe(&["leases"]).await;
+    let mut theirs = WsClient::connect(&app, Some(&supplier))
+        .await
+        .expect("supplier");
+    theirs.subscribe(&["blocks"]).await;
+    let mut public = WsClient::connect(&app, None).await.expect("viewer");
+    public
+        .subscribe(&[
+            &format!("book:{POOL}"),
+            &format!("trades:{POOL}"),
+            "capacity",
+        ])
+        .await;
+    for client in [&mut mine, &mut theirs] {
+        client
+            .until("subscribed", |m| m["type"] == "subscribed")
+            .await;
+    }
+    release(&app, &supplier, "b1", 4, "1.50").await;
+    let key = crate::handoff::ED25519_KEY;
+    let (status, placed) = app
+        .post(
+            "/v1/orders",
+            Some(&buyer),
+            json!({"pool": POOL, "gpus": 4, "price": "2.00", "duration_s": 3600,
+                   "ssh_public_keys": [key]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{placed}");
+    let id = placed["leases"][0]["id"].as_str().unwrap().to_owned();
+
+    // The supplier's provisioner learns the lease and the buyer's keys on `blocks`.
+    let opened = theirs
+        .until("the supplier's lease_opened", |m| {
+            m["channel"] == "blocks" && m["event"] == "lease_opened"
+        })
+        .await;
+    assert_eq!(opened["lease"]["id"], id.as_str());
+    assert_eq!(opened["lease"]["ssh_public_keys"], json!([key]));
+    let (status, body) = app
+        .post(
+            &format!("/v1/capacity/b1/leases/{id}/ready"),
+            Some(&supplier),
+            json!({"endpoints": [{"host": "10.1.0.1", "port": 22, "user": "ubuntu"}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let ready = mine
+        .until("the buyer's lease_ready", |m| {
+            m["channel"] == "leases" && m["event"] == "lease_ready"
+        })
+        .await;
+    assert_eq!(ready["lease"]["access"]["endpoints"][0]["host"], "10.1.0.1");
+    theirs
+        .until("the supplier's lease_ready", |m| {
+            m["channel"] == "blocks" && m["event"] == "lease_ready"
+        })
+        .await;
+    // Nothing of it on any public channel.
+    let seen = public.drain(Duration::from_millis(500)).await;
+    assert!(!seen.is_empty(), "the public channels carried the trade");
+    for message in seen {
+        let text = message.to_string();
+        assert!(
+            !text.contains("10.1.0.1") && !text.contains("ssh-ed25519") && !text.contains("acme"),
+            "a public message carries private data: {text}"
+        );
+    }
+}

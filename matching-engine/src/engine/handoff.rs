@@ -86,7 +86,10 @@ impl Engine {
 
     /// Ends a provisioning lease `failed`, for `reason`.
     pub(super) fn fail_lease(&mut self, lease_id: LeaseId, reason: &str, out: &mut Vec<Event>) {
-        let lease = self.leases.get_mut(&lease_id).expect("failing a running lease");
+        let lease = self
+            .leases
+            .get_mut(&lease_id)
+            .expect("failing a running lease");
         lease.access.reason = Some(Name::from(reason));
         self.end_lease(lease_id, LeaseStatus::Failed, out);
     }
@@ -101,11 +104,10 @@ impl Engine {
 
     /// An account's default ssh public keys.
     pub fn ssh_keys_of(&self, account: &str) -> SshKeys {
-        self.account_index
-            .get(account)
-            .map_or_else(|| SshKeys::from(Vec::new()), |&key| {
-                self.accounts[key].ssh_keys.clone()
-            })
+        self.account_index.get(account).map_or_else(
+            || SshKeys::from(Vec::new()),
+            |&key| self.accounts[key].ssh_keys.clone(),
+        )
     }
 }
 

@@ -6,11 +6,11 @@
 //! (the lease still ends at this time, the bid is still Open, ...) and otherwise does nothing.
 //! The engine's clock never goes backwards.
 
+use super::handoff::PROVISION_TIMEOUT_REASON;
 use super::Engine;
 use crate::event::Event;
 use crate::keys::{AccountKey, PoolKey};
 use crate::limits::CLIENT_ORDER_ID_TTL_MS;
-use super::handoff::PROVISION_TIMEOUT_REASON;
 use crate::types::{
     AccessStatus, BlockStatus, LeaseId, LeaseStatus, Name, OrderId, OrderStatus, TimeMs,
 };
