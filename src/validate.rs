@@ -197,7 +197,7 @@ mod tests {
             endpoint("h", 22, "-oProxyCommand=x"),
             endpoint("h", 22, "a;b"),
         ] {
-            assert!(endpoints(&[bad.clone()]).is_err(), "{bad:?}");
+            assert!(endpoints(std::slice::from_ref(&bad)).is_err(), "{bad:?}");
         }
         assert_eq!(endpoint_url("https://gw.example/v1"), Ok(()));
         for bad in [

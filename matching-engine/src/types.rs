@@ -537,7 +537,8 @@ pub enum Rejection {
     ReclaimAtInPast,
     /// Pool settings that do not describe a usable price ladder.
     PoolConfigInvalid,
-    /// Tick or band changes on a pool that still has bids or blocks that rest, or may rest again.
+    /// Tick, band or offering changes on a pool that still has bids or blocks that rest, or may
+    /// rest again.
     PoolNotEmpty,
     /// Nothing to change in an amend or update.
     NothingToChange,

@@ -424,7 +424,7 @@ fn provision_timeout_fires_at_its_own_time_before_a_later_command() {
 }
 
 #[test]
-fn ready_in_time_cancels_the_provision_timeout() {
+fn lease_ready_in_time_leaves_its_provision_timeout_nothing_to_do() {
     let mut config = bare_metal_pool();
     config.provision_timeout_s = 300;
     let mut m = Market::with_pools([config]);
@@ -1063,6 +1063,7 @@ fn snapshot_mid_provisioning_restores_the_same_state_and_the_same_future() {
         let (mut expected, mut actual) = (Vec::new(), Vec::new());
         m.engine.apply(*at, command, &mut expected);
         restored.apply(*at, command, &mut actual);
+        m.engine.assert_invariants();
         restored.assert_invariants();
         assert_eq!(actual, expected, "after {command:?}");
         assert_eq!(

@@ -816,7 +816,9 @@ impl Model {
                         .blocks
                         .iter()
                         .any(|b| b.pool == config.id && b.status != BlockStatus::Closed);
-                if grid_moves && in_use {
+                // What the pool sells may not change under its bids and leases either.
+                let offering_moves = old.offering != config.offering || old.model != config.model;
+                if (grid_moves || offering_moves) && in_use {
                     return self.reject(Rejection::PoolNotEmpty);
                 }
                 self.pools[index].config = config.clone();

@@ -326,6 +326,12 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), String> {
         .iter()
         .flat_map(|account| engine.leases_of(account))
         .collect();
+    let pools = engine.pools();
+    let model_pools: Vec<&str> = pools
+        .iter()
+        .filter(|pool| pool.config.offering == Offering::Model)
+        .map(|pool| pool.config.id.as_str())
+        .collect();
     for account in ACCOUNTS {
         for block in engine.blocks_of(account) {
             let label = format!("block {}/{}", block.supplier, block.block_id);
@@ -392,9 +398,7 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), String> {
                     AccessStatus::Ready => access.ready_at.is_some(),
                     AccessStatus::Failed => false,
                 };
-                let model_pool = engine
-                    .pool(&lease.pool)
-                    .is_some_and(|p| p.config.offering == Offering::Model);
+                let model_pool = model_pools.contains(&&*lease.pool);
                 if !consistent
                     || access.reason.is_some()
                     || (model_pool && lease.ssh_public_keys.is_some())
@@ -416,7 +420,7 @@ fn check_invariants(engine: &Engine, model: &Model) -> Result<(), String> {
             }
         }
     }
-    for pool in engine.pools() {
+    for pool in pools {
         let depth = engine
             .depth(&pool.config.id, usize::MAX)
             .expect("known pool");

@@ -49,6 +49,7 @@ pub enum PoolsCommand {
         .args([
             "tick", "price_min", "price_max", "gpus_per_order_max", "duration_min_s",
             "duration_max_s", "notice_s", "free_if_preempted_within_s", "auction", "interval_ms",
+            "handoff", "provision_timeout_s",
         ])
         .conflicts_with("file")
 ))]
@@ -88,6 +89,12 @@ pub struct SetPoolArgs {
     /// Milliseconds between uncrosses of a batch pool (implies --auction batch).
     #[arg(long)]
     pub interval_ms: Option<u64>,
+    /// `required`: leases are billed from the supplier's ready; `none`: from their start.
+    #[arg(long, value_parser = ["required", "none"])]
+    pub handoff: Option<String>,
+    /// A lease not ready this many seconds after it opened fails (1 to 86400).
+    #[arg(long)]
+    pub provision_timeout_s: Option<u32>,
 }
 
 /// How a pool clears.
@@ -211,6 +218,11 @@ const SETTINGS: &[&str] = &[
     "notice_s",
     "free_if_preempted_within_s",
     "auction",
+    "offering",
+    "model",
+    "tokens_per_s_per_gpu",
+    "handoff",
+    "provision_timeout_s",
 ];
 
 /// The pool's current settings, or `None` when there is no such pool yet.
@@ -224,13 +236,20 @@ async fn current_pool(client: &Client, pool: &str) -> Result<Option<Value>, CliE
 
 /// The spec to send: the current settings (if the pool exists), the flags on top.
 fn pool_spec(args: &SetPoolArgs, current: Option<Value>) -> Result<Value, CliError> {
-    let Some((gpu, region)) = args.pool.split_once('.') else {
+    // The region is after the last dot: a model pool's id is `<model>.<region>`, and its
+    // model may hold dots (`llama-3.1-70b-instruct.us-east`).
+    let Some((gpu, region)) = args.pool.rsplit_once('.') else {
         return Err(CliError::usage(format!(
             "{:?} is not a pool id such as h100-sxm.us-east (<gpu>.<region>)",
             args.pool
         )));
     };
     let mut spec = Map::new();
+    // An existing pool keeps its GPU (a model pool's id does not name it).
+    let gpu = current
+        .as_ref()
+        .and_then(|c| c["gpu"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| gpu.to_owned());
     spec.insert("gpu".into(), json!(gpu));
     spec.insert("region".into(), json!(region));
     if let Some(current) = &current {
@@ -258,6 +277,7 @@ fn pool_spec(args: &SetPoolArgs, current: Option<Value>) -> Result<Value, CliErr
             "free_if_preempted_within_s",
             args.free_if_preempted_within_s,
         ),
+        ("provision_timeout_s", args.provision_timeout_s),
     ] {
         if let Some(value) = value {
             spec.insert(field.into(), json!(value));
@@ -279,6 +299,9 @@ fn pool_spec(args: &SetPoolArgs, current: Option<Value>) -> Result<Value, CliErr
     };
     if let Some(auction) = auction {
         spec.insert("auction".into(), auction);
+    }
+    if let Some(handoff) = &args.handoff {
+        spec.insert("handoff".into(), json!(handoff));
     }
     Ok(Value::Object(spec))
 }
@@ -415,6 +438,31 @@ mod tests {
         assert_eq!(
             spec,
             json!({"gpu": "b200", "region": "eu-west", "auction": {"kind": "batch", "interval_ms": 250}})
+        );
+    }
+
+    #[test]
+    fn a_model_pool_keeps_its_offering_and_gpu_and_the_handoff_flags_apply() {
+        let current = json!({"id": "llama-3.1-70b-instruct.us-east", "gpu": "h100-sxm",
+            "region": "us-east", "offering": "model", "model": "llama-3.1-70b-instruct",
+            "tokens_per_s_per_gpu": 400, "price_per_million_tokens": "1.00",
+            "handoff": "required", "provision_timeout_s": 600});
+        let spec = pool_spec(
+            &set_args(&[
+                "llama-3.1-70b-instruct.us-east",
+                "--provision-timeout-s",
+                "30",
+                "--handoff",
+                "none",
+            ]),
+            Some(current),
+        )
+        .unwrap();
+        assert_eq!(
+            spec,
+            json!({"gpu": "h100-sxm", "region": "us-east", "offering": "model",
+                "model": "llama-3.1-70b-instruct", "tokens_per_s_per_gpu": 400,
+                "handoff": "none", "provision_timeout_s": 30})
         );
     }
 

@@ -2,14 +2,18 @@
 //! ask side for a window, now or from a later time (optionally naming the machines), `update`
 //! changes a block's reserve price or extends its window, `reclaim` takes GPUs back with the
 //! pool's notice, `forecast` warns the block's buyers of a coming reclaim, `list` shows what
-//! each block sold, has unsold, is reclaiming and earned.
+//! each block sold, has unsold, is reclaiming and earned. `ready` hands a lease's access over
+//! (ssh endpoints, or a model gateway's URL) and `failed` reports that it could not be
+//! provisioned (DESIGN sections 11 and 12).
 
 use super::flags::{hours_to_seconds, list_query, price, rfc3339};
+use super::leases::show_one_lease;
 use super::table::{self, Table};
 use super::{Answer, CliError, Client};
 use crate::timestamp::{format_rfc3339, now_ms};
+use crate::validate::{self, Invalid};
 use clap::{ArgGroup, Subcommand};
-use matching_engine::TimeMs;
+use matching_engine::{Endpoint, TimeMs};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -81,6 +85,33 @@ pub enum CapacityCommand {
         /// When, from now (e.g. 10m, 2h).
         #[arg(long = "in", value_name = "DURATION")]
         within: humantime::Duration,
+    },
+    /// Hand a lease's access over to its buyer: the lease is ready, and billed, from now.
+    #[command(group(ArgGroup::new("access").required(true).args(["endpoints", "gateway"])))]
+    Ready {
+        /// The block id.
+        block_id: String,
+        /// The lease id.
+        lease_id: String,
+        /// Bare metal: how the buyer logs in to a node, as [NODE=]USER@HOST:PORT, e.g.
+        /// rack1-n1=ubuntu@10.1.0.1:22 (repeat, one per node of the lease; NODE= only for
+        /// blocks released with --node; an IPv6 address in brackets: root@[fd00::7]:22).
+        #[arg(long = "endpoint", value_name = "[NODE=]USER@HOST:PORT")]
+        endpoints: Vec<String>,
+        /// Model pools: the inference gateway's base URL, e.g. https://gateway.example/v1.
+        #[arg(long, value_name = "URL")]
+        gateway: Option<String>,
+    },
+    /// Report that a lease could not be provisioned: it ends failed, costs nothing, and its
+    /// GPUs leave the block until released again.
+    Failed {
+        /// The block id.
+        block_id: String,
+        /// The lease id.
+        lease_id: String,
+        /// Why, for the buyer.
+        #[arg(long)]
+        reason: String,
     },
     /// List your blocks.
     List {
@@ -207,6 +238,55 @@ pub async fn run(client: &Client, command: CapacityCommand) -> Result<Answer, Cl
                 show_one_block,
             )
         }
+        CapacityCommand::Ready {
+            block_id,
+            lease_id,
+            endpoints,
+            gateway,
+        } => {
+            let body = match gateway {
+                Some(url) => {
+                    validate::endpoint_url(&url).map_err(|e| invalid("--gateway", &url, e))?;
+                    json!({ "endpoint": url })
+                }
+                None => {
+                    let endpoints = endpoints
+                        .iter()
+                        .map(|e| parse_endpoint(e))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    json!({ "endpoints": endpoints })
+                }
+            };
+            (
+                client
+                    .authed(
+                        Method::POST,
+                        &["v1", "capacity", &block_id, "leases", &lease_id, "ready"],
+                        &[],
+                        Some(&body),
+                    )
+                    .await?,
+                show_one_lease,
+            )
+        }
+        CapacityCommand::Failed {
+            block_id,
+            lease_id,
+            reason,
+        } => {
+            validate::failure_reason(&reason).map_err(|e| invalid("--reason", &reason, e))?;
+            (
+                client
+                    .authed(
+                        Method::POST,
+                        &["v1", "capacity", &block_id, "leases", &lease_id, "failed"],
+                        &[],
+                        Some(&json!({ "reason": reason })),
+                    )
+                    .await?,
+                show_one_lease,
+            )
+        }
         CapacityCommand::List { status, limit } => (
             client
                 .authed(
@@ -231,6 +311,50 @@ fn parse_node(text: &str) -> Result<Value, CliError> {
             "--node {text:?} must be NAME:GPUS, e.g. rack12-n3:8"
         ))),
     }
+}
+
+/// An endpoint given as `[NODE=]USER@HOST:PORT`, checked as the server checks it.
+fn parse_endpoint(text: &str) -> Result<Value, CliError> {
+    let usage = || {
+        CliError::usage(format!(
+            "--endpoint {text:?} must be [NODE=]USER@HOST:PORT, e.g. ubuntu@10.1.0.1:22 or \
+             rack1-n1=ubuntu@10.1.0.1:22"
+        ))
+    };
+    let (node, login) = match text.split_once('=') {
+        Some((node, login)) => (Some(node), login),
+        None => (None, text),
+    };
+    let (user, address) = login.split_once('@').ok_or_else(usage)?;
+    let (host, port) = address.rsplit_once(':').ok_or_else(usage)?;
+    let port = port.parse::<u16>().map_err(|_| usage())?;
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.strip_suffix(']').ok_or_else(usage)?,
+        None if host.contains(':') => {
+            return Err(CliError::usage(format!(
+                "--endpoint {text:?}: write an IPv6 address in brackets, e.g. root@[fd00::7]:22"
+            )))
+        }
+        None => host,
+    };
+    let endpoint = Endpoint {
+        node: node.map(Into::into),
+        host: host.into(),
+        port,
+        user: user.into(),
+    };
+    validate::endpoints(std::slice::from_ref(&endpoint))
+        .map_err(|e| invalid("--endpoint", text, e))?;
+    serde_json::to_value(&endpoint).map_err(|e| CliError::usage(format!("--endpoint: {e}")))
+}
+
+/// A value the server would refuse, as a usage error naming the flag.
+fn invalid(flag: &str, text: &str, why: Invalid) -> CliError {
+    let why = match why {
+        Invalid::Malformed(message) => message,
+        Invalid::Rejected(rejection) => format!("{rejection:?}"),
+    };
+    CliError::usage(format!("{flag} {text:?}: {why}"))
 }
 
 const BLOCK_HEADERS: &[&str] = &[
@@ -306,6 +430,39 @@ fn show_reclaim(answer: &Value) {
 mod tests {
     use super::*;
     use crate::cli::Outcome;
+
+    #[test]
+    fn endpoints_are_node_equals_user_at_host_colon_port() {
+        assert_eq!(
+            parse_endpoint("ubuntu@10.1.0.1:22").unwrap(),
+            json!({"host": "10.1.0.1", "port": 22, "user": "ubuntu"})
+        );
+        assert_eq!(
+            parse_endpoint("rack1-n1=ubuntu@10.1.0.1:2222").unwrap(),
+            json!({"node": "rack1-n1", "host": "10.1.0.1", "port": 2222, "user": "ubuntu"})
+        );
+        assert_eq!(
+            parse_endpoint("root@[fd00::7]:22").unwrap()["host"],
+            "fd00::7"
+        );
+        for bad in [
+            "10.1.0.1:22",
+            "ubuntu@10.1.0.1",
+            "ubuntu@10.1.0.1:0",
+            "ubuntu@10.1.0.1:65536",
+            "root@fd00::7:22",
+            "-oProxyCommand@h:22",
+            "a;b@h:22",
+            "n=u@a b:22",
+            "bad node=u@h:22",
+        ] {
+            assert_eq!(
+                parse_endpoint(bad).unwrap_err().outcome,
+                Outcome::Usage,
+                "{bad}"
+            );
+        }
+    }
 
     #[test]
     fn nodes_are_name_colon_gpus() {

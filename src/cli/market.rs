@@ -1,5 +1,5 @@
-//! Public market data, no token needed: `pools` (every pool with its best prices and
-//! capacity), `book` (one pool's aggregated ladder, asks above bids so the spread sits in the
+//! Public market data, no token needed: `pools` (every pool with what it sells, its best
+//! prices, a model pool's price per million tokens, and its capacity), `book` (one pool's aggregated ladder, asks above bids so the spread sits in the
 //! middle), `quote` (what a bid would get now, placing nothing), `trades` (recent, naming no
 //! one), `candles` (OHLC and GPU-hours volume) and `stats` (percentiles, volatility, volume and
 //! preemption rate over a window).
@@ -139,8 +139,9 @@ pub async fn stats(client: &Client, args: StatsArgs) -> Result<Answer, CliError>
     Ok((answer, show_stats))
 }
 
+/// A quote; a model pool's also shows its average price per million tokens.
 fn show_quote(answer: &Value) {
-    let mut t = Table::new(&[
+    let mut headers = vec![
         "POOL",
         "GPUS",
         "DURATION",
@@ -148,8 +149,8 @@ fn show_quote(answer: &Value) {
         "AVG_PRICE",
         "WORST_PRICE",
         "TOTAL_COST",
-    ]);
-    t.row(vec![
+    ];
+    let mut row = vec![
         table::text(&answer["pool"]),
         table::text(&answer["gpus"]),
         table::duration(&answer["duration_s"]),
@@ -157,7 +158,13 @@ fn show_quote(answer: &Value) {
         table::text(&answer["average_price"]),
         table::text(&answer["worst_price"]),
         table::text(&answer["total_cost"]),
-    ]);
+    ];
+    if let Some(per_million) = answer["price_per_million_tokens"].as_str() {
+        headers.push("PER 1M TOK");
+        row.push(per_million.to_owned());
+    }
+    let mut t = Table::new(&headers);
+    t.row(row);
     t.print();
 }
 
@@ -232,11 +239,32 @@ fn show_stats(answer: &Value) {
     t.print();
 }
 
+/// What a pool sells: `bare_metal`, or `model/<model>` for a model deployment's GPUs.
+fn offering(pool: &Value) -> String {
+    match (pool["offering"].as_str(), pool["model"].as_str()) {
+        (Some("model"), Some(model)) => format!("model/{model}"),
+        (Some(offering), _) => offering.to_owned(),
+        (None, _) => "-".to_owned(),
+    }
+}
+
+/// A model pool's price per million tokens (`-` without one); empty for bare metal, where it
+/// does not apply.
+fn per_million_tokens(pool: &Value, value: &Value) -> String {
+    if pool["offering"] == "model" {
+        table::text(value)
+    } else {
+        String::new()
+    }
+}
+
 fn show_pools(answer: &Value) {
     let mut t = Table::new(&[
         "POOL",
+        "OFFERING",
         "BID",
         "ASK",
+        "PER 1M TOK",
         "LAST",
         "IDLE",
         "LEASED",
@@ -246,8 +274,10 @@ fn show_pools(answer: &Value) {
     for p in answer["pools"].as_array().into_iter().flatten() {
         t.row(vec![
             table::text(&p["id"]),
+            offering(p),
             table::text(&p["best_bid"]),
             table::text(&p["best_ask"]),
+            per_million_tokens(p, &p["price_per_million_tokens"]),
             table::text(&p["last_price"]),
             table::text(&p["idle_gpus"]),
             table::text(&p["leased_gpus"]),

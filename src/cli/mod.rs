@@ -1,11 +1,13 @@
 //! The `offpeak` command line: the server (`serve`, `serve --demo`, `demo`), `token`, and a
 //! client of the whole REST API a person uses: market data (`pools`, `book`, `quote`,
-//! `trades`, `candles`, `stats`), buyers (`bid`, `orders`, `amend`, `cancel`, `leases`,
-//! `release-lease`), suppliers (`capacity ...`) and admins (`admin ...`).
+//! `trades`, `candles`, `stats`), buyers (`keys ...`, `bid`, `orders`, `amend`, `cancel`,
+//! `leases`, `release-lease`, `ssh`, `lease-token`), suppliers (`capacity ...`) and admins
+//! (`admin ...`).
 //!
 //! This file holds the clap definitions of the top level and the dispatch; each command
 //! family lives in its own file with its flags, its requests and its tables (`serve`,
-//! `market`, `orders`, `leases`, `capacity`, `admin`), over the shared `client` and `table`.
+//! `market`, `keys`, `orders`, `leases`, `capacity`, `admin`), over the shared `client` and
+//! `table`.
 //!
 //! The client reads `OFFPEAK_URL` (default `http://127.0.0.1:8080`) and `OFFPEAK_TOKEN`, prints
 //! aligned tables (or the server's JSON with `--json`), writes errors to stderr with the
@@ -16,6 +18,7 @@ pub mod admin;
 pub mod capacity;
 pub mod client;
 mod flags;
+pub mod keys;
 pub mod leases;
 pub mod market;
 pub mod orders;
@@ -71,6 +74,9 @@ pub enum Command {
     Candles(market::CandlesArgs),
     /// Show a pool's price, volume and preemption statistics over a window.
     Stats(market::StatsArgs),
+    /// Set, list or clear your default ssh public keys (role buyer).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Place a bid (role buyer).
     Bid(orders::BidArgs),
     /// List your orders (role buyer).
@@ -79,11 +85,15 @@ pub enum Command {
     Amend(orders::AmendArgs),
     /// Cancel an order (role buyer).
     Cancel(orders::CancelArgs),
-    /// List your leases (role buyer).
+    /// List your leases, or show one with its endpoints (role buyer).
     Leases(leases::LeasesArgs),
     /// End one of your leases now (role buyer).
     ReleaseLease(leases::ReleaseLeaseArgs),
-    /// Release, update, reclaim and list capacity blocks (role supplier).
+    /// Print the ssh command for a ready lease's first machine (role buyer).
+    Ssh(leases::SshArgs),
+    /// Print a token for a ready model lease's gateway (role buyer).
+    LeaseToken(leases::LeaseTokenArgs),
+    /// Release, update, reclaim and list capacity blocks; hand leases over (role supplier).
     #[command(subcommand)]
     Capacity(capacity::CapacityCommand),
     /// Pools, kill switches, account limits, the state hash (role admin).
@@ -140,12 +150,15 @@ async fn execute(client: &Client, json: bool, command: Command) -> Result<(), Cl
         Command::Trades(args) => market::trades(client, args).await?,
         Command::Candles(args) => market::candles(client, args).await?,
         Command::Stats(args) => market::stats(client, args).await?,
+        Command::Keys(command) => keys::run(client, command).await?,
         Command::Bid(args) => orders::bid(client, args).await?,
         Command::Orders(args) => orders::orders(client, args).await?,
         Command::Amend(args) => orders::amend(client, args).await?,
         Command::Cancel(args) => orders::cancel(client, args).await?,
         Command::Leases(args) => leases::leases(client, args).await?,
         Command::ReleaseLease(args) => leases::release(client, args).await?,
+        Command::Ssh(args) => leases::ssh(client, args).await?,
+        Command::LeaseToken(args) => leases::token(client, args).await?,
         Command::Capacity(command) => capacity::run(client, command).await?,
         Command::Admin(command) => admin::run(client, command).await?,
         Command::Serve(_) | Command::Demo(_) | Command::Token(_) => {

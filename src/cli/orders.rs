@@ -1,9 +1,10 @@
 //! A buyer's bids (role `buyer`): `bid` builds the `POST /v1/orders` body from flags (hours or
-//! seconds, a USD limit price, the time in force, a `gtd` expiry), `orders` lists them,
-//! `amend` changes a resting bid's price or size, `cancel` ends one. An order prints as one
-//! row, followed by the leases the command opened for it, if any.
+//! seconds, a USD limit price, the time in force, a `gtd` expiry, ssh keys for the leases'
+//! machines), `orders` lists them, `amend` changes a resting bid's price or size, `cancel` ends
+//! one. An order prints as one row, followed by the leases the command opened for it, if any.
 
 use super::flags::{hours_to_seconds, lease_seconds, list_query, price, rfc3339};
+use super::keys::read_keys;
 use super::leases::print_leases;
 use super::table::{self, Table};
 use super::{Answer, CliError, Client};
@@ -57,6 +58,11 @@ pub struct BidArgs {
     /// Idempotency key: the same key returns the first result.
     #[arg(long)]
     pub client_order_id: Option<String>,
+    /// An ssh public key for the lease's machines: a key line (quoted), a file of key lines
+    /// such as ~/.ssh/id_ed25519.pub, or - for stdin (repeat for more; default: the keys of
+    /// `offpeak keys set`).
+    #[arg(long = "ssh-key", value_name = "KEY_OR_FILE")]
+    pub ssh_keys: Vec<String>,
 }
 
 /// How long a bid stays on the book.
@@ -208,6 +214,9 @@ fn bid_body(args: &BidArgs) -> Result<Value, CliError> {
     if let Some(id) = &args.client_order_id {
         body.insert("client_order_id".into(), json!(id));
     }
+    if !args.ssh_keys.is_empty() {
+        body.insert("ssh_public_keys".into(), json!(read_keys(&args.ssh_keys)?));
+    }
     Ok(Value::Object(body))
 }
 
@@ -290,6 +299,19 @@ mod tests {
             body,
             json!({"pool": "h100-sxm.us-east", "gpus": 8, "price": "1.20", "duration_s": 14400, "tif": "ioc", "persistent": true})
         );
+    }
+
+    #[test]
+    fn ssh_keys_go_with_the_bid() {
+        let key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIC5k3K7KDeQvz2YfHkn5XCT+dAunPX0yMg638MMYjOo9 alice@laptop";
+        let body = bid_body(&bid(&["--ssh-key", key])).unwrap();
+        assert_eq!(body["ssh_public_keys"], json!([key]));
+        assert!(bid_body(&bid(&[]))
+            .unwrap()
+            .get("ssh_public_keys")
+            .is_none());
+        let error = bid_body(&bid(&["--ssh-key", "ssh-ed25519 AAAA!!!"])).unwrap_err();
+        assert_eq!(error.outcome, crate::cli::Outcome::Usage);
     }
 
     fn bid(extra: &[&str]) -> BidArgs {

@@ -46,7 +46,9 @@ impl Table {
             for (i, width) in widths.iter_mut().enumerate() {
                 let text = cell(row, i);
                 *width = (*width).max(text.chars().count());
-                if !(text == "-" || looks_numeric(&text)) {
+                // An empty cell (a value that does not apply to this row) says nothing about
+                // its column's alignment.
+                if !(text.is_empty() || text == "-" || looks_numeric(&text)) {
                     numeric[i] = false;
                 }
             }

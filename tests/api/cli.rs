@@ -1,10 +1,12 @@
 //! The CLI against a real server (SQLite, in process): every command, its `--json` output
 //! parsed, its tables, and the exit codes scripts rely on (0 ok, 1 refused, 2 usage,
 //! 3 unreachable). One test per command family beyond the first walk-through: market data,
-//! amends and good-till-date bids, capacity updates and future windows, administration.
+//! amends and good-till-date bids, capacity updates and future windows, administration, and
+//! the handoff (ssh keys, `capacity ready` and `failed`, `ssh`, lease tokens).
 
 use crate::embedded::EmbeddedApp;
 use crate::first_start::BIN;
+use crate::handoff::{ED25519_KEY, MODEL_POOL};
 use crate::helpers::{rfc3339_in, token, POOL, SECRET};
 use serde_json::Value;
 use std::process::Command;
@@ -992,6 +994,283 @@ async fn admin_commands_configure_pools_switches_limits_and_read_the_state_hash(
         ])
         .await;
     assert_eq!(usage.code, 2, "{}", usage.stderr);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn keys_bids_with_keys_ready_ssh_and_lease_tokens_from_the_cli() {
+    let app = EmbeddedApp::spawn().await;
+    let url = app.address.as_str();
+    let supplier = As {
+        url,
+        token: token("dc1", "supplier"),
+    };
+    let buyer = As {
+        url,
+        token: token("acme", "buyer"),
+    };
+
+    // The pools table shows what each pool sells; the model pool has a per-token price.
+    let pools = buyer.json(&["pools"]).await;
+    assert_eq!(pools["pools"].as_array().map(Vec::len), Some(5), "{pools}");
+    let table = buyer.run(&["pools"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("PER 1M TOK"), "{}", table.stdout);
+    let model_row = |stdout: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(MODEL_POOL))
+            .unwrap_or_else(|| panic!("no {MODEL_POOL} row: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        model_row(&table.stdout).contains("model/llama-3.1-70b-instruct"),
+        "{}",
+        table.stdout
+    );
+
+    // Default keys from a .pub file: comments and blank lines skipped.
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("id_ed25519.pub");
+    std::fs::write(&public, format!("# alice's laptop\n\n{ED25519_KEY}\n")).unwrap();
+    let public = public.display().to_string();
+    let set = buyer.run(&["keys", "set", &public]).await;
+    assert_eq!(set.code, 0, "{}", set.stderr);
+    assert!(set.stdout.starts_with("TYPE "), "{}", set.stdout);
+    assert!(
+        set.stdout
+            .contains("SHA256:i5CcGEHKcgQw8wrMvKeivnIRd23YosQwAQsNX+zJdfk"),
+        "the fingerprint ssh-keygen -l prints: {}",
+        set.stdout
+    );
+    let listed = buyer.json(&["keys", "list"]).await;
+    assert_eq!(listed["keys"], serde_json::json!([ED25519_KEY]), "{listed}");
+    let table = buyer.run(&["keys", "list"]).await;
+    assert!(table.stdout.contains("alice@laptop"), "{}", table.stdout);
+    // A private key never leaves the machine; a key set names at least one key.
+    let private = dir.path().join("id_ed25519");
+    std::fs::write(
+        &private,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["keys", "set", private.to_str().unwrap()],
+        vec!["keys", "set"],
+        vec!["keys", "set", "ssh-ed25519 AAAA!!! bad"],
+    ] {
+        let run = buyer.run(&args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(!run.stderr.contains("b3Blbn"), "{}", run.stderr);
+    }
+
+    // A bid with its own key; the lease waits for its supplier's provisioner.
+    supplier
+        .json(&[
+            "capacity",
+            "release",
+            "--block-id",
+            "b1",
+            "--pool",
+            POOL,
+            "--gpus",
+            "8",
+            "--reserve-price",
+            "1.50",
+            "--hours",
+            "3",
+            "--node",
+            "rack1-n1:8",
+        ])
+        .await;
+    let bid = |gpus: &'static str| {
+        [
+            "bid",
+            "--pool",
+            POOL,
+            "--gpus",
+            gpus,
+            "--hours",
+            "1",
+            "--max-price",
+            "2.00",
+            "--ssh-key",
+            ED25519_KEY,
+        ]
+    };
+    let filled = buyer.json(&bid("4")).await;
+    let lease = &filled["leases"][0];
+    assert_eq!(
+        lease["ssh_public_keys"],
+        serde_json::json!([ED25519_KEY]),
+        "{filled}"
+    );
+    assert_eq!(lease["access"]["status"], "provisioning");
+    let id = lease["id"].as_str().unwrap().to_owned();
+    let early = buyer.run(&["ssh", &id]).await;
+    assert_refused(&early, "lease_not_ready");
+    assert!(early.stderr.contains("provisioning"), "{}", early.stderr);
+    let table = buyer.run(&["leases"]).await;
+    assert!(table.stdout.contains("ACCESS"), "{}", table.stdout);
+    assert!(table.stdout.contains("provisioning"), "{}", table.stdout);
+
+    // The supplier hands it over; the buyer sees it ready and gets the ssh command.
+    let ready = supplier
+        .json(&[
+            "capacity",
+            "ready",
+            "b1",
+            &id,
+            "--endpoint",
+            "rack1-n1=ubuntu@10.1.0.1:22",
+        ])
+        .await;
+    assert_eq!(ready["lease"]["access"]["status"], "ready", "{ready}");
+    assert_eq!(
+        ready["lease"]["access"]["endpoints"],
+        serde_json::json!([{"node": "rack1-n1", "host": "10.1.0.1", "port": 22, "user": "ubuntu"}])
+    );
+    let table = buyer.run(&["leases"]).await;
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{id} ")))
+        .unwrap_or_else(|| panic!("no row for lease {id}: {}", table.stdout));
+    assert!(row.contains("ready"), "{row}");
+    assert!(row.contains("ubuntu@10.1.0.1:22"), "{row}");
+    for args in [vec!["ssh", &id], vec!["ssh", &id, "--print"]] {
+        let ssh = buyer.run(&args).await;
+        assert_eq!(ssh.code, 0, "{}", ssh.stderr);
+        assert_eq!(ssh.stdout, "ssh -p 22 ubuntu@10.1.0.1\n");
+    }
+    let one = buyer.run(&["leases", &id]).await;
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    assert!(
+        one.stdout
+            .lines()
+            .any(|l| l.starts_with("rack1-n1") && l.ends_with("ssh -p 22 ubuntu@10.1.0.1")),
+        "{}",
+        one.stdout
+    );
+    assert_refused(&buyer.run(&["lease-token", &id]).await, "not_a_model_lease");
+
+    // A lease its supplier cannot provision fails, costs nothing, and says why.
+    let second = buyer.json(&bid("2")).await;
+    let failed_id = second["leases"][0]["id"].as_str().unwrap().to_owned();
+    let failed = supplier
+        .json(&[
+            "capacity",
+            "failed",
+            "b1",
+            &failed_id,
+            "--reason",
+            "GPU health check failed",
+        ])
+        .await;
+    assert_eq!(failed["lease"]["status"], "failed", "{failed}");
+    let listed = buyer.json(&["leases", "--status", "failed"]).await;
+    assert_eq!(listed["leases"][0]["id"], failed_id.as_str(), "{listed}");
+    assert_eq!(listed["leases"].as_array().map(Vec::len), Some(1));
+    let one = buyer.run(&["leases", &failed_id]).await;
+    assert!(
+        one.stdout.contains("failed: GPU health check failed"),
+        "{}",
+        one.stdout
+    );
+    assert_refused(&buyer.run(&["ssh", &failed_id]).await, "lease_failed");
+
+    // A model lease: no ssh; a lease token once its gateway is ready.
+    supplier
+        .json(&[
+            "capacity",
+            "release",
+            "--block-id",
+            "m1",
+            "--pool",
+            MODEL_POOL,
+            "--gpus",
+            "8",
+            "--reserve-price",
+            "1.44",
+            "--hours",
+            "3",
+        ])
+        .await;
+    let table = buyer.run(&["pools"]).await;
+    // $1.44 per GPU-hour at 400 tokens/s per GPU is $1.00 per million tokens.
+    assert!(
+        model_row(&table.stdout).contains(" 1.00"),
+        "{}",
+        table.stdout
+    );
+    let model = buyer
+        .json(&[
+            "bid",
+            "--pool",
+            MODEL_POOL,
+            "--gpus",
+            "2",
+            "--hours",
+            "1",
+            "--max-price",
+            "1.50",
+        ])
+        .await;
+    let model_id = model["leases"][0]["id"].as_str().unwrap().to_owned();
+    let ssh = buyer.run(&["ssh", &model_id]).await;
+    assert_refused(&ssh, "not_a_bare_metal_lease");
+    assert!(ssh.stderr.contains("offpeak lease-token"), "{}", ssh.stderr);
+    assert_refused(
+        &buyer.run(&["lease-token", &model_id]).await,
+        "lease_not_ready",
+    );
+    let gateway = "https://gateway.dc1.example/v1";
+    let ready = supplier
+        .run(&["capacity", "ready", "m1", &model_id, "--gateway", gateway])
+        .await;
+    assert_eq!(ready.code, 0, "{}", ready.stderr);
+    assert!(ready.stdout.contains(gateway), "{}", ready.stdout);
+    let table = buyer.run(&["leases"]).await;
+    assert!(table.stdout.contains(gateway), "{}", table.stdout);
+    let minted = buyer.run(&["lease-token", &model_id]).await;
+    assert_eq!(minted.code, 0, "{}", minted.stderr);
+    assert_eq!(minted.stdout.lines().count(), 1, "the token alone");
+    let parts: Vec<&str> = minted.stdout.trim().split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT: {}", minted.stdout);
+    assert!(parts.iter().all(|p| !p.is_empty()), "{}", minted.stdout);
+    let minted = buyer.json(&["lease-token", &model_id]).await;
+    assert!(minted["expires_at"].is_string(), "{minted}");
+
+    // Usage errors: nothing is sent.
+    for args in [
+        vec!["capacity", "ready", "b1", &id],
+        vec![
+            "capacity",
+            "ready",
+            "b1",
+            &id,
+            "--endpoint",
+            "ubuntu@10.1.0.1",
+        ],
+        vec![
+            "capacity",
+            "ready",
+            "b1",
+            &id,
+            "--endpoint",
+            "ubuntu@10.1.0.1:22",
+            "--gateway",
+            gateway,
+        ],
+        vec!["capacity", "ready", "m1", &model_id, "--gateway", "ftp://x"],
+        vec!["leases", &id, "--status", "active"],
+    ] {
+        let run = supplier.run(&args).await;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+    }
+
+    let cleared = buyer.json(&["keys", "clear"]).await;
+    assert_eq!(cleared["keys"], serde_json::json!([]), "{cleared}");
     app.stop().await;
 }
 

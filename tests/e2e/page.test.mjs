@@ -133,10 +133,10 @@ async function api(method, path, tok, body) {
   return { status: res.status, body: text ? JSON.parse(text) : null };
 }
 
-async function release(blockId, gpus, price) {
+async function release(blockId, gpus, price, pool = POOL) {
   const until = new Date(Date.now() + 6 * 3600 * 1000).toISOString();
   const r = await api('POST', '/v1/capacity', ctx.supplier, {
-    block_id: blockId, pool: POOL, gpus, reserve_price: price, available_until: until,
+    block_id: blockId, pool, gpus, reserve_price: price, available_until: until,
   });
   assert.equal(r.status, 201, JSON.stringify(r.body));
 }
@@ -279,4 +279,26 @@ test('the page follows the live book, tape and chart, and resyncs after a server
   await sleep(700);
   await shoot('after-restart');
   assert.deepEqual(ctx.errors.filter((e) => !/WebSocket|ERR_CONNECTION_REFUSED|Failed to load resource/.test(e)), []);
+});
+
+test('a model pool is shown beside the GPU pools with its price per million tokens', async () => {
+  const page = ctx.page;
+  const MODEL = 'llama-3.1-70b-instruct.us-east';
+  // $1.44 per GPU-hour at 400 tokens/s per GPU is $1.00 per million tokens.
+  await release('gw1', 8, '1.44', MODEL);
+  await page.goto('about:blank');
+  await page.goto(`${ctx.base}/#pool=${MODEL}`);
+  await page.waitForSelector('#status[data-state="live"]', { timeout: WAIT_MS });
+  const option = await page.$eval(`#pool option[value="${MODEL}"]`, (o) => o.textContent);
+  assert.match(option, /model API/);
+  await eventually('the per-token price in the ticker', async () =>
+    (await page.textContent('#t-tokens')) === '1.00');
+  assert.equal(await page.isVisible('#t-tokens-wrap'), true);
+  const tag = await page.textContent(`#capacity tr[data-pool="${MODEL}"] .model-tag`);
+  assert.match(tag, /\$1\.00 \/ 1M tokens/);
+  await sleep(300);
+  await shoot('model-pool');
+  // A GPU pool shows no per-token price.
+  await page.selectOption('#pool', POOL);
+  await eventually('the ticker to hide the per-token price', async () => !(await page.isVisible('#t-tokens-wrap')));
 });

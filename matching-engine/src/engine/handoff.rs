@@ -18,8 +18,8 @@ use crate::types::{
 pub(crate) const PROVISION_TIMEOUT_REASON: &str = "provision_timeout";
 
 impl Engine {
-    /// The lease, when it runs on one of `supplier`'s blocks named `block_id` (an empty
-    /// `block_id` names none: a capacity signal may leave it out).
+    /// The lease, when it runs on one of `supplier`'s blocks named `block_id`; an empty
+    /// `block_id` matches any of the supplier's blocks (a capacity signal may leave it out).
     fn supplied_lease(&self, supplier: &str, block_id: &str, lease_id: LeaseId) -> Option<()> {
         let supplier: AccountKey = *self.account_index.get(supplier)?;
         let lease = self.leases.get(&lease_id)?;

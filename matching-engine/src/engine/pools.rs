@@ -111,7 +111,10 @@ impl Engine {
                     .blocks
                     .iter()
                     .any(|(_, block)| block.pool == key && block.status != BlockStatus::Closed);
-            if ladder_moves && in_use {
+            // What the pool sells is part of its bids' and leases' terms (keys, endpoints).
+            let offering_moves =
+                pool.config.offering != config.offering || pool.config.model != config.model;
+            if (ladder_moves || offering_moves) && in_use {
                 return reject(out, Rejection::PoolNotEmpty);
             }
             let pool = &mut self.pools[key];
