@@ -9,6 +9,7 @@ use actix_web::{web, HttpResponse, Resource};
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
+const CONSOLE_JS: &str = include_str!("../web/console.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
 
 /// Scripts, styles, fetches and the WebSocket only from this origin; canvases may use data URLs.
@@ -26,7 +27,7 @@ pub struct Asset {
 }
 
 /// The page's files (`/openapi.json` documents them from this list too).
-pub const ASSETS: [Asset; 4] = [
+pub const ASSETS: [Asset; 5] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -41,6 +42,11 @@ pub const ASSETS: [Asset; 4] = [
         path: "/app.js",
         content_type: "text/javascript; charset=utf-8",
         body: APP_JS,
+    },
+    Asset {
+        path: "/console.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: CONSOLE_JS,
     },
     Asset {
         path: "/style.css",

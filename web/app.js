@@ -5,6 +5,10 @@
 // until it is drawn. The book follows the feed's seq rules: a delta applies when
 // prev_seq <= our seq < its seq, is skipped when seq <= ours, and a gap (prev_seq > ours)
 // makes the page subscribe again for a fresh snapshot.
+//
+// The buyers' and suppliers' console (sign in, bid, orders, leases, blocks) is web/console.js,
+// loaded after this file; it uses the helpers below and this file calls it through
+// window.offpeakConsole (a ladder level's price into the ticket, the pool picked, key c).
 
 'use strict';
 
@@ -115,6 +119,7 @@ async function loadPools() {
   const busiest = [...state.pools].sort((a, b) => (b.idle_gpus + b.leased_gpus) - (a.idle_gpus + a.leased_gpus))[0];
   const pick = state.pools.find((p) => p.id === wanted) || busiest;
   if (pick) select.value = pick.id;
+  if (window.offpeakConsole) window.offpeakConsole.poolsLoaded(pick ? pick.id : null);
   return pick ? pick.id : null;
 }
 
@@ -346,6 +351,7 @@ function selectPool(id) {
   state.decimals = decimalsOf((state.pools.find((p) => p.id === id) || {}).tick);
   $('pool').value = id;
   history.replaceState(null, '', `#pool=${encodeURIComponent(id)}`);
+  if (window.offpeakConsole) window.offpeakConsole.poolChanged(id);
   if (old) send({ op: 'unsubscribe', channels: [`book:${old}`, `trades:${old}`] });
   state.trades = [];
   state.tradeIds = new Set();
@@ -372,9 +378,16 @@ for (const b of document.querySelectorAll('.seg button')) {
   b.addEventListener('click', () => setInterval_(b.dataset.interval));
 }
 
+// Whether a key press belongs to a control the user is typing in or choosing with: the page's
+// one-key shortcuts must then stay out of the way (a "1" typed into a price is a digit).
+function isTypingIn(el) {
+  if (!el || !el.tagName) return false;
+  return ['INPUT', 'TEXTAREA', 'SELECT'].includes(el.tagName) || el.isContentEditable;
+}
+
 document.addEventListener('keydown', (e) => {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
-  if (e.target && e.target.tagName === 'SELECT') return;
+  if (isTypingIn(e.target)) return;
   const ids = state.pools.map((p) => p.id);
   const at = ids.indexOf(state.pool);
   if (e.key === ']' && ids.length) selectPool(ids[(at + 1) % ids.length]);
@@ -386,6 +399,8 @@ document.addEventListener('keydown', (e) => {
   } else if (e.key === 'r') {
     resyncBook();
     if (state.pool) loadHistory(state.pool).catch((err) => console.warn(err));
+  } else if (e.key === 'c' && window.offpeakConsole) {
+    window.offpeakConsole.focus();
   } else return;
   e.preventDefault();
 });
@@ -440,6 +455,10 @@ function levelRow(side, level, maxCum, maxOwn, now) {
   row.className = 'lvl';
   row.setAttribute('role', 'row');
   row.dataset.price = String(level.price);
+  // A click puts the level's price into the console's bid ticket (when a buyer is signed in).
+  row.addEventListener('click', () => {
+    if (window.offpeakConsole) window.offpeakConsole.pickPrice(state.pool, level.price);
+  });
   const changedAt = state.book.changed.get(`${side}:${level.price}`);
   if (changedAt && now - changedAt < 600) row.classList.add('flash');
   // A faint bar for the cumulative depth, a stronger one for the level's own size.
@@ -541,6 +560,7 @@ function drawCapacity() {
     btn.className = 'pool-btn';
     btn.type = 'button';
     btn.textContent = p.id;
+    btn.title = p.id;
     btn.addEventListener('click', () => selectPool(p.id));
     name.appendChild(btn);
     if (p.offering === 'model') {
