@@ -24,6 +24,7 @@ pub mod money;
 pub mod openapi;
 pub mod pool_spec;
 pub mod rate_limit;
+pub mod report;
 pub mod routes;
 pub mod sequencer;
 pub mod ssh_keys;

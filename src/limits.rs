@@ -83,6 +83,15 @@ pub const ENDPOINT_URL_BYTES_MAX: usize = 2048;
 /// never past the lease's end), so a leaked token is short-lived.
 pub const LEASE_TOKEN_TTL_MAX: Duration = Duration::from_secs(3600);
 
+/// The longest window `GET /v1/admin/report` covers (its leases are read into memory).
+pub const REPORT_WINDOW_MAX: Duration = Duration::from_secs(31 * 24 * 3600);
+
+/// The most buckets one report has (per pool).
+pub const REPORT_BUCKETS_MAX: i64 = 2_000;
+
+/// The most leases one report reads; a window with more must be narrowed.
+pub const REPORT_LEASES_MAX: usize = 1_000_000;
+
 /// Longest reason a provisioner gives for a failed lease.
 pub const FAILURE_REASON_BYTES_MAX: usize = 256;
 

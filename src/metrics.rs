@@ -27,6 +27,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -158,6 +159,9 @@ pub struct Metrics {
     traded_gpus: Family<PoolLabel, Counter>,
     notices: Family<PoolLabel, Counter>,
     emergency_reclaims: Family<PoolLabel, Counter>,
+    revenue_micros: Family<PoolLabel, Counter>,
+    offered_gpu_seconds: Family<PoolLabel, Counter<f64, AtomicU64>>,
+    leased_gpu_seconds: Family<PoolLabel, Counter<f64, AtomicU64>>,
     batches: Counter,
     journal_commit_seconds: Histogram,
     journal_batch_commands: Histogram,
@@ -201,6 +205,9 @@ impl Metrics {
         let traded_gpus = Family::<PoolLabel, Counter>::default();
         let notices = Family::<PoolLabel, Counter>::default();
         let emergency_reclaims = Family::<PoolLabel, Counter>::default();
+        let revenue_micros = Family::<PoolLabel, Counter>::default();
+        let offered_gpu_seconds = Family::<PoolLabel, Counter<f64, AtomicU64>>::default();
+        let leased_gpu_seconds = Family::<PoolLabel, Counter<f64, AtomicU64>>::default();
         let batches = Counter::default();
         let journal_commit_seconds = latency_histogram();
         // 1 to 4096 commands by doubling: BATCH_COMMANDS_MAX is the top.
@@ -244,6 +251,21 @@ impl Metrics {
             "emergency_reclaims",
             "Reclaims accepted with a notice shorter than promised (emergency), by pool",
             emergency_reclaims.clone(),
+        );
+        r.register(
+            "revenue_micros",
+            "Money earned by ended leases (their final cost), in micro-dollars, by pool",
+            revenue_micros.clone(),
+        );
+        r.register(
+            "offered_gpu_seconds",
+            "GPU-seconds offered (unsold in open windows, or leased), by the engine's clock, by pool",
+            offered_gpu_seconds.clone(),
+        );
+        r.register(
+            "leased_gpu_seconds",
+            "GPU-seconds in running leases, by the engine's clock, by pool",
+            leased_gpu_seconds.clone(),
         );
         r.register("batches", "Batches committed", batches.clone());
         r.register(
@@ -322,6 +344,9 @@ impl Metrics {
             traded_gpus,
             notices,
             emergency_reclaims,
+            revenue_micros,
+            offered_gpu_seconds,
+            leased_gpu_seconds,
             batches,
             journal_commit_seconds,
             journal_batch_commands,
@@ -361,7 +386,7 @@ impl Metrics {
 
         // Tallied per batch first: one family lookup per pool or reason, not one per event.
         let mut rejections: HashMap<&'static str, u64> = HashMap::new();
-        let mut pools: HashMap<&str, [u64; 5]> = HashMap::new();
+        let mut pools: HashMap<&str, [u64; 6]> = HashMap::new();
         for event in batch.records.iter().flat_map(|r| &r.events) {
             match event {
                 Event::Rejected { reason } => *rejections.entry(reason.as_str()).or_default() += 1,
@@ -379,15 +404,30 @@ impl Metrics {
                     emergency: true,
                     ..
                 } => pools.entry(pool).or_default()[4] += 1,
+                Event::LeaseChanged { lease } if lease.status.is_ended() => {
+                    pools.entry(&lease.pool).or_default()[5] += lease.cost_micros
+                }
                 _ => {}
             }
+        }
+        for usage in &batch.usage {
+            let label = PoolLabel {
+                pool: usage.pool.to_string(),
+            };
+            let seconds = |gpu_ms: u64| gpu_ms as f64 / 1000.0;
+            self.offered_gpu_seconds
+                .get_or_create(&label)
+                .inc_by(seconds(usage.offered_gpu_ms));
+            self.leased_gpu_seconds
+                .get_or_create(&label)
+                .inc_by(seconds(usage.leased_gpu_ms));
         }
         for (reason, n) in rejections {
             self.rejections
                 .get_or_create(&ReasonLabel { reason })
                 .inc_by(n);
         }
-        for (pool, [orders, trades, gpus, notices, emergencies]) in pools {
+        for (pool, [orders, trades, gpus, notices, emergencies, revenue]) in pools {
             let label = PoolLabel {
                 pool: pool.to_owned(),
             };
@@ -397,6 +437,7 @@ impl Metrics {
                 (&self.traded_gpus, gpus),
                 (&self.notices, notices),
                 (&self.emergency_reclaims, emergencies),
+                (&self.revenue_micros, revenue),
             ] {
                 if n > 0 {
                     family.get_or_create(&label).inc_by(n);
@@ -537,6 +578,7 @@ mod tests {
                     events,
                 })
                 .collect(),
+            usage: Vec::new(),
         }
     }
 

@@ -339,6 +339,18 @@ pub struct PoolSummary {
     pub emergency_reclaims: u64,
 }
 
+/// What a pool offered and leased since it was created, integrated over the engine's time
+/// (DESIGN section 13): `offered` is its unsold GPUs in open windows plus its leased GPUs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    /// The pool.
+    pub pool: Name,
+    /// GPU-milliseconds offered.
+    pub offered_gpu_ms: u64,
+    /// GPU-milliseconds in running leases.
+    pub leased_gpu_ms: u64,
+}
+
 /// What a bid would get now, without placing it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {

@@ -27,7 +27,7 @@ pub use command::{
 };
 pub use engine::Engine;
 pub use event::{
-    BlockView, Depth, Event, LeaseView, Level, OrderView, PoolSummary, Quote, TradeView,
+    BlockView, Depth, Event, LeaseView, Level, OrderView, PoolSummary, PoolUsage, Quote, TradeView,
 };
 pub use snapshot::Snapshot;
 pub use types::{

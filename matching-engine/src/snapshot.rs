@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// Absent from snapshots taken before keys existed: none.
     #[serde(default)]
     bid_ssh_keys: Vec<(OrderId, SshKeys)>,
+    /// Up to when usage is accrued; absent from older snapshots: from `now` on.
+    #[serde(default)]
+    usage_at: Option<TimeMs>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,6 +47,12 @@ struct PoolState {
     /// Absent from snapshots taken before it was counted: they restore 0.
     #[serde(default)]
     emergency_reclaims: u64,
+    /// Absent from snapshots taken before usage was counted: they restore 0.
+    #[serde(default)]
+    offered_gpu_ms: u64,
+    /// See `offered_gpu_ms`.
+    #[serde(default)]
+    leased_gpu_ms: u64,
 }
 
 impl Engine {
@@ -104,6 +113,8 @@ impl Engine {
                     reclaiming_gpus: pool.reclaiming_gpus,
                     auction_at: pool.auction_at,
                     emergency_reclaims: pool.emergency_reclaims,
+                    offered_gpu_ms: pool.offered_gpu_ms,
+                    leased_gpu_ms: pool.leased_gpu_ms,
                 })
                 .collect(),
             accounts: self.accounts.clone(),
@@ -119,6 +130,7 @@ impl Engine {
             client_order_ids,
             client_order_id_of,
             bid_ssh_keys,
+            usage_at: Some(self.usage_at),
         }
     }
 
@@ -147,6 +159,8 @@ impl Engine {
                 reclaiming_gpus: state.reclaiming_gpus,
                 auction_at: state.auction_at,
                 emergency_reclaims: state.emergency_reclaims,
+                offered_gpu_ms: state.offered_gpu_ms,
+                leased_gpu_ms: state.leased_gpu_ms,
             });
         }
         for (key, account) in snapshot.accounts.into_iter().enumerate() {
@@ -210,6 +224,7 @@ impl Engine {
         }
         engine.client_order_id_of = snapshot.client_order_id_of.into_iter().collect();
         engine.bid_ssh_keys = snapshot.bid_ssh_keys.into_iter().collect();
+        engine.usage_at = snapshot.usage_at.unwrap_or(snapshot.now);
         engine
     }
 

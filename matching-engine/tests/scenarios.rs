@@ -1291,3 +1291,25 @@ fn a_block_whose_window_ended_is_forgotten_so_an_update_names_no_block() {
     }));
     assert_eq!(rejection(&events), Some(Rejection::UnknownBlock));
 }
+
+#[test]
+fn usage_integrates_offered_and_leased_gpus_over_time() {
+    let mut m = Market::new();
+    m.at(0).release("sched", "b1", 8, 150, 3);
+    // 8 GPUs offered for 600 s, then 4 of them leased for 1,200 s, then the lease released.
+    m.at(600).bid("acme", 4, 200);
+    let lease = m.engine.leases_of("acme")[0].id;
+    m.at(1800).run(Command::ReleaseLease {
+        account: "acme".into(),
+        lease_id: lease,
+    });
+    m.tick(2400);
+    let usage = &m.engine.usage()[0];
+    assert_eq!(&*usage.pool, POOL);
+    assert_eq!(usage.offered_gpu_ms, 8 * 2400 * 1000);
+    assert_eq!(usage.leased_gpu_ms, 4 * 1200 * 1000);
+    // A restored engine goes on from the same integrals.
+    let mut restored = Engine::restore(m.engine.snapshot());
+    restored.apply(at_s(3000), &Command::Tick, &mut Vec::new());
+    assert_eq!(restored.usage()[0].offered_gpu_ms, 8 * 3000 * 1000);
+}

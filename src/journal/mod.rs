@@ -8,7 +8,7 @@
 
 pub mod codes;
 
-use matching_engine::{Command, Event, LeaseId, TimeMs};
+use matching_engine::{Command, Event, LeaseId, Name, PoolUsage, TimeMs};
 use std::fmt;
 use std::str::FromStr;
 
@@ -43,6 +43,42 @@ impl CommandRecord {
 pub struct CommittedBatch {
     /// The commands in sequence order.
     pub records: Vec<CommandRecord>,
+    /// What each pool offered and leased since the previous batch, by the engine's clock.
+    pub usage: Vec<UsageDelta>,
+}
+
+/// One pool's usage over one batch (DESIGN section 13), credited to the minute the batch's
+/// last command was applied in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageDelta {
+    /// The pool.
+    pub pool: Name,
+    /// The minute (its first millisecond) the usage is credited to.
+    pub minute: TimeMs,
+    /// GPU-milliseconds offered (unsold in open windows, or leased).
+    pub offered_gpu_ms: u64,
+    /// GPU-milliseconds leased.
+    pub leased_gpu_ms: u64,
+}
+
+/// The usage between two readings of [`matching_engine::Engine::usage`], credited to the
+/// minute of `at`; pools without any are left out.
+pub fn usage_between(before: &[PoolUsage], after: &[PoolUsage], at: TimeMs) -> Vec<UsageDelta> {
+    let minute = TimeMs(at.0 - at.0.rem_euclid(60_000));
+    after
+        .iter()
+        .filter_map(|now| {
+            let then = before.iter().find(|b| b.pool == now.pool);
+            let (offered0, leased0) = then.map_or((0, 0), |b| (b.offered_gpu_ms, b.leased_gpu_ms));
+            let delta = UsageDelta {
+                pool: now.pool.clone(),
+                minute,
+                offered_gpu_ms: now.offered_gpu_ms.saturating_sub(offered0),
+                leased_gpu_ms: now.leased_gpu_ms.saturating_sub(leased0),
+            };
+            (delta.offered_gpu_ms > 0 || delta.leased_gpu_ms > 0).then_some(delta)
+        })
+        .collect()
 }
 
 impl CommittedBatch {

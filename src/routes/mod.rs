@@ -15,6 +15,7 @@ pub mod leases;
 pub mod orders;
 pub mod owned;
 pub mod pools;
+pub mod report;
 pub mod websocket;
 
 use crate::auth::Role;
@@ -167,6 +168,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(jwks in handoff, public, []),
     endpoint!(connect in websocket, public, [websocket::CONNECT_ERRORS]),
     endpoint!(state_hash in admin, Admin, [TOKEN, ENGINE_READ, INTERNAL]),
+    endpoint!(
+        report in report,
+        Admin,
+        [TOKEN, QUERY, report::REPORT_ERRORS, ENGINE_READ, STORE_READ, INTERNAL]
+    ),
     endpoint!(
         configure_pool in admin,
         Admin,

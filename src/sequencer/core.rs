@@ -18,10 +18,10 @@
 use super::applied::{AppliedSignals, Seen};
 use super::handle::SubmitError;
 use super::snapshot::TakenSnapshot;
-use crate::journal::{CommandRecord, CommittedBatch, EntryId};
+use crate::journal::{usage_between, CommandRecord, CommittedBatch, EntryId};
 use crate::limits::SNAPSHOT_EVERY_COMMANDS;
 use crate::store::{BatchRows, StoreError};
-use matching_engine::{Command, Engine, Snapshot, TimeMs};
+use matching_engine::{Command, Engine, PoolUsage, Snapshot, TimeMs};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -83,12 +83,15 @@ pub struct SequencerCore<C> {
     /// The time of the last `Tick` applied: a timer not after it was due then, so it must
     /// have fired; waiting for it again would spin.
     last_tick_at: TimeMs,
+    /// The pools' usage in the committed state: each batch carries what it adds.
+    usage: Vec<PoolUsage>,
 }
 
 impl<C: Clock> SequencerCore<C> {
     /// A core over the restored state; what was replayed counts towards the next snapshot.
     pub fn new(restored: Restored, clock: C) -> SequencerCore<C> {
         SequencerCore {
+            usage: restored.engine.usage(),
             base: Arc::new(restored.engine.snapshot()),
             base_seq: restored.seq,
             engine: restored.engine,
@@ -110,6 +113,7 @@ impl<C: Clock> SequencerCore<C> {
         self.engine = restored.engine;
         self.seq = restored.seq;
         self.signals = restored.signals;
+        self.usage = self.engine.usage();
     }
 
     /// The engine (committed state, between batches).
@@ -197,8 +201,10 @@ impl<C: Clock> SequencerCore<C> {
                 events,
             });
         }
+        let at = records.last().map_or(self.engine.now(), |r| r.at);
+        let usage = usage_between(&self.usage, &self.engine.usage(), at);
         StagedBatch {
-            batch: Arc::new(CommittedBatch { records }),
+            batch: Arc::new(CommittedBatch { records, usage }),
         }
     }
 
@@ -220,6 +226,7 @@ impl<C: Clock> SequencerCore<C> {
             }
             self.tail.push((record.at, record.command.clone()));
         }
+        self.usage = self.engine.usage();
         assert_eq!(self.seq, self.committed_seq(), "a batch committed in part");
     }
 

@@ -12,7 +12,7 @@ mod rows;
 pub mod sqlite;
 
 use crate::error::ApiError;
-use crate::journal::{CommittedBatch, EntryId};
+use crate::journal::{CommittedBatch, EntryId, UsageDelta};
 use async_trait::async_trait;
 use matching_engine::{
     BlockView, Event, LeaseId, LeaseStatus, LeaseView, Name, OrderId, OrderView, PriceMicros, Side,
@@ -122,6 +122,8 @@ pub struct BatchRows {
     pub lease_events: Vec<LeaseEventRow>,
     /// Capacity signals the batch applied (their entry ids, recorded with their commands).
     pub applied_signals: Vec<AppliedSignal>,
+    /// What each pool offered and leased over the batch, added to its minute's row.
+    pub usage: Vec<UsageDelta>,
 }
 
 fn upsert<K: Eq + std::hash::Hash, V>(
@@ -143,7 +145,10 @@ fn upsert<K: Eq + std::hash::Hash, V>(
 impl BatchRows {
     /// The rows a committed batch produces.
     pub fn from_batch(batch: &CommittedBatch) -> Result<BatchRows, StoreError> {
-        let mut rows = BatchRows::default();
+        let mut rows = BatchRows {
+            usage: batch.usage.clone(),
+            ..BatchRows::default()
+        };
         let mut order_index = HashMap::new();
         let mut lease_index = HashMap::new();
         let mut block_index = HashMap::new();
@@ -352,6 +357,22 @@ pub trait Store: Send + Sync + 'static {
         after_row_id: u64,
         limit: usize,
     ) -> Result<Vec<LeaseEventRecord>, StoreError>;
+    /// Every pool's usage minutes in `[from, to)` (all pools, or `pool`), by pool and minute.
+    async fn usage(
+        &self,
+        from: TimeMs,
+        to: TimeMs,
+        pool: Option<&str>,
+    ) -> Result<Vec<UsageDelta>, StoreError>;
+    /// Every account's leases that ran at some time in `[from, to)` (all pools, or `pool`),
+    /// at most `limit`, by id: the owner's report reads their costs.
+    async fn leases_between(
+        &self,
+        from: TimeMs,
+        to: TimeMs,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LeaseView>, StoreError>;
     /// Trades and lease activity since `since`, at most `trades_per_pool` trades per pool.
     async fn market_history(
         &self,

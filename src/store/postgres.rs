@@ -13,14 +13,14 @@ mod batch;
 use super::rows::{
     self, applied_signal_of, bigint_or_max, block_of, i64_of, id_cursor, journal_entry_of,
     lease_event_of, lease_minute_ended_of, lease_minute_started_of, lease_of, limit_of, order_of,
-    public_trade_of, signal_id_of, snapshot_of, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
-    SELECT_LEASE_EVENTS,
+    public_trade_of, signal_id_of, snapshot_of, usage_of, BLOCK_COLUMNS, LEASE_COLUMNS,
+    ORDER_COLUMNS, SELECT_LEASE_EVENTS,
 };
 use super::{
     AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, ListFilter, MarketHistory, Store,
     StoreError, StoredSnapshot,
 };
-use crate::journal::EntryId;
+use crate::journal::{EntryId, UsageDelta};
 use crate::limits::{
     DB_CONNECT_TIMEOUT, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT, DB_WRITE_CONNECTIONS_MAX,
     DB_WRITE_TIMEOUT, SNAPSHOTS_KEPT,
@@ -59,6 +59,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         4,
         "handoff",
         include_str!("../../migrations/postgres/0004_handoff.sql"),
+    ),
+    (
+        5,
+        "pool_usage",
+        include_str!("../../migrations/postgres/0005_pool_usage.sql"),
     ),
 ];
 
@@ -595,6 +600,48 @@ impl Store for PgStore {
                 &bigint_or_max(limit),
             ],
             lease_event_of,
+        )
+        .await
+    }
+
+    async fn usage(
+        &self,
+        from: TimeMs,
+        to: TimeMs,
+        pool: Option<&str>,
+    ) -> Result<Vec<UsageDelta>, StoreError> {
+        self.read_all(
+            "reading pool usage",
+            "SELECT pool, minute, offered_gpu_ms, leased_gpu_ms FROM pool_usage \
+             WHERE minute >= $1 AND minute < $2 AND ($3::text IS NULL OR pool = $3) \
+             ORDER BY pool, minute",
+            &[&from.0, &to.0, &pool],
+            usage_of,
+        )
+        .await
+    }
+
+    async fn leases_between(
+        &self,
+        from: TimeMs,
+        to: TimeMs,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LeaseView>, StoreError> {
+        self.read_all(
+            "reading leases for the report",
+            &format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE started_at < $2 \
+                 AND (ended_at IS NULL OR ended_at > $1) AND ($3::text IS NULL OR pool = $3) \
+                 ORDER BY lease_no LIMIT $4"
+            ),
+            &[
+                &to_datetime(from),
+                &to_datetime(to),
+                &pool,
+                &bigint_or_max(limit),
+            ],
+            lease_of,
         )
         .await
     }

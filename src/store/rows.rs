@@ -17,8 +17,7 @@ use super::{
     AppliedSignal, JournalEntry, LeaseEventRecord, LeaseEventRow, LeaseMinute, ListFilter,
     PublicTrade, StoreError, StoredSnapshot,
 };
-use crate::journal::codes;
-use crate::journal::EntryId;
+use crate::journal::{codes, EntryId, UsageDelta};
 use matching_engine::{
     Access, BlockView, LeaseId, LeaseView, Name, NodeGpus, OrderId, OrderView, PriceMicros,
     SshKeys, TimeMs, TradeView,
@@ -499,6 +498,26 @@ pub fn lease_event_values(e: &LeaseEventRow) -> Result<[Value<'_>; 6], StoreErro
         text(e.kind),
         time(e.at),
         Value::Time(e.detail_at),
+    ])
+}
+
+/// A usage minute from `pool, minute, offered_gpu_ms, leased_gpu_ms`.
+pub fn usage_of(row: &impl Row) -> Result<UsageDelta, StoreError> {
+    Ok(UsageDelta {
+        pool: row.name("pool")?,
+        minute: TimeMs(row.i64("minute")?),
+        offered_gpu_ms: row.u64("offered_gpu_ms")?,
+        leased_gpu_ms: row.u64("leased_gpu_ms")?,
+    })
+}
+
+/// A pool's usage over a batch: `pool, minute (ms), offered_gpu_ms, leased_gpu_ms`.
+pub fn usage_values(u: &UsageDelta) -> Result<[Value<'_>; 4], StoreError> {
+    Ok([
+        text(&u.pool),
+        Value::Int8(Some(u.minute.0)),
+        int8(u.offered_gpu_ms, "offered GPU-ms")?,
+        int8(u.leased_gpu_ms, "leased GPU-ms")?,
     ])
 }
 

@@ -19,14 +19,14 @@ mod batch;
 use super::rows::{
     self, applied_signal_of, bigint_or_max, block_of, i64_of, id_cursor, journal_entry_of,
     lease_event_of, lease_minute_ended_of, lease_minute_started_of, lease_of, limit_of, order_of,
-    public_trade_of, signal_id_of, snapshot_of, BLOCK_COLUMNS, LEASE_COLUMNS, ORDER_COLUMNS,
-    SELECT_LEASE_EVENTS,
+    public_trade_of, signal_id_of, snapshot_of, usage_of, BLOCK_COLUMNS, LEASE_COLUMNS,
+    ORDER_COLUMNS, SELECT_LEASE_EVENTS,
 };
 use super::{
     AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, ListFilter, MarketHistory, Store,
     StoreError, StoredSnapshot,
 };
-use crate::journal::EntryId;
+use crate::journal::{EntryId, UsageDelta};
 use crate::limits::{
     DB_READ_TIMEOUT, DB_WRITE_TIMEOUT, SQLITE_BUSY_TIMEOUT, SQLITE_READ_CONNECTIONS_MAX,
 };
@@ -66,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         4,
         "handoff",
         include_str!("../../migrations/sqlite/0004_handoff.sql"),
+    ),
+    (
+        5,
+        "pool_usage",
+        include_str!("../../migrations/sqlite/0005_pool_usage.sql"),
     ),
 ];
 
@@ -413,6 +418,7 @@ impl Store for SqliteStore {
             blocks: rows.blocks.clone(),
             lease_events: rows.lease_events.clone(),
             applied_signals: rows.applied_signals.clone(),
+            usage: rows.usage.clone(),
         };
         self.write(DB_WRITE_TIMEOUT, "the batch transaction", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -613,6 +619,44 @@ impl Store for SqliteStore {
             ),
             (after.0, after.1, bigint_or_max(limit)),
             |row| lease_event_of(row),
+        )
+        .await
+    }
+
+    async fn usage(
+        &self,
+        from: TimeMs,
+        to: TimeMs,
+        pool: Option<&str>,
+    ) -> Result<Vec<UsageDelta>, StoreError> {
+        self.read_all(
+            "reading pool usage",
+            "SELECT pool, minute, offered_gpu_ms, leased_gpu_ms FROM pool_usage \
+             WHERE minute >= ?1 AND minute < ?2 AND (?3 IS NULL OR pool = ?3) \
+             ORDER BY pool, minute"
+                .to_owned(),
+            (from.0, to.0, pool.map(str::to_owned)),
+            |row| usage_of(row),
+        )
+        .await
+    }
+
+    async fn leases_between(
+        &self,
+        from: TimeMs,
+        to: TimeMs,
+        pool: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<LeaseView>, StoreError> {
+        self.read_all(
+            "reading leases for the report",
+            format!(
+                "SELECT {LEASE_COLUMNS} FROM leases WHERE started_at < ?2 \
+                 AND (ended_at IS NULL OR ended_at > ?1) AND (?3 IS NULL OR pool = ?3) \
+                 ORDER BY lease_no LIMIT ?4"
+            ),
+            (from.0, to.0, pool.map(str::to_owned), bigint_or_max(limit)),
+            |row| lease_of(row),
         )
         .await
     }

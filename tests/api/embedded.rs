@@ -379,3 +379,34 @@ async fn the_handoff_is_stored_and_replayed_on_sqlite() {
         .await;
     assert_eq!(lease["lease"]["access"]["endpoints"][0]["host"], "10.1.0.1");
 }
+
+impl crate::report::Api for EmbeddedApp {
+    async fn post_json(&self, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.post(path, Some(token), body).await
+    }
+}
+
+#[tokio::test]
+async fn the_report_agrees_with_the_leases_table_on_sqlite() {
+    let app = EmbeddedApp::spawn().await;
+    crate::report::trade_two_leases(&app).await;
+    let admin = token("root", "admin");
+    let (status, report) = app.get("/v1/admin/report?bucket=1m", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let dir = app.stop().await;
+    let conn = rusqlite::Connection::open(dir.path().join(offpeak::store::sqlite::DATABASE_FILE))
+        .expect("open the file");
+    let costs: i64 = conn
+        .query_row("SELECT sum(cost_micros) FROM leases", [], |row| row.get(0))
+        .unwrap();
+    assert!(costs > 0);
+    assert_eq!(
+        crate::report::micros(&crate::report::pool_entry(&report)["total"]),
+        costs
+    );
+    assert_eq!(crate::report::micros(&report["total"]), costs);
+    let offered = crate::report::pool_entry(&report)["total"]["offered_gpu_hours"]
+        .as_f64()
+        .unwrap();
+    assert!(offered > 0.0, "{report}");
+}

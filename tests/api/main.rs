@@ -20,6 +20,7 @@ mod openapi;
 mod orders;
 mod outage;
 mod redis;
+mod report;
 mod restart;
 mod store_conformance;
 mod validation;

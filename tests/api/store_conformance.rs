@@ -115,7 +115,10 @@ impl Market {
                 events,
             });
         }
-        CommittedBatch { records }
+        CommittedBatch {
+            records,
+            usage: Vec::new(),
+        }
     }
 
     fn advance(&mut self, ms: i64) {

@@ -76,6 +76,8 @@ pub struct Engine {
     pub(crate) leases: FxHashMap<LeaseId, Lease>,
     /// Due timers, earliest first; ties in scheduling order.
     pub(crate) timers: BinaryHeap<Reverse<Scheduled>>,
+    /// Up to when the pools' usage integrals are accrued.
+    pub(crate) usage_at: TimeMs,
     touched: Vec<Touched>,
     fills: Vec<(BlockKey, u32)>,
 }
@@ -109,6 +111,7 @@ impl Engine {
             block_by_serial: FxHashMap::default(),
             leases: FxHashMap::default(),
             timers: BinaryHeap::new(),
+            usage_at: TimeMs(0),
             touched: Vec::new(),
             fills: Vec::new(),
         }

@@ -50,6 +50,10 @@ pub(crate) struct Pool {
     pub auction_at: Option<TimeMs>,
     /// Emergency reclaims accepted (a notice shorter than promised).
     pub emergency_reclaims: u64,
+    /// GPU-milliseconds offered (unsold in open windows, or leased) since the pool was created.
+    pub offered_gpu_ms: u64,
+    /// GPU-milliseconds in running leases since the pool was created.
+    pub leased_gpu_ms: u64,
 }
 
 impl Pool {
@@ -140,6 +144,8 @@ impl Engine {
                 reclaiming_gpus: 0,
                 auction_at: None,
                 emergency_reclaims: 0,
+                offered_gpu_ms: 0,
+                leased_gpu_ms: 0,
             });
             self.pool_index.insert(name.clone(), key);
             out.push(Event::PoolConfigured { pool: name });

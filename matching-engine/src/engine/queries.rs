@@ -5,7 +5,7 @@
 use super::auction::ExtraBid;
 use super::leases::elapsed_s;
 use super::{Engine, Lease};
-use crate::event::{BlockView, Depth, LeaseView, Level, OrderView, PoolSummary, Quote};
+use crate::event::{BlockView, Depth, LeaseView, Level, OrderView, PoolSummary, PoolUsage, Quote};
 use crate::keys::{BidKey, BlockKey, LevelKey, PoolKey, SlabKey};
 use crate::types::{
     cost_micros, AccountLimits, LeaseId, Micros, Name, NodeGpus, OrderId, PriceMicros, TimeMs,
@@ -187,6 +187,18 @@ impl Engine {
         self.owned_block(supplier, block_id)
             .ok()
             .map(|key| self.block_view(key))
+    }
+
+    /// Every pool's usage so far (GPU-milliseconds offered and leased), in configuration order.
+    pub fn usage(&self) -> Vec<PoolUsage> {
+        self.pools
+            .iter()
+            .map(|pool| PoolUsage {
+                pool: pool.name.clone(),
+                offered_gpu_ms: pool.offered_gpu_ms,
+                leased_gpu_ms: pool.leased_gpu_ms,
+            })
+            .collect()
     }
 
     /// An account's pre-trade limits (its own, or the defaults).

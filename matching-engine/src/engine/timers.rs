@@ -62,13 +62,34 @@ impl Engine {
                 break;
             };
             if due > self.now {
+                self.accrue_usage(due);
                 self.now = due;
             }
             self.fire(timer, out);
             self.flush_touched(out);
         }
         if at > self.now {
+            self.accrue_usage(at);
             self.now = at;
+        }
+    }
+
+    /// Adds what each pool offered and leased from `usage_at` to `to`: the state has not
+    /// changed in between (every change happens at `now`, and time only moves here).
+    fn accrue_usage(&mut self, to: TimeMs) {
+        let elapsed_ms = (to.0 - self.usage_at.0).max(0) as u64;
+        self.usage_at = to;
+        if elapsed_ms == 0 {
+            return;
+        }
+        for pool in &mut self.pools {
+            let offered = pool.asks.gpus_total() + pool.leased_gpus;
+            pool.offered_gpu_ms = pool
+                .offered_gpu_ms
+                .saturating_add(offered.saturating_mul(elapsed_ms));
+            pool.leased_gpu_ms = pool
+                .leased_gpu_ms
+                .saturating_add(pool.leased_gpus.saturating_mul(elapsed_ms));
         }
     }
 

@@ -73,6 +73,12 @@ const UPSERT_BLOCKS: &str = "INSERT INTO blocks (supplier, block_id, pool, statu
     revenue_micros = EXCLUDED.revenue_micros, reclaim_forecast_at = EXCLUDED.reclaim_forecast_at, \
     nodes = EXCLUDED.nodes, updated_at = EXCLUDED.updated_at";
 
+const UPSERT_USAGE: &str = "INSERT INTO pool_usage (pool, minute, offered_gpu_ms, \
+    leased_gpu_ms) SELECT * FROM UNNEST($1::text[], $2::int8[], $3::int8[], $4::int8[]) \
+    ON CONFLICT (pool, minute) DO UPDATE SET \
+    offered_gpu_ms = pool_usage.offered_gpu_ms + EXCLUDED.offered_gpu_ms, \
+    leased_gpu_ms = pool_usage.leased_gpu_ms + EXCLUDED.leased_gpu_ms";
+
 const INSERT_LEASE_EVENTS: &str = "INSERT INTO lease_events (seq, lease_id, buyer, kind, at, \
     detail_at) SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], \
     $5::timestamptz[], $6::timestamptz[])";
@@ -105,6 +111,7 @@ pub(super) fn batch_writes(rows: &BatchRows) -> Result<Vec<Write<'_>>, StoreErro
         &rows.lease_events,
         rows::lease_event_values,
     )?;
+    add_write(&mut writes, UPSERT_USAGE, &rows.usage, rows::usage_values)?;
     // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
     add_write(
         &mut writes,

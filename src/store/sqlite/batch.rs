@@ -63,6 +63,11 @@ const UPSERT_BLOCK: &str = "INSERT INTO blocks (supplier, block_id, pool, status
     revenue_micros = excluded.revenue_micros, reclaim_forecast_at = excluded.reclaim_forecast_at, \
     nodes = excluded.nodes, updated_at = excluded.updated_at";
 
+const UPSERT_USAGE: &str = "INSERT INTO pool_usage (pool, minute, offered_gpu_ms, \
+    leased_gpu_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (pool, minute) DO UPDATE SET \
+    offered_gpu_ms = offered_gpu_ms + excluded.offered_gpu_ms, \
+    leased_gpu_ms = leased_gpu_ms + excluded.leased_gpu_ms";
+
 const INSERT_LEASE_EVENT: &str = "INSERT INTO lease_events (seq, lease_id, buyer, kind, at, \
     detail_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
 
@@ -91,6 +96,7 @@ pub(super) fn write_rows(
         rows::lease_event_values,
         &[],
     )?;
+    execute_each(tx, UPSERT_USAGE, &rows.usage, rows::usage_values, &[])?;
     // No ON CONFLICT: recording an id twice must fail the batch, never apply it twice.
     execute_each(
         tx,
