@@ -10,6 +10,7 @@ use actix_web::{web, HttpResponse, Resource};
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
 const CONSOLE_JS: &str = include_str!("../web/console.js");
+const OWNER_JS: &str = include_str!("../web/owner.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
 
 /// Scripts, styles, fetches and the WebSocket only from this origin; canvases may use data URLs.
@@ -27,7 +28,7 @@ pub struct Asset {
 }
 
 /// The page's files (`/openapi.json` documents them from this list too).
-pub const ASSETS: [Asset; 5] = [
+pub const ASSETS: [Asset; 6] = [
     Asset {
         path: "/",
         content_type: "text/html; charset=utf-8",
@@ -47,6 +48,11 @@ pub const ASSETS: [Asset; 5] = [
         path: "/console.js",
         content_type: "text/javascript; charset=utf-8",
         body: CONSOLE_JS,
+    },
+    Asset {
+        path: "/owner.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: OWNER_JS,
     },
     Asset {
         path: "/style.css",

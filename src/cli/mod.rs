@@ -22,6 +22,7 @@ pub mod keys;
 pub mod leases;
 pub mod market;
 pub mod orders;
+pub mod report;
 pub mod serve;
 pub mod table;
 
@@ -96,6 +97,8 @@ pub enum Command {
     /// Release, update, reclaim and list capacity blocks; hand leases over (role supplier).
     #[command(subcommand)]
     Capacity(capacity::CapacityCommand),
+    /// What idle capacity earned, per pool: offered and leased GPU-hours, revenue (role admin).
+    Report(report::ReportArgs),
     /// Pools, kill switches, account limits, the state hash (role admin).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -150,6 +153,7 @@ async fn execute(client: &Client, json: bool, command: Command) -> Result<(), Cl
         Command::Trades(args) => market::trades(client, args).await?,
         Command::Candles(args) => market::candles(client, args).await?,
         Command::Stats(args) => market::stats(client, args).await?,
+        Command::Report(args) => report::report(client, args).await?,
         Command::Keys(command) => keys::run(client, command).await?,
         Command::Bid(args) => orders::bid(client, args).await?,
         Command::Orders(args) => orders::orders(client, args).await?,

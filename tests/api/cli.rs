@@ -1300,3 +1300,30 @@ fn answer_once(status: &'static str, body: &'static str) -> String {
     });
     url
 }
+
+#[tokio::test]
+async fn the_owner_reads_what_idle_capacity_earned_from_the_cli() {
+    let app = EmbeddedApp::spawn().await;
+    crate::report::trade_two_leases(&app).await;
+    let admin = As {
+        url: app.address.as_str(),
+        token: token("root", "admin"),
+    };
+    let table = admin.run(&["report", "--bucket", "15m"]).await;
+    assert_eq!(table.code, 0, "{}", table.stderr);
+    assert!(table.stdout.contains("OFFERED_GPU_H"), "{}", table.stdout);
+    assert!(table.stdout.contains(POOL), "{}", table.stdout);
+    assert!(table.stdout.contains("all pools"), "{}", table.stdout);
+    let json = admin.json(&["report", "--pool", POOL]).await;
+    let pool = crate::report::pool_entry(&json);
+    assert!(crate::report::micros(&pool["total"]) > 0, "{json}");
+    let buckets = admin.run(&["report", "--buckets", "--bucket", "1h"]).await;
+    assert!(buckets.stdout.starts_with("START"), "{}", buckets.stdout);
+    let refused = admin.run(&["report", "--bucket", "7s"]).await;
+    assert_ne!(refused.code, 0);
+    assert!(
+        refused.stderr.contains("invalid_query"),
+        "{}",
+        refused.stderr
+    );
+}
