@@ -1,5 +1,6 @@
-// offpeak console: sign in with a token, then bid and follow orders and leases (a buyer), or
-// release, reclaim and forecast capacity blocks (a supplier).
+// offpeak console: sign in with a token, then bid and follow orders and leases (a buyer),
+// release, reclaim and forecast capacity blocks (a supplier), or read the owner's report (an
+// admin: web/owner.js, mounted here with `call`, so the token stays in this file).
 //
 // Loaded after app.js and uses its helpers ($, toMicros, fmtPrice, fmtInt, fmtTime, decimalsOf,
 // perMillionTokens, state.pools). Everything here lives inside one function so that nothing,
@@ -340,7 +341,7 @@
       // The form that had the keyboard is gone: give it to the first control of the console
       // (not when a reload restored the session: the keys then belong to the desk).
       if (!restoring) {
-        const first = $('t-pool') || $('r-block') || $('signout');
+        const first = $('t-pool') || $('r-block') || $('o-window') || $('signout');
         first.focus({ preventScroll: true });
       }
     } catch (err) {
@@ -354,6 +355,7 @@
 
   function signOut(quiet) {
     const ws = session.ws;
+    if (window.offpeakOwner) window.offpeakOwner.unmount();
     Object.assign(session, {
       token: null, account: null, role: null, exp: null, ws: null, sshDefaults: [], sshLoaded: false,
       amending: null, reclaimConfirm: false, pendingSubs: new Set(),
@@ -375,10 +377,12 @@
     who.dataset.role = session.role;
     document.body.classList.toggle('can-bid', session.role === 'buyer');
     drawExpiry();
-    const template = $(`tpl-${session.role in CHANNELS ? session.role : 'other'}`);
+    const owner = session.role === 'admin' && window.offpeakOwner;
+    const template = $(`tpl-${session.role in CHANNELS ? session.role : owner ? 'owner' : 'other'}`);
     $('console-body').replaceChildren(template.content.cloneNode(true));
     if (session.role === 'buyer') setUpBuyer();
     else if (session.role === 'supplier') setUpSupplier();
+    else if (owner) window.offpeakOwner.mount(call);
     setPrivateStatus('subscribing…');
   }
 
@@ -915,7 +919,7 @@
   // ----- wiring --------------------------------------------------------------------------
 
   function focusConsole() {
-    const target = !session.token ? $('token') : session.role === 'buyer' ? $('t-price') : session.role === 'supplier' ? $('r-block') : $('signout');
+    const target = !session.token ? $('token') : session.role === 'buyer' ? $('t-price') : session.role === 'supplier' ? $('r-block') : $('o-window') || $('signout');
     $('console').scrollIntoView({ block: 'start' });
     if (target) target.focus({ preventScroll: true });
   }
