@@ -828,7 +828,8 @@ mod tests {
         let changes = feed.take_changes();
         assert_eq!(changes.capacity.len(), 1);
         let accounts: Vec<&str> = changes.private.iter().map(|(a, _)| &**a).collect();
-        assert_eq!(accounts, ["acme", "acme", "acme"]);
+        // The buyer hears of each step; the supplier's provisioner of the opening.
+        assert_eq!(accounts, ["acme", "sched", "acme", "acme"]);
     }
 
     #[test]
