@@ -8,8 +8,12 @@
 //! first, the pool's notice), which preempts the leases on them. Now and then a scheduler warns
 //! a block's buyers first with a reclaim forecast.
 //!
+//! The load curve, the arrival curve and the buyers' sizes, durations and valuations are those
+//! of `offpeak simulate`'s default scenario (`src/simulate/`), so the simulator explains the
+//! market the page shows.
+//!
 //! Buyers are startups with their own valuation of a GPU-hour. They arrive at a rate that also
-//! follows the day, and bid for 1 to 32 GPUs for 1 to 8 hours: mostly good-till-cancelled
+//! follows the day, and bid for the scenario's sizes (1 to 64 GPUs) and durations: mostly good-till-cancelled
 //! all-or-none bids, some partial, immediate-or-cancel, fill-or-kill or persistent. Bids left
 //! unfilled for a while are cancelled; some leases are released early.
 //!
@@ -35,6 +39,8 @@ use crate::limits::{
     DEMO_PROVISION_FAILURE_RATE, DEMO_PROVISION_MIN, DEMO_PROVISION_SIM_S, DEMO_STEP,
 };
 use crate::sequencer::{SequencerHandle, SubmitError};
+use crate::simulate::curves::{arrival_rate_per_hour, forecast_load_share, lognormal, LocalTime};
+use crate::simulate::Scenario;
 use crate::timestamp::now_ms;
 use matching_engine::{
     AccessStatus, BlockStatus, Command, Endpoint, Event, LeaseReady, LeaseStatus, LeaseView,
@@ -186,18 +192,51 @@ pub fn start(sequencer: SequencerHandle, options: DemoOptions) -> Result<Demo, D
     Ok(Demo { stop, join, stats })
 }
 
-/// The scheduler's own load at a simulated hour of day, before noise: ~10% at 04:00, ~90% at
-/// 14:00-16:00.
-pub fn daily_load(hour: f64) -> f64 {
-    let phase = (hour - 15.0) / 24.0 * std::f64::consts::TAU;
-    let day = (1.0 + phase.cos()) / 2.0;
-    0.1 + 0.8 * day.powf(1.5)
+/// The scheduler's own load at a simulated hour of a weekday, before noise: the scenario's
+/// internal load curve (`offpeak simulate`'s default scenario), lowest before dawn and highest
+/// in the afternoon.
+pub fn daily_load(scenario: &Scenario, hour: f64) -> f64 {
+    forecast_load_share(
+        &scenario.internal_load,
+        LocalTime {
+            hour,
+            weekend: false,
+        },
+    )
 }
 
-/// How many buyers show up relative to the mean, by hour: more during working hours.
-fn daily_demand(hour: f64) -> f64 {
-    let phase = (hour - 13.0) / 24.0 * std::f64::consts::TAU;
-    0.6 + 0.8 * (1.0 + phase.cos()) / 2.0
+/// How many buyers show up at a simulated hour, relative to the peak: the scenario's arrival
+/// curve.
+fn daily_demand(scenario: &Scenario, hour: f64) -> f64 {
+    arrival_rate_per_hour(
+        &scenario.startups,
+        1.0,
+        LocalTime {
+            hour,
+            weekend: false,
+        },
+    )
+}
+
+/// A bid's GPUs, drawn from the scenario's size mix.
+fn draw_gpus(scenario: &Scenario, rng: &mut ChaCha8Rng) -> u32 {
+    let sizes = &scenario.startups.sizes;
+    let total: f64 = sizes.iter().map(|s| s.weight).sum();
+    let mut pick = rng.random_range(0.0..total.max(f64::MIN_POSITIVE));
+    for size in sizes {
+        if pick < size.weight {
+            return size.gpus;
+        }
+        pick -= size.weight;
+    }
+    sizes.last().map_or(NODE_GPUS, |s| s.gpus)
+}
+
+/// A job's simulated hours, drawn from the scenario's duration distribution.
+fn draw_hours(scenario: &Scenario, rng: &mut ChaCha8Rng) -> f64 {
+    let demand = &scenario.startups;
+    lognormal(rng, demand.duration_median_h, demand.duration_sigma)
+        .clamp(demand.duration_min_h, demand.duration_max_h)
 }
 
 /// A reference price per GPU-hour for a GPU model and region, in USD.
@@ -320,6 +359,8 @@ struct OpenBid {
 }
 
 struct Simulation {
+    /// The curves and distributions of `offpeak simulate`'s default scenario.
+    scenario: Scenario,
     sequencer: SequencerHandle,
     options: DemoOptions,
     rng: ChaCha8Rng,
@@ -378,7 +419,7 @@ impl Simulation {
                 None => return false,
             }
         }
-        self.arrivals += DEMO_BIDS_PER_S * daily_demand(hour) * dt.as_secs_f64();
+        self.arrivals += DEMO_BIDS_PER_S * daily_demand(&self.scenario, hour) * dt.as_secs_f64();
         while self.arrivals >= 1.0 && budget > 0 {
             self.arrivals -= 1.0;
             budget -= 1;
@@ -511,7 +552,7 @@ impl Simulation {
         let noise_step = normal(&mut self.rng);
         let scheduler = &mut self.schedulers[index];
         scheduler.noise = 0.9 * scheduler.noise + 0.04 * noise_step;
-        let load = (daily_load(hour) + scheduler.noise).clamp(0.0, 1.0);
+        let load = (daily_load(&self.scenario, hour) + scheduler.noise).clamp(0.0, 1.0);
         let cluster_gpus = scheduler.nodes * NODE_GPUS;
         // The scheduler keeps two nodes of headroom for its own bursts.
         let idle_gpus = ((1.0 - load) * f64::from(cluster_gpus)) as u32;
@@ -590,7 +631,11 @@ impl Simulation {
         // Scarcer capacity asks more.
         let reserve = scheduler.reference_usd * (0.55 + 0.35 * load) * price_noise;
         // The window always outlasts the longest bid the demo places, so every block can sell.
-        let longest_bid_s = real_seconds(&scheduler.pool, 8.0 * 3600.0, speed);
+        let longest_bid_s = real_seconds(
+            &scheduler.pool,
+            self.scenario.startups.duration_max_h * 3600.0,
+            speed,
+        );
         let window_s = real_seconds(&scheduler.pool, window_sim_s, speed)
             .max(longest_bid_s.saturating_mul(2))
             .max(120);
@@ -624,9 +669,8 @@ impl Simulation {
             .clone();
         let reference = reference_usd(&pool);
         let price_usd = reference * self.valuations[who] * (0.08 * normal(&mut self.rng)).exp();
-        let gpus = [1u32, 2, 4, 4, 8, 8, 16, 32][self.rng.random_range(0..8)]
-            .min(pool.gpus_per_order_max.max(1));
-        let hours = [1.0, 2.0, 2.0, 4.0, 4.0, 8.0][self.rng.random_range(0..6)];
+        let gpus = draw_gpus(&self.scenario, &mut self.rng).min(pool.gpus_per_order_max.max(1));
+        let hours = draw_hours(&self.scenario, &mut self.rng);
         let duration_s = real_seconds(&pool, hours * 3600.0, self.options.speed);
         let roll: f64 = self.rng.random();
         let (tif, min_gpus, persistent) = if roll < 0.10 {
@@ -742,12 +786,15 @@ async fn run(
             next_block: 0,
         })
         .collect();
+    let scenario = Scenario::default_week();
+    let value_cap = scenario.startups.value_max_share / scenario.startups.value_median_share;
     let valuations = STARTUPS
         .iter()
-        .map(|_| rng.random_range(0.6..1.3))
+        .map(|_| lognormal(&mut rng, 1.0, scenario.startups.value_sigma).min(value_cap))
         .collect();
     let batches = sequencer.subscribe();
     let mut simulation = Simulation {
+        scenario,
         batches,
         provisioning: Vec::new(),
         sequencer,
@@ -802,12 +849,32 @@ mod tests {
 
     #[test]
     fn load_is_low_at_night_and_high_in_the_afternoon() {
-        assert!(daily_load(4.0) < 0.2, "{}", daily_load(4.0));
-        assert!(daily_load(15.0) > 0.85, "{}", daily_load(15.0));
-        assert!(daily_load(10.0) > daily_load(7.0));
+        let scenario = Scenario::default_week();
+        let load = |hour: f64| daily_load(&scenario, hour);
+        let (trough, peak) = (
+            scenario.internal_load.trough_share,
+            scenario.internal_load.peak_share,
+        );
+        assert!(load(3.0) < trough + 0.02, "{}", load(3.0));
+        assert!(load(15.0) > peak - 0.02, "{}", load(15.0));
+        assert!(load(10.0) > load(7.0));
         for h in 0..240 {
-            let load = daily_load(f64::from(h) / 10.0);
-            assert!((0.0..=1.0).contains(&load));
+            assert!((0.0..=1.0).contains(&load(f64::from(h) / 10.0)));
+        }
+    }
+
+    #[test]
+    fn buyers_draw_the_scenarios_sizes_and_durations() {
+        let scenario = Scenario::default_week();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for _ in 0..200 {
+            let gpus = draw_gpus(&scenario, &mut rng);
+            assert!(scenario.startups.sizes.iter().any(|s| s.gpus == gpus));
+            let hours = draw_hours(&scenario, &mut rng);
+            assert!(
+                (scenario.startups.duration_min_h..=scenario.startups.duration_max_h)
+                    .contains(&hours)
+            );
         }
     }
 

@@ -27,6 +27,7 @@ pub mod rate_limit;
 pub mod report;
 pub mod routes;
 pub mod sequencer;
+pub mod simulate;
 pub mod ssh_keys;
 pub mod startup;
 pub mod state;

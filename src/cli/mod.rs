@@ -24,6 +24,7 @@ pub mod market;
 pub mod orders;
 pub mod report;
 pub mod serve;
+pub mod simulate;
 pub mod table;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +64,8 @@ pub enum Command {
     Demo(DemoArgs),
     /// Print a signed JWT for an account, using the server's configured key.
     Token(serve::TokenArgs),
+    /// Compare market mechanisms on a seeded scenario, in simulated time (no server).
+    Simulate(simulate::SimulateArgs),
     /// List the pools with their best prices and capacity.
     Pools,
     /// Show a pool's order book.
@@ -114,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Some(Command::Serve(args)) => serve::serve_blocking(args),
         Some(Command::Demo(args)) => serve::serve_blocking(args.into()),
         Some(Command::Token(args)) => serve::print_token(args),
+        Some(Command::Simulate(args)) => simulate::print_simulation(args, cli.json),
         Some(command) => client_blocking(cli.json, cli.url.as_deref(), command),
     }
 }
@@ -165,7 +169,7 @@ async fn execute(client: &Client, json: bool, command: Command) -> Result<(), Cl
         Command::LeaseToken(args) => leases::token(client, args).await?,
         Command::Capacity(command) => capacity::run(client, command).await?,
         Command::Admin(command) => admin::run(client, command).await?,
-        Command::Serve(_) | Command::Demo(_) | Command::Token(_) => {
+        Command::Serve(_) | Command::Demo(_) | Command::Token(_) | Command::Simulate(_) => {
             return Err(CliError::usage("not a client command"))
         }
     };

@@ -22,6 +22,7 @@ mod outage;
 mod redis;
 mod report;
 mod restart;
+mod simulate;
 mod store_conformance;
 mod validation;
 mod ws;
