@@ -170,6 +170,24 @@ async fn supplied_lease(
         .ok_or(ApiError::NotFound("unknown_lease"))
 }
 
+/// Submits a supplier's `ready` or `failed` and answers with the lease as it left it.
+async fn answer_supplied(
+    state: &AppState,
+    supplier: &Supplier,
+    command: Command,
+    lease_id: LeaseId,
+) -> Result<HttpResponse, ApiError> {
+    let committed = state.sequencer.submit(command).await?;
+    let events = committed.events();
+    if let Some(reason) = rejection(events) {
+        return Err(reason.into());
+    }
+    let lease = supplied_lease(state, events, &supplier.0.account, lease_id).await?;
+    Ok(HttpResponse::Ok().json(LeaseOnly {
+        lease: LeaseJson::from(&lease),
+    }))
+}
+
 /// The path's block id and lease id; ones that cannot be ids name no lease.
 fn lease_path(path: &(String, String)) -> Result<(String, LeaseId), ApiError> {
     let block_id = validate::block_id(&path.0).map_err(|_| ApiError::NotFound("unknown_lease"))?;
@@ -204,24 +222,14 @@ pub async fn ready(
     if let Some(url) = &body.endpoint {
         validate::endpoint_url(url)?;
     }
-    let committed = state
-        .sequencer
-        .submit(Command::LeaseReady(LeaseReady {
-            supplier: supplier.account().to_owned(),
-            block_id,
-            lease_id,
-            endpoints,
-            endpoint: body.endpoint,
-        }))
-        .await?;
-    let events = committed.events();
-    if let Some(reason) = rejection(events) {
-        return Err(reason.into());
-    }
-    let lease = supplied_lease(&state, events, &supplier.0.account, lease_id).await?;
-    Ok(HttpResponse::Ok().json(LeaseOnly {
-        lease: LeaseJson::from(&lease),
-    }))
+    let command = Command::LeaseReady(LeaseReady {
+        supplier: supplier.account().to_owned(),
+        block_id,
+        lease_id,
+        endpoints,
+        endpoint: body.endpoint,
+    });
+    answer_supplied(&state, &supplier, command, lease_id).await
 }
 
 /// The supplier could not provision a lease: it ends `failed`, costs nothing, its GPUs leave
@@ -246,23 +254,13 @@ pub async fn failed(
 ) -> Result<HttpResponse, ApiError> {
     let (block_id, lease_id) = lease_path(&path)?;
     validate::failure_reason(&body.reason)?;
-    let committed = state
-        .sequencer
-        .submit(Command::LeaseFailed {
-            supplier: supplier.account().to_owned(),
-            block_id,
-            lease_id,
-            reason: body.into_inner().reason,
-        })
-        .await?;
-    let events = committed.events();
-    if let Some(reason) = rejection(events) {
-        return Err(reason.into());
-    }
-    let lease = supplied_lease(&state, events, &supplier.0.account, lease_id).await?;
-    Ok(HttpResponse::Ok().json(LeaseOnly {
-        lease: LeaseJson::from(&lease),
-    }))
+    let command = Command::LeaseFailed {
+        supplier: supplier.account().to_owned(),
+        block_id,
+        lease_id,
+        reason: body.into_inner().reason,
+    };
+    answer_supplied(&state, &supplier, command, lease_id).await
 }
 
 /// Mints a lease token for a ready model lease: the gateway at its `endpoint` verifies it with

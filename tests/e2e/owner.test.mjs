@@ -14,136 +14,21 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { createHmac, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import * as harness from './harness.mjs';
+import { OUT, POOL, WAIT_MS, eventually, sleep, token } from './harness.mjs';
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const OUT = join(ROOT, 'target', 'e2e');
-const SECRET = 'offpeak-e2e-secret-0123456789abcdef0123456789';
-const POOL = 'h100-sxm.us-east';
-const ADMIN_URL = process.env.OFFPEAK_TEST_PG_ADMIN || 'postgres://postgres@127.0.0.1:5432/postgres';
-const WAIT_MS = 15000;
 // The page asks for the report again 15 s after its last answer (web/owner.js).
 const AUTO_REFRESH_WAIT_MS = 20000;
 
-function binary() {
-  if (process.env.OFFPEAK_BIN) return process.env.OFFPEAK_BIN;
-  for (const profile of ['release', 'debug']) {
-    const path = join(ROOT, 'target', profile, 'offpeak');
-    if (existsSync(path)) return path;
-  }
-  throw new Error('build the server first: cargo build --release --bin offpeak');
-}
-
-function psql(sql) {
-  const run = spawnSync('psql', [ADMIN_URL, '-v', 'ON_ERROR_STOP=1', '-q', '-c', sql], { encoding: 'utf8' });
-  if (run.status !== 0) throw new Error(`psql ${sql}: ${run.stderr}`);
-}
-
-function base64url(value) {
-  return Buffer.from(typeof value === 'string' ? value : JSON.stringify(value)).toString('base64url');
-}
-
-/** An HS256 token signed with the server's secret, as `offpeak token` mints them. */
-function token(sub, role) {
-  const now = Math.floor(Date.now() / 1000);
-  const head = base64url({ alg: 'HS256', typ: 'JWT' });
-  const body = base64url({ sub, role, iss: 'offpeak', aud: 'offpeak', iat: now, exp: now + 3600 });
-  const sig = createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url');
-  return `${head}.${body}.${sig}`;
-}
-
-async function freePort() {
-  return new Promise((ok, fail) => {
-    const server = createServer();
-    server.on('error', fail);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => ok(port));
-    });
-  });
-}
-
-const sleep = (ms) => new Promise((ok) => setTimeout(ok, ms));
-
-async function eventually(what, check, within = WAIT_MS) {
-  const deadline = Date.now() + within;
-  let last;
-  while (Date.now() < deadline) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
-
 const ctx = {};
-
-function startServer() {
-  const log = openSync(join(OUT, 'owner-server.log'), 'a');
-  const server = spawn(binary(), ['serve'], {
-    env: {
-      ...process.env,
-      DATABASE_URL: ctx.dbUrl,
-      OFFPEAK_LISTEN: `127.0.0.1:${ctx.port}`,
-      OFFPEAK_JWT_SECRET: SECRET,
-      OFFPEAK_DATA_DIR: ctx.dataDir,
-      RUST_LOG: process.env.RUST_LOG || 'info',
-    },
-    stdio: ['ignore', log, log],
-  });
-  ctx.server = server;
-  ctx.exited = new Promise((ok) => server.on('exit', ok));
-  return eventually('the server to be ready', async () => (await fetch(`${ctx.base}/readyz`)).ok, 60000);
-}
-
-async function stopServer() {
-  if (!ctx.server || ctx.server.exitCode !== null) return;
-  ctx.server.kill('SIGTERM');
-  const stopped = await Promise.race([ctx.exited, sleep(15000).then(() => 'timeout')]);
-  if (stopped === 'timeout') {
-    ctx.server.kill('SIGKILL');
-    await ctx.exited;
-  }
-}
-
-async function api(method, path, tok, body) {
-  const res = await fetch(`${ctx.base}${path}`, {
-    method,
-    headers: { 'content-type': 'application/json', ...(tok ? { authorization: `Bearer ${tok}` } : {}) },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
+const startServer = () => harness.startServer(ctx, 'owner-server.log');
+const stopServer = () => harness.stopServer(ctx);
+const api = (method, path, tok, body) => harness.api(ctx, method, path, tok, body);
 
 const text = async (locator) => (await locator.textContent()).trim();
 const poolRow = (pool) => ctx.page.locator(`#owner-pools tr[data-pool="${pool}"]`);
 const figure = (row, name) => text(row.locator(`td[data-figure="${name}"]`));
-
-/** Every visible control of the console is named by a visible label or its own text. */
-async function assertLabelled() {
-  const unlabelled = await ctx.page.$$eval('#console input, #console select, #console textarea, #console button', (controls) =>
-    controls.filter((c) => c.offsetParent !== null).filter((c) => {
-      if (c.tagName === 'BUTTON') return !c.textContent.trim();
-      const labels = [...(c.labels || [])].filter((l) => l.offsetParent !== null && l.textContent.trim());
-      return labels.length === 0;
-    }).map((c) => c.id || c.outerHTML.slice(0, 80)));
-  assert.deepEqual(unlabelled, []);
-  const headless = await ctx.page.$$eval('#console table', (tables) =>
-    tables.filter((t) => t.querySelectorAll('thead th[scope="col"]').length === 0).length);
-  assert.equal(headless, 0, 'every console table has header cells');
-}
 
 /** How many of the chart's pixels are painted (the canvas starts fully transparent). */
 const paintedPixels = () => ctx.page.$eval('#owner-chart', (canvas) => {
@@ -154,24 +39,12 @@ const paintedPixels = () => ctx.page.$eval('#owner-chart', (canvas) => {
 });
 
 before(async () => {
-  mkdirSync(OUT, { recursive: true });
-  ctx.dbName = `offpeak_e2e_${randomBytes(6).toString('hex')}`;
-  psql(`CREATE DATABASE ${ctx.dbName}`);
-  ctx.dbUrl = ADMIN_URL.replace(/\/[^/]*$/, `/${ctx.dbName}`);
-  ctx.dataDir = mkdtempSync(join(tmpdir(), 'offpeak-e2e-'));
-  ctx.port = await freePort();
-  ctx.base = `http://127.0.0.1:${ctx.port}`;
+  await harness.prepare(ctx);
   ctx.supplier = token('dc-east-1', 'supplier');
   ctx.buyer = token('acme', 'buyer');
   ctx.admin = token('owner', 'admin');
   await startServer();
-  ctx.browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: [
-      '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-      '--disable-sync', '--no-first-run', '--disable-quic',
-    ],
-  });
+  ctx.browser = await harness.launchChromium();
   ctx.context = await ctx.browser.newContext({ viewport: { width: 1366, height: 768 } });
   ctx.page = await ctx.context.newPage();
   ctx.errors = [];
@@ -181,11 +54,7 @@ before(async () => {
   ctx.page.on('request', (r) => { if (r.url().includes('/v1/admin/report')) ctx.reports.push({ url: r.url(), at: Date.now() }); });
 });
 
-after(async () => {
-  if (ctx.browser) await ctx.browser.close();
-  await stopServer();
-  if (ctx.dbName) psql(`DROP DATABASE IF EXISTS ${ctx.dbName} WITH (FORCE)`);
-});
+after(() => harness.tearDown(ctx));
 
 test('an admin sees each pool\'s utilisation and revenue, the fleet total and a chart over time', async () => {
   // The market: 8 GPUs released, 4 of them leased, handed over, used for 2 s and released.
@@ -265,7 +134,7 @@ test('an admin sees each pool\'s utilisation and revenue, the fleet total and a 
   await page.keyboard.press('End');
   assert.match(await text(page.locator('#owner-readout')), new RegExp(`^Bucket \\d\\d:\\d\\d \\(1h\\), ${POOL.replace(/\./g, '\\.')}: utilisation`));
   await page.keyboard.press('Escape');
-  await assertLabelled();
+  await harness.assertLabelled(ctx.page);
   await canvas.scrollIntoViewIfNeeded();
   await page.locator('#owner').scrollIntoViewIfNeeded();
   await sleep(300);
