@@ -14,9 +14,9 @@
 use arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use matching_engine::{
-    AccountLimits, AmendBid, AuctionMode, Command, Engine, Event, KillTarget, LeaseId, NodeGpus,
-    OrderId, PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity, ReleaseCapacity, TimeInForce,
-    TimeMs, UpdateCapacity,
+    AccountLimits, AmendBid, AuctionMode, Command, Endpoint, Engine, Event, Handoff, KillTarget,
+    LeaseId, LeaseReady, NodeGpus, OrderId, PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity,
+    ReleaseCapacity, TimeInForce, TimeMs, UpdateCapacity,
 };
 
 /// Commands per input: long enough for fills, notices and expiries, short enough to run fast.
@@ -245,6 +245,12 @@ impl Gen<'_, '_> {
         config.duration_max_s = self.pick(&[0, 60, 3600, 30 * 24 * 3600, u32::MAX])?;
         config.notice_s = self.pick(&[0, 1, 120, u32::MAX])?;
         config.free_if_preempted_within_s = self.pick(&[0, 1, 3600, u32::MAX])?;
+        config.handoff = if self.u.ratio(1, 3)? {
+            Handoff::None
+        } else {
+            Handoff::Required
+        };
+        config.provision_timeout_s = self.pick(&[0, 1, 60, 600])?;
         config.auction = match self.u.int_in_range(0..=3u8)? {
             0 | 1 => AuctionMode::Continuous,
             _ => AuctionMode::Batch {
@@ -297,6 +303,11 @@ impl Gen<'_, '_> {
                         Some(self.pick(&["k1", "k2", ""])?.to_owned())
                     } else {
                         None
+                    },
+                    ssh_public_keys: if self.u.ratio(1, 8)? {
+                        vec!["ssh-ed25519 AAAA k".to_owned()]
+                    } else {
+                        Vec::new()
                     },
                     gpus,
                     pool,
@@ -404,6 +415,40 @@ impl Gen<'_, '_> {
                 },
             },
             88..=89 => Command::ConfigurePool(self.pool_config()?),
+            90..=94 => Command::LeaseReady(LeaseReady {
+                supplier: self.account()?,
+                block_id: if self.u.ratio(1, 4)? {
+                    String::new()
+                } else {
+                    self.block_id()?
+                },
+                lease_id: self.lease_id()?,
+                endpoints: if self.u.ratio(1, 4)? {
+                    Vec::new()
+                } else {
+                    vec![Endpoint {
+                        node: None,
+                        host: "10.0.0.1".into(),
+                        port: 22,
+                        user: "u".into(),
+                    }]
+                },
+                endpoint: if self.u.ratio(1, 4)? {
+                    Some("https://gw".to_owned())
+                } else {
+                    None
+                },
+            }),
+            95..=96 => Command::LeaseFailed {
+                supplier: self.account()?,
+                block_id: self.block_id()?,
+                lease_id: self.lease_id()?,
+                reason: "broken".to_owned(),
+            },
+            97 => Command::SetSshKeys {
+                account: self.account()?,
+                keys: vec!["ssh-ed25519 AAAA k".to_owned()],
+            },
             _ => Command::Tick,
         })
     }

@@ -48,14 +48,20 @@ fuzz_target!(|data: &[u8]| {
         Command::ForecastReclaim {
             supplier, block_id, ..
         } => (supplier, block_id),
+        Command::LeaseReady(ready) => (&ready.supplier, &ready.block_id),
+        Command::LeaseFailed {
+            supplier, block_id, ..
+        } => (supplier, block_id),
         other => panic!("a signal parsed into {other:?}"),
     };
-    assert!(
-        validate::supplier(supplier).is_ok(),
-        "{command:?}"
+    assert!(validate::supplier(supplier).is_ok(), "{command:?}");
+    // A provisioner's answer may leave the block out: the lease id names the lease.
+    let block_optional = matches!(
+        command,
+        Command::LeaseReady(_) | Command::LeaseFailed { .. }
     );
     assert!(
-        validate::block_id(block_id).is_ok(),
+        (block_optional && block_id.is_empty()) || validate::block_id(block_id).is_ok(),
         "{command:?}"
     );
     // As the consumer does: the command goes to the engine, and a refusal is judged.
