@@ -13,15 +13,12 @@
 //! market the page shows.
 //!
 //! Buyers are startups with their own valuation of a GPU-hour. They arrive at a rate that also
-//! follows the day, and bid for the scenario's sizes (1 to 64 GPUs) and durations: mostly good-till-cancelled
-//! all-or-none bids, some partial, immediate-or-cancel, fill-or-kill or persistent. Bids left
+//! follows the day, and bid for the scenario's sizes (1 to 64 GPUs) and durations: mostly
+//! good-till-cancelled all-or-none bids, some partial, immediate-or-cancel, fill-or-kill or persistent. Bids left
 //! unfilled for a while are cancelled; some leases are released early.
 //!
-//! Provisioners (DESIGN section 11): each scheduler hands its leases over. It learns of a
-//! lease on its blocks from the committed batches (as a real provisioner reads `opened` from
-//! the lease events), and after a few simulated minutes reports it ready with one ssh
-//! endpoint per node (or, in a model pool, its inference gateway's URL); now and then a
-//! machine fails its health check and the lease is reported failed instead.
+//! Provisioners (DESIGN section 11, `provision.rs`): each scheduler hands its leases over,
+//! and now and then fails one.
 //!
 //! Everything goes through [`SequencerHandle::submit`] as engine commands, exactly like the
 //! REST handlers, so it is journaled, committed, published and shown on the page like real
@@ -35,17 +32,15 @@
 
 use crate::journal::CommittedBatch;
 use crate::limits::{
-    DEMO_BIDS_PER_S, DEMO_BID_AGE_MAX, DEMO_BLOCK_GPUS_MAX, DEMO_COMMANDS_PER_STEP_MAX,
-    DEMO_PROVISION_FAILURE_RATE, DEMO_PROVISION_MIN, DEMO_PROVISION_SIM_S, DEMO_STEP,
+    DEMO_BIDS_PER_S, DEMO_BID_AGE_MAX, DEMO_BLOCK_GPUS_MAX, DEMO_COMMANDS_PER_STEP_MAX, DEMO_STEP,
 };
 use crate::sequencer::{SequencerHandle, SubmitError};
 use crate::simulate::curves::{arrival_rate_per_hour, forecast_load_share, lognormal, LocalTime};
 use crate::simulate::Scenario;
 use crate::timestamp::now_ms;
 use matching_engine::{
-    AccessStatus, BlockStatus, Command, Endpoint, Event, LeaseReady, LeaseStatus, LeaseView,
-    NodeGpus, Offering, OrderId, PlaceBid, PoolConfig, PriceMicros, ReclaimCapacity,
-    ReleaseCapacity, TimeInForce, TimeMs,
+    BlockStatus, Command, Event, LeaseStatus, NodeGpus, OrderId, PlaceBid, PoolConfig, PriceMicros,
+    ReclaimCapacity, ReleaseCapacity, TimeInForce, TimeMs,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -55,6 +50,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+
+mod provision;
+
+use provision::Provisioning;
 
 /// GPUs per simulated machine: blocks are whole nodes.
 const NODE_GPUS: u32 = 8;
@@ -280,60 +279,6 @@ fn real_seconds(pool: &PoolConfig, simulated_s: f64, speed: f64) -> u32 {
     ) as u32
 }
 
-/// What a demo provisioner reports for a lease: `ready` with plausible endpoints, or failed.
-fn handover(job: &Provisioning, pool: &PoolConfig) -> Command {
-    let lease = &job.lease;
-    if job.fails {
-        return Command::LeaseFailed {
-            supplier: lease.supplier.to_string(),
-            block_id: lease.block_id.to_string(),
-            lease_id: lease.id,
-            reason: "a node failed its GPU health check".to_owned(),
-        };
-    }
-    let (endpoints, endpoint) = match pool.offering {
-        Offering::Model => {
-            let model = pool.model.as_deref().unwrap_or("model");
-            let url = format!(
-                "https://{model}.{}.gateway.offpeak-demo.internal/v1",
-                pool.region
-            );
-            (Vec::new(), Some(url))
-        }
-        Offering::BareMetal if lease.nodes.is_empty() => {
-            let host = format!("lease-{}.{}.offpeak-demo.internal", lease.id, pool.region);
-            (vec![ssh_endpoint(None, host)], None)
-        }
-        Offering::BareMetal => {
-            let endpoints = lease
-                .nodes
-                .iter()
-                .map(|n| {
-                    let host = format!("{}.{}.offpeak-demo.internal", n.node, pool.region);
-                    ssh_endpoint(Some(n.node.clone()), host)
-                })
-                .collect();
-            (endpoints, None)
-        }
-    };
-    Command::LeaseReady(LeaseReady {
-        supplier: lease.supplier.to_string(),
-        block_id: lease.block_id.to_string(),
-        lease_id: lease.id,
-        endpoints,
-        endpoint,
-    })
-}
-
-fn ssh_endpoint(node: Option<matching_engine::Name>, host: String) -> Endpoint {
-    Endpoint {
-        node,
-        host: host.into(),
-        port: 22,
-        user: "ubuntu".into(),
-    }
-}
-
 /// One pool's internal scheduler.
 struct Scheduler {
     account: String,
@@ -343,13 +288,6 @@ struct Scheduler {
     /// AR(1) noise on the load.
     noise: f64,
     next_block: u64,
-}
-
-/// A lease a demo provisioner is setting up.
-struct Provisioning {
-    due: Instant,
-    fails: bool,
-    lease: LeaseView,
 }
 
 struct OpenBid {
@@ -448,67 +386,6 @@ impl Simulation {
             return false;
         }
         self.provision(budget).await
-    }
-
-    /// The schedulers' provisioners: take note of new leases on their blocks, and hand over
-    /// (or fail) those whose time has come. False when the sequencer has stopped.
-    async fn provision(&mut self, mut budget: usize) -> bool {
-        loop {
-            match self.batches.try_recv() {
-                Ok(batch) => {
-                    for record in &batch.records {
-                        for event in &record.events {
-                            if let Event::LeaseOpened { lease } = event {
-                                self.note_lease(lease);
-                            }
-                        }
-                    }
-                }
-                // Missed batches only mean leases that will time out, as with a real outage.
-                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
-                Err(_) => break,
-            }
-        }
-        let now = Instant::now();
-        while budget > 0 {
-            let Some(at) = self.provisioning.iter().position(|p| p.due <= now) else {
-                break;
-            };
-            let job = self.provisioning.swap_remove(at);
-            budget -= 1;
-            let Some(offering) = self
-                .schedulers
-                .iter()
-                .find(|s| s.pool.id == *job.lease.pool)
-                .map(|s| s.pool.clone())
-            else {
-                continue;
-            };
-            let command = handover(&job, &offering);
-            if matches!(self.submit(command).await, Outcome::Stopped) {
-                return false;
-            }
-        }
-        true
-    }
-
-    /// A lease opened on one of the schedulers' blocks: schedule its handover.
-    fn note_lease(&mut self, lease: &LeaseView) {
-        let ours = self
-            .schedulers
-            .iter()
-            .any(|s| *s.account == *lease.supplier);
-        if !ours || lease.access.status != AccessStatus::Provisioning {
-            return;
-        }
-        let simulated_s = self.rng.random_range(DEMO_PROVISION_SIM_S);
-        let wait =
-            Duration::from_secs_f64(simulated_s / self.options.speed).max(DEMO_PROVISION_MIN);
-        self.provisioning.push(Provisioning {
-            due: Instant::now() + wait,
-            fails: self.rng.random_bool(DEMO_PROVISION_FAILURE_RATE),
-            lease: lease.clone(),
-        });
     }
 
     /// Brings one scheduler's released capacity towards its idle capacity. Returns the
