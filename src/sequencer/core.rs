@@ -56,6 +56,8 @@ pub struct Restored {
 pub struct StagedBatch {
     /// Its records, as subscribers see them once it is committed.
     pub batch: Arc<CommittedBatch>,
+    /// The pools' usage after it: the committed usage once it commits.
+    usage_after: Vec<PoolUsage>,
 }
 
 impl StagedBatch {
@@ -202,8 +204,10 @@ impl<C: Clock> SequencerCore<C> {
             });
         }
         let at = records.last().map_or(self.engine.now(), |r| r.at);
-        let usage = usage_between(&self.usage, &self.engine.usage(), at);
+        let usage_after = self.engine.usage();
+        let usage = usage_between(&self.usage, &usage_after, at);
         StagedBatch {
+            usage_after,
             batch: Arc::new(CommittedBatch { records, usage }),
         }
     }
@@ -226,7 +230,7 @@ impl<C: Clock> SequencerCore<C> {
             }
             self.tail.push((record.at, record.command.clone()));
         }
-        self.usage = self.engine.usage();
+        self.usage.clone_from(&staged.usage_after);
         assert_eq!(self.seq, self.committed_seq(), "a batch committed in part");
     }
 
