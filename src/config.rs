@@ -8,7 +8,7 @@
 //! the server generates a random HS256 secret once and keeps it in
 //! `$OFFPEAK_DATA_DIR/jwt-secret` (mode 0600), where `offpeak token` finds it too.
 
-use crate::limits::SIGNALS_CLAIM_IDLE_DEFAULT;
+use crate::limits::{LEADER_TTL_DEFAULT, LEADER_TTL_MAX, LEADER_TTL_MIN, SIGNALS_CLAIM_IDLE_DEFAULT};
 use crate::limits::{
     IDLE_TICK_INTERVAL_DEFAULT, RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT,
     SNAPSHOT_EVERY_DEFAULT,
@@ -149,6 +149,20 @@ pub struct Settings {
     pub bus: BusSettings,
     /// Lease tokens' signing key and audience.
     pub lease_tokens: LeaseTokenSettings,
+    /// This node among several on one PostgreSQL database (DESIGN section 10).
+    pub cluster: ClusterSettings,
+}
+
+/// A node of the cluster: how it is named and reached, and how long leadership lasts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `OFFPEAK_NODE_ID` (default `<hostname>:<port>`, known once the listener is bound).
+    pub node_id: Option<String>,
+    /// `OFFPEAK_ADVERTISE_URL`: how the other nodes reach this one (default `http://` and the
+    /// bound address).
+    pub advertise_url: Option<String>,
+    /// `OFFPEAK_LEADER_TTL_MS` (default 3000): a leader not renewed for this long is replaced.
+    pub leader_ttl: Duration,
 }
 
 /// A setting that could not be read.
@@ -266,7 +280,49 @@ impl Settings {
                     None => SIGNALS_CLAIM_IDLE_DEFAULT,
                 },
             },
+            cluster: ClusterSettings {
+                node_id: get("OFFPEAK_NODE_ID")
+                    .map(|id| bus_name("OFFPEAK_NODE_ID", id))
+                    .transpose()?,
+                advertise_url: match get("OFFPEAK_ADVERTISE_URL") {
+                    Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                        Some(url.trim_end_matches('/').to_owned())
+                    }
+                    Some(url) => {
+                        return Err(ConfigError {
+                            name: "OFFPEAK_ADVERTISE_URL",
+                            problem: format!("{url:?} must start with http:// or https://"),
+                        })
+                    }
+                    None => None,
+                },
+                leader_ttl: match get("OFFPEAK_LEADER_TTL_MS") {
+                    Some(text) => {
+                        let ttl = Duration::from_millis(u64::from(parse_positive(
+                            "OFFPEAK_LEADER_TTL_MS",
+                            &text,
+                        )?));
+                        if !(LEADER_TTL_MIN..=LEADER_TTL_MAX).contains(&ttl) {
+                            return Err(ConfigError {
+                                name: "OFFPEAK_LEADER_TTL_MS",
+                                problem: format!(
+                                    "{text} is outside {}..={}",
+                                    LEADER_TTL_MIN.as_millis(),
+                                    LEADER_TTL_MAX.as_millis()
+                                ),
+                            });
+                        }
+                        ttl
+                    }
+                    None => LEADER_TTL_DEFAULT,
+                },
+            },
         })
+    }
+
+    /// This machine's host name (the default node id's first half).
+    pub fn host_name() -> String {
+        host_name(&|name| std::env::var(name).ok())
     }
 }
 

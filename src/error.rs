@@ -49,8 +49,12 @@ pub enum ApiError {
         /// Seconds until a request will be accepted again.
         retry_after_s: u64,
     },
-    /// Writes are refused until the database is back (or the outcome of this write is unknown).
+    /// This write was not acknowledged: its commit failed or its outcome is unknown (the
+    /// database did not confirm it, or this node lost leadership meanwhile).
     Unavailable,
+    /// No leader is reachable to take writes (a takeover in progress, or no node can reach the
+    /// database).
+    NoLeader,
     /// The sequencer's queue stayed full: the server is overloaded.
     Overloaded,
     /// A read needed the database and it did not answer.
@@ -140,6 +144,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable => "unavailable",
+            ApiError::NoLeader => "no_leader",
             ApiError::Overloaded => "overloaded",
             ApiError::StoreUnavailable => "store_unavailable",
             ApiError::Internal(_) => "internal",
@@ -179,7 +184,13 @@ impl ApiError {
                 format!("too many requests; retry in {retry_after_s} s")
             }
             ApiError::Unavailable => {
-                "writes are paused until the database is back; retry (with the same client_order_id)"
+                "the write was not acknowledged: its commit was not confirmed; retry (with the same \
+                 client_order_id)"
+                    .to_owned()
+            }
+            ApiError::NoLeader => {
+                "no leader can take writes right now (a takeover is in progress or the database is \
+                 unreachable); retry (with the same client_order_id)"
                     .to_owned()
             }
             ApiError::Overloaded => "the server is overloaded; retry".to_owned(),
@@ -212,7 +223,10 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable | ApiError::Overloaded | ApiError::StoreUnavailable => {
+            ApiError::Unavailable
+            | ApiError::NoLeader
+            | ApiError::Overloaded
+            | ApiError::StoreUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -231,7 +245,10 @@ impl ResponseError for ApiError {
             ApiError::RateLimited { retry_after_s } => {
                 response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
             }
-            ApiError::Unavailable | ApiError::Overloaded | ApiError::StoreUnavailable => {
+            ApiError::Unavailable
+            | ApiError::NoLeader
+            | ApiError::Overloaded
+            | ApiError::StoreUnavailable => {
                 response
                     .insert_header((header::RETRY_AFTER, UNAVAILABLE_RETRY_AFTER_S.to_string()));
             }
@@ -349,6 +366,7 @@ fn other_errors() -> Vec<ApiError> {
         | ApiError::MethodNotAllowed
         | ApiError::RateLimited { .. }
         | ApiError::Unavailable
+        | ApiError::NoLeader
         | ApiError::Overloaded
         | ApiError::StoreUnavailable
         | ApiError::Internal(_) => {}
@@ -370,6 +388,7 @@ fn other_errors() -> Vec<ApiError> {
         ApiError::MethodNotAllowed,
         ApiError::RateLimited { retry_after_s: 1 },
         ApiError::Unavailable,
+        ApiError::NoLeader,
         ApiError::Overloaded,
         ApiError::StoreUnavailable,
         ApiError::Internal(String::new()),

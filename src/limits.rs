@@ -350,3 +350,38 @@ pub const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Messages the in-process bus buffers per pub/sub subscriber; a slower one misses messages,
 /// like a Redis subscriber cut off for its output buffer.
 pub const MEMORY_BUS_CHANNEL_MESSAGES_MAX: usize = 4_096;
+
+/// A session of the store idle inside a transaction for this long is ended by PostgreSQL, so a
+/// leader paused or cut off in the middle of a batch releases the leadership row it holds
+/// (and a takeover waits at most this long for it).
+pub const DB_IDLE_IN_TRANSACTION_MAX: Duration = Duration::from_secs(1);
+
+/// Default for `OFFPEAK_LEADER_TTL_MS`: a leader that has not renewed for this long may be
+/// replaced.
+pub const LEADER_TTL_DEFAULT: Duration = Duration::from_millis(3000);
+
+/// Bounds of `OFFPEAK_LEADER_TTL_MS`.
+pub const LEADER_TTL_MIN: Duration = Duration::from_millis(300);
+/// See [`LEADER_TTL_MIN`].
+pub const LEADER_TTL_MAX: Duration = Duration::from_secs(60);
+
+/// A leader renews this many times per TTL; a standby looks for a free leadership as often.
+pub const LEADER_RENEWALS_PER_TTL: u32 = 3;
+
+/// A standby reads the journal at least this often, even when no notification woke it.
+pub const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Journal rows a standby applies per read (one committed batch for its subscribers).
+pub const FOLLOW_CHUNK_COMMANDS: usize = 2_000;
+
+/// A standby this many seqs or fewer behind the journal counts as caught up (`/readyz` 200).
+pub const FOLLOW_READY_LAG_MAX: u64 = 1_000;
+
+/// Longest a write forwarded from a standby waits for the leader's answer.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Nodes whose heartbeat is older than this many TTLs are left out of `GET /v1/cluster`.
+pub const CLUSTER_NODE_SEEN_TTLS: u32 = 5;
+
+/// Requests of the leadership task waiting for the sequencer (a promotion, a step-down).
+pub const CONTROL_QUEUE_CAPACITY: usize = 8;

@@ -174,6 +174,10 @@ pub struct Metrics {
     snapshot_seq: Gauge,
     seq: Gauge,
     writable: Gauge,
+    role: Gauge,
+    epoch: Gauge,
+    replication_lag: Gauge,
+    followed_commands: Counter,
     idle_gpus: Family<PoolLabel, Gauge>,
     leased_gpus: Family<PoolLabel, Gauge>,
     reclaiming_gpus: Family<PoolLabel, Gauge>,
@@ -223,6 +227,10 @@ impl Metrics {
         let snapshot_seq = Gauge::default();
         let seq = Gauge::default();
         let writable = Gauge::default();
+        let role = Gauge::default();
+        let epoch = Gauge::default();
+        let replication_lag = Gauge::default();
+        let followed_commands = Counter::default();
         let idle_gpus = Family::<PoolLabel, Gauge>::default();
         let leased_gpus = Family::<PoolLabel, Gauge>::default();
         let reclaiming_gpus = Family::<PoolLabel, Gauge>::default();
@@ -335,6 +343,26 @@ impl Metrics {
             "Bids resting on the book, by pool",
             resting_bids.clone(),
         );
+        r.register(
+            "role",
+            "1 on the node that commits (the leader, or the single process), 0 on a standby",
+            role.clone(),
+        );
+        r.register(
+            "epoch",
+            "The leadership epoch this node last knew (0 for the single-process store)",
+            epoch.clone(),
+        );
+        r.register(
+            "replication_lag_seqs",
+            "Commands in the journal this node has not applied yet (0 on the leader)",
+            replication_lag.clone(),
+        );
+        r.register(
+            "followed_commands",
+            "Commands a standby applied from the leader's journal",
+            followed_commands.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             commands,
@@ -359,6 +387,10 @@ impl Metrics {
             snapshot_seq,
             seq,
             writable,
+            role,
+            epoch,
+            replication_lag,
+            followed_commands,
             idle_gpus,
             leased_gpus,
             reclaiming_gpus,
@@ -383,6 +415,18 @@ impl Metrics {
         self.batches.inc();
         self.journal_commit_seconds.observe(took.as_secs_f64());
         self.journal_batch_commands.observe(commands as f64);
+        self.market_outcomes(batch);
+    }
+
+    /// A standby applied a batch of the leader's journal: the market's series count it as
+    /// the leader's do (the same history), the commit series do not.
+    pub fn batch_followed(&self, batch: &CommittedBatch) {
+        self.followed_commands.inc_by(batch.records.len() as u64);
+        self.market_outcomes(batch);
+    }
+
+    /// The market's counters (rejections, bids, trades, notices, reclaims, revenue, usage).
+    fn market_outcomes(&self, batch: &CommittedBatch) {
 
         // Tallied per batch first: one family lookup per pool or reason, not one per event.
         let mut rejections: HashMap<&'static str, u64> = HashMap::new();
@@ -517,6 +561,14 @@ impl Metrics {
     pub fn set_sequencer(&self, seq: u64, writable: bool) {
         self.seq.set(seq as i64);
         self.writable.set(i64::from(writable));
+    }
+
+    /// This node's place in the cluster: whether it commits, the epoch, and how far behind
+    /// the journal it is.
+    pub fn set_cluster(&self, leads: bool, epoch: u64, lag: u64) {
+        self.role.set(i64::from(leads));
+        self.epoch.set(epoch.min(i64::MAX as u64) as i64);
+        self.replication_lag.set(lag.min(i64::MAX as u64) as i64);
     }
 
     /// The pools' committed capacity and resting bids, read at scrape time.

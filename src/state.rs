@@ -33,4 +33,6 @@ pub struct AppState {
     pub lease_token_audience: Arc<str>,
     /// See [`AppState::lease_token_audience`]: offpeak's issuer, as on API tokens.
     pub lease_token_issuer: Arc<str>,
+    /// This node among several (DESIGN section 10): who leads, how far the journal is.
+    pub cluster: Arc<crate::cluster::Cluster>,
 }

@@ -374,13 +374,15 @@ pub fn connect(settings: &BusSettings) -> anyhow::Result<BusHandle> {
 }
 
 /// Starts the consumer and both publishers on the current runtime; the lease-events publisher
-/// times the notices it appends in `metrics`.
+/// times the notices it appends in `metrics`. `taking_over`: this node just became the leader
+/// of several, and claims the signals the old leader left pending at once.
 pub fn start(
     handle: &BusHandle,
     settings: &BusSettings,
     sequencer: SequencerHandle,
     store: Arc<dyn Store>,
     metrics: Arc<crate::metrics::Metrics>,
+    taking_over: bool,
 ) -> BusTasks {
     let (stop, stopped) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(
@@ -388,7 +390,10 @@ pub fn start(
         handle.status.clone(),
         sequencer.clone(),
         store.clone(),
-        consumer::ConsumerSettings::from(settings),
+        consumer::ConsumerSettings {
+            claim_all_at_start: taking_over,
+            ..consumer::ConsumerSettings::from(settings)
+        },
         stopped,
     ));
     let publishers = vec![

@@ -1,6 +1,10 @@
 //! Liveness, readiness and metrics. Public.
 
 use crate::bus::BusTask;
+use crate::cluster::leadership::NodeRow;
+use crate::error::ApiError;
+use crate::limits::FOLLOW_READY_LAG_MAX;
+use crate::sequencer::Role;
 use crate::state::AppState;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
@@ -34,11 +38,21 @@ struct Readiness {
     status: &'static str,
     /// `up` or `down`.
     database: &'static str,
-    /// `accepting` or `refused`.
+    /// `accepting` (this node commits), `forwarded` (a standby: writes go to the leader) or
+    /// `refused`.
     writes: &'static str,
-    /// The last committed journal sequence number.
+    /// The last committed journal sequence number this node applied.
     seq: u64,
     bus: BusReadiness,
+    /// `leader` (the single process is its own) or `standby`.
+    #[schema(example = "leader")]
+    role: &'static str,
+    /// The leader's node id, if one is live.
+    leader: Option<String>,
+    /// The leadership epoch (0 for the single-process store).
+    epoch: u64,
+    /// Commands in the journal this node has not applied yet.
+    lag: u64,
 }
 
 /// The bus's tasks.
@@ -46,9 +60,9 @@ struct Readiness {
 struct BusReadiness {
     /// `redis` or `memory`.
     kind: &'static str,
-    /// `up` or `degraded`.
+    /// `up`, `degraded`, or `standby` (only the leader runs the bus's tasks).
     status: &'static str,
-    /// `up` or `down`, each.
+    /// `up`, `down` or `standby`, each.
     consumer: &'static str,
     publisher: &'static str,
     lease_events: &'static str,
@@ -64,34 +78,55 @@ struct BusReadiness {
     operation_id = "readyz",
     tag = "operations",
     responses(
-        (status = 200, description = "The database answers and writes are accepted", body = Readiness),
-        (status = 503, description = "The database is down or writes are refused (reads of live state still work)", body = Readiness),
+        (status = 200, description = "The database answers and writes are accepted (the leader), or this standby has caught up with the journal", body = Readiness),
+        (status = 503, description = "The database is down, writes are refused, or this standby is behind (reads of live state still work)", body = Readiness),
     ),
 )]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database_up = state.store.ping().await.is_ok();
     let writable = state.sequencer.writable();
+    let position = state.cluster.position(&state.sequencer);
+    let standby = position.role == Role::Standby;
+    // A standby serves reads and forwards writes: ready once it has caught up.
+    let ready = database_up && if standby { position.lag <= FOLLOW_READY_LAG_MAX } else { writable };
     let bus = &state.bus.status;
-    let up = |task| if bus.is_up(task) { "up" } else { "down" };
-    let bus_up = bus.all_up();
+    let up = |task| match (standby, bus.is_up(task)) {
+        (true, _) => "standby",
+        (false, true) => "up",
+        (false, false) => "down",
+    };
+    // Only the leader runs the bus's tasks.
+    let bus_up = standby || bus.all_up();
     let body = Readiness {
-        status: match (database_up && writable, bus_up) {
+        status: match (ready, bus_up) {
             (true, true) => "ready",
             (true, false) => "degraded",
             (false, _) => "not_ready",
         },
         database: if database_up { "up" } else { "down" },
-        writes: if writable { "accepting" } else { "refused" },
-        seq: state.sequencer.last_seq(),
+        writes: match (standby, writable) {
+            (true, _) => "forwarded",
+            (false, true) => "accepting",
+            (false, false) => "refused",
+        },
+        seq: position.seq,
         bus: BusReadiness {
             kind: state.bus.bus.kind(),
-            status: if bus_up { "up" } else { "degraded" },
+            status: match (standby, bus_up) {
+                (true, _) => "standby",
+                (false, true) => "up",
+                (false, false) => "degraded",
+            },
             consumer: up(BusTask::Consumer),
             publisher: up(BusTask::Publisher),
             lease_events: up(BusTask::LeaseEvents),
         },
+        role: position.role.as_str(),
+        leader: position.leader,
+        epoch: position.epoch,
+        lag: position.lag,
     };
-    if database_up && writable {
+    if ready {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
@@ -137,7 +172,61 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         Ok(pools) => state.metrics.set_pools(&pools),
         Err(e) => tracing::debug!(error = %e, "metrics: pool gauges not refreshed"),
     }
+    let position = state.cluster.position(&state.sequencer);
+    state
+        .metrics
+        .set_cluster(position.role.leads(), position.epoch, position.lag);
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
         .body(state.metrics.render())
+}
+
+/// A node of `GET /v1/cluster`.
+#[derive(Serialize, ToSchema)]
+struct ClusterView {
+    /// The current leadership epoch (0 for the single-process store).
+    epoch: u64,
+    /// The live leader's node id (`null` during a takeover).
+    leader: Option<String>,
+    /// The nodes whose heartbeat is recent.
+    nodes: Vec<NodeRow>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/cluster",
+    operation_id = "get_cluster",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The leader, its epoch, and every node seen recently with its role, seq and lag behind the most advanced", body = ClusterView),
+    ),
+)]
+/// `GET /v1/cluster`: the leadership and the nodes, as the database records them.
+pub async fn cluster(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let Some(leadership) = &state.cluster.leadership else {
+        // The single process: its own leader.
+        let seq = state.sequencer.last_seq();
+        let node = &state.cluster.node;
+        return Ok(HttpResponse::Ok().json(ClusterView {
+            epoch: 0,
+            leader: Some(node.node_id.clone()),
+            nodes: vec![NodeRow {
+                node_id: node.node_id.clone(),
+                role: "leader".into(),
+                epoch: 0,
+                seq,
+                lag: 0,
+                advertise_url: node.advertise_url.clone(),
+            }],
+        }));
+    };
+    let rows = leadership.cluster().await.map_err(|e| {
+        tracing::warn!(error = %e, "GET /v1/cluster: the database did not answer");
+        ApiError::StoreUnavailable
+    })?;
+    Ok(HttpResponse::Ok().json(ClusterView {
+        epoch: rows.epoch,
+        leader: rows.leader.map(|leader| leader.node_id),
+        nodes: rows.nodes,
+    }))
 }

@@ -73,14 +73,20 @@ pub const BODY: &[ApiError] = &[
 ];
 /// Endpoints that take a query string.
 pub const QUERY: &[ApiError] = &[ApiError::InvalidQuery(String::new())];
-/// Endpoints that write: writes are paused while the database is away, or the queue is full.
-pub const WRITE: &[ApiError] = &[ApiError::Unavailable, ApiError::Overloaded];
+/// Endpoints that write: the commit was not confirmed, no leader takes writes (a takeover), or
+/// the queue is full.
+pub const WRITE: &[ApiError] = &[
+    ApiError::Unavailable,
+    ApiError::NoLeader,
+    ApiError::Overloaded,
+];
 
 /// Every endpoint the server serves besides the page's static files ([`crate::web`]): the
 /// one route table, registered by [`configure`] and documented by [`crate::openapi`].
 pub static ENDPOINTS: &[Endpoint] = &[
     endpoint!(healthz in health, public, []),
     endpoint!(readyz in health, public, []),
+    endpoint!(cluster in health, public, [STORE_READ, INTERNAL]),
     endpoint!(metrics in health, public, []),
     endpoint!(document in docs, public, []),
     endpoint!(list in pools, public, [ENGINE_READ, INTERNAL]),

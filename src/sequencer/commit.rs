@@ -7,7 +7,7 @@
 //! batch that is not durable. When the commit fails, the writers get `Unavailable`, the core
 //! rolls the engine back to the committed state, and writes are refused until recovery.
 
-use super::handle::{Committed, SubmitError, WriteRequest};
+use super::handle::{Committed, Role, SubmitError, WriteRequest};
 use super::Sequencer;
 use crate::journal::EntryId;
 use std::collections::HashSet;
@@ -18,9 +18,13 @@ impl Sequencer {
     pub(super) async fn process(&mut self, requests: Vec<WriteRequest>) -> bool {
         if !self.writable {
             self.metrics.writes_refused(requests.len() as u64);
+            let refusal = match self.role {
+                Role::Standby => SubmitError::NotLeader,
+                _ => SubmitError::Unavailable,
+            };
             for request in requests {
                 if let Some(reply) = request.reply {
-                    let _ = reply.send(Err(SubmitError::Unavailable));
+                    let _ = reply.send(Err(refusal));
                 }
             }
             return true;
@@ -37,7 +41,13 @@ impl Sequencer {
         let staged = self.core.apply_batch(writes);
         let started = Instant::now();
         let result = match staged.rows() {
-            Ok(rows) => self.store.write_batch(&rows).await,
+            Ok(mut rows) => {
+                rows.fence_epoch = match self.role {
+                    Role::Leader { epoch } => Some(epoch),
+                    _ => None,
+                };
+                self.store.write_batch(&rows).await
+            }
             Err(e) => Err(e),
         };
         let batch = staged.batch.clone();
@@ -50,10 +60,19 @@ impl Sequencer {
                         let _ = reply.send(Ok(Committed::new(batch.clone(), index)));
                     }
                 }
-                self.market.apply(&batch);
-                self.publish_status();
-                // No subscriber is not an error.
-                let _ = self.events.send(batch);
+                self.published(batch);
+                true
+            }
+            Err(e) if self.role != Role::Single => {
+                // Another node may lead now (fenced), or the outcome is unknown: either way
+                // the journal decides, and this node follows it until it leads again.
+                tracing::error!(error = %e, first_seq = batch.records.first().map_or(0, |r| r.seq), commands = batch.records.len(), "batch commit failed; stepping down to standby");
+                self.metrics.batch_failed();
+                for reply in replies.into_iter().flatten() {
+                    let _ = reply.send(Err(SubmitError::Unavailable));
+                }
+                self.core.roll_back();
+                self.step_down(&format!("a commit failed: {e}"));
                 true
             }
             Err(e) => {

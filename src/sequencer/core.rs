@@ -52,6 +52,16 @@ pub struct Restored {
     pub signals: AppliedSignals,
 }
 
+/// The journal did not continue where this core's state ends.
+#[derive(Debug, thiserror::Error)]
+#[error("the journal jumps from seq {after} to {found}")]
+pub struct JournalGap {
+    /// The last seq applied.
+    pub after: u64,
+    /// The seq found next.
+    pub found: u64,
+}
+
 /// A batch applied to the engine, not yet known to be durable.
 pub struct StagedBatch {
     /// Its records, as subscribers see them once it is committed.
@@ -203,6 +213,11 @@ impl<C: Clock> SequencerCore<C> {
                 events,
             });
         }
+        self.staged(records)
+    }
+
+    /// The batch of these applied records, with the usage they add.
+    fn staged(&self, records: Vec<CommandRecord>) -> StagedBatch {
         let at = records.last().map_or(self.engine.now(), |r| r.at);
         let usage_after = self.engine.usage();
         let usage = usage_between(&self.usage, &usage_after, at);
@@ -210,6 +225,52 @@ impl<C: Clock> SequencerCore<C> {
             usage_after,
             batch: Arc::new(CommittedBatch { records, usage }),
         }
+    }
+
+    /// Applies commands another node committed (a standby following the journal), with the
+    /// seqs and times they were journaled with; they must follow this core's seq without a
+    /// gap. Committed at once by the caller ([`SequencerCore::commit`]): they are durable.
+    pub fn apply_journaled(
+        &mut self,
+        entries: Vec<(u64, TimeMs, Command)>,
+    ) -> Result<StagedBatch, JournalGap> {
+        assert_eq!(
+            self.seq,
+            self.committed_seq(),
+            "journal entries were applied while a batch was neither committed nor rolled back"
+        );
+        // Checked before anything is applied: a gap leaves the state as it was.
+        for (expected, (seq, _, _)) in (self.seq + 1..).zip(&entries) {
+            if *seq != expected {
+                return Err(JournalGap {
+                    after: expected - 1,
+                    found: *seq,
+                });
+            }
+        }
+        let mut records = Vec::with_capacity(entries.len());
+        for (seq, at, command) in entries {
+            self.seq = seq;
+            let mut events = Vec::new();
+            self.engine.apply(at, &command, &mut events);
+            if matches!(command, Command::Tick) {
+                self.last_tick_at = at;
+            }
+            records.push(CommandRecord {
+                seq,
+                at,
+                command,
+                signal: None,
+                events,
+            });
+        }
+        Ok(self.staged(records))
+    }
+
+    /// Forgets the applied signals remembered so far for these (the store's newest), when
+    /// this node starts leading after following another leader's journal.
+    pub fn replace_signals(&mut self, signals: AppliedSignals) {
+        self.signals = signals;
     }
 
     /// Records that the staged batch is durable: its commands join the tail, its signals are

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::journal::{CommandRecord, CommittedBatch, EntryId};
 use crate::limits::SUBMIT_WAIT_MAX;
 use matching_engine::{Command, Engine, Event};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -54,6 +54,9 @@ pub enum SubmitError {
     /// This capacity signal was applied before (its effect is durable): nothing was done.
     #[error("the signal was already applied")]
     AlreadyApplied,
+    /// This node is a standby: only the leader writes.
+    #[error("this node is not the leader")]
+    NotLeader,
 }
 
 impl From<SubmitError> for ApiError {
@@ -62,6 +65,7 @@ impl From<SubmitError> for ApiError {
         match e {
             SubmitError::Overloaded => ApiError::Overloaded,
             SubmitError::Unavailable | SubmitError::Stopped => ApiError::Unavailable,
+            SubmitError::NotLeader => ApiError::NoLeader,
             // Only capacity signals are refused as already applied; REST never sends one.
             SubmitError::AlreadyApplied => {
                 ApiError::Internal("a REST write was refused as an already applied signal".into())
@@ -117,19 +121,82 @@ pub struct ReadView<'a> {
 /// A read on its way to the sequencer: it answers its requester itself.
 pub(super) type ReadFn = Box<dyn FnOnce(&ReadView<'_>) + Send>;
 
+/// What this process is among the processes sharing its store (DESIGN section 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The only process (the embedded SQLite store): it always writes.
+    Single,
+    /// The leader: it commits, fenced by its epoch.
+    Leader {
+        /// The leadership epoch its batches commit under.
+        epoch: u64,
+    },
+    /// A hot standby: it follows the journal and writes nothing.
+    Standby,
+}
+
+impl Role {
+    /// `leader` (the single process is its own leader) or `standby`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Single | Role::Leader { .. } => "leader",
+            Role::Standby => "standby",
+        }
+    }
+
+    /// Whether this process commits writes.
+    pub fn leads(self) -> bool {
+        !matches!(self, Role::Standby)
+    }
+}
+
 /// Shared status, readable without a round trip to the sequencer.
 #[derive(Debug, Default)]
 pub struct SequencerStatus {
     writable: AtomicBool,
     last_seq: AtomicU64,
+    /// 0: single, 1: leader, 2: standby.
+    role: AtomicU8,
+    /// The leader's epoch (the last one this node led under, for a standby).
+    epoch: AtomicU64,
 }
 
 impl SequencerStatus {
     /// Publishes the sequencer's state (only the sequencer task calls this).
-    pub(super) fn set(&self, writable: bool, last_seq: u64) {
+    pub(super) fn set(&self, writable: bool, last_seq: u64, role: Role) {
+        let (code, epoch) = match role {
+            Role::Single => (0, None),
+            Role::Leader { epoch } => (1, Some(epoch)),
+            Role::Standby => (2, None),
+        };
+        self.role.store(code, Ordering::Release);
+        if let Some(epoch) = epoch {
+            self.epoch.store(epoch, Ordering::Release);
+        }
         self.writable.store(writable, Ordering::Release);
         self.last_seq.store(last_seq, Ordering::Release);
     }
+
+    fn role(&self) -> Role {
+        match self.role.load(Ordering::Acquire) {
+            0 => Role::Single,
+            1 => Role::Leader {
+                epoch: self.epoch.load(Ordering::Acquire),
+            },
+            _ => Role::Standby,
+        }
+    }
+}
+
+/// A request from the cluster's leadership task to the sequencer.
+pub(super) enum Control {
+    /// Leadership was won under `epoch`: catch up with the journal, then commit under it.
+    Promote {
+        epoch: u64,
+        reply: oneshot::Sender<anyhow::Result<()>>,
+    },
+    /// Leadership was lost (or cannot be renewed): stop writing, follow the journal.
+    StepDown { reason: String },
 }
 
 /// The handle request handlers use to talk to the sequencer.
@@ -139,6 +206,7 @@ pub struct SequencerHandle {
     reads: mpsc::Sender<ReadFn>,
     events: broadcast::Sender<Arc<CommittedBatch>>,
     status: Arc<SequencerStatus>,
+    control: mpsc::Sender<Control>,
 }
 
 impl SequencerHandle {
@@ -148,13 +216,43 @@ impl SequencerHandle {
         reads: mpsc::Sender<ReadFn>,
         events: broadcast::Sender<Arc<CommittedBatch>>,
         status: Arc<SequencerStatus>,
+        control: mpsc::Sender<Control>,
     ) -> SequencerHandle {
         SequencerHandle {
             writes,
             reads,
             events,
             status,
+            control,
         }
+    }
+
+    /// Makes this standby the leader under `epoch` (just won): it catches up with the whole
+    /// journal first. An error leaves it a standby.
+    pub async fn promote(&self, epoch: u64) -> anyhow::Result<()> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(Control::Promote { epoch, reply })
+            .await
+            .map_err(|_| anyhow::anyhow!("the sequencer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the sequencer has stopped"))?
+    }
+
+    /// Makes the leader a standby (leadership lost or not renewable).
+    pub async fn step_down(&self, reason: String) {
+        let _ = self.control.send(Control::StepDown { reason }).await;
+    }
+
+    /// What this process is right now.
+    pub fn role(&self) -> Role {
+        self.status.role()
+    }
+
+    /// The last epoch this node led under (0 if never).
+    pub fn epoch(&self) -> u64 {
+        self.status.epoch.load(Ordering::Acquire)
     }
 
     /// Submits a command; resolves once it is durable (or refused).
@@ -190,7 +288,10 @@ impl SequencerHandle {
         signal: Option<EntryId>,
     ) -> Result<PendingWrite, SubmitError> {
         if !self.writable() {
-            return Err(SubmitError::Unavailable);
+            return Err(match self.role() {
+                Role::Standby => SubmitError::NotLeader,
+                _ => SubmitError::Unavailable,
+            });
         }
         let (reply, answer) = oneshot::channel();
         let request = WriteRequest {

@@ -34,6 +34,7 @@
 mod applied;
 mod commit;
 mod core;
+mod follow;
 mod handle;
 mod pools;
 mod recovery;
@@ -41,7 +42,7 @@ mod run;
 mod snapshot;
 
 pub use handle::{
-    Committed, PendingWrite, ReadView, SequencerHandle, SequencerStatus, SubmitError,
+    Committed, PendingWrite, ReadView, Role, SequencerHandle, SequencerStatus, SubmitError,
 };
 pub use pools::{default_pools, PoolsSetup};
 pub use run::{start, SequencerTask, Timing};
@@ -62,6 +63,10 @@ struct Sequencer {
     /// The engine and the batch bookkeeping, stamped with the wall clock.
     core: SequencerCore<SystemClock>,
     store: Arc<dyn Store>,
+    /// The single process, the leader under an epoch, or a standby following the journal.
+    role: Role,
+    /// The pools to make sure exist, whenever this node starts leading.
+    pools: PoolsSetup,
     /// False from a failed commit until the state is reloaded from the store.
     writable: bool,
     last_snapshot: Instant,
@@ -80,7 +85,7 @@ struct Sequencer {
 impl Sequencer {
     /// Makes the current seq and writability visible to handles and to the metrics.
     fn publish_status(&self) {
-        self.status.set(self.writable, self.core.seq());
+        self.status.set(self.writable, self.core.seq(), self.role);
         self.metrics.set_sequencer(self.core.seq(), self.writable);
     }
 }

@@ -8,12 +8,14 @@
 //! On stop it commits what is still queued, answers the reads, and leaves a final snapshot.
 
 use super::core::{SequencerCore, SystemClock};
-use super::handle::{ReadFn, ReadView, SequencerHandle, SequencerStatus, WriteRequest};
+use super::handle::{
+    Control, ReadFn, ReadView, Role, SequencerHandle, SequencerStatus, WriteRequest,
+};
 use super::pools::{pool_commands, PoolsSetup};
 use super::recovery::{load_state, recovery, RecoveryFuture};
 use super::Sequencer;
 use crate::limits::{
-    BATCH_COMMANDS_MAX, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS, READS_PER_TURN_MAX,
+    BATCH_COMMANDS_MAX, CONTROL_QUEUE_CAPACITY, FOLLOW_POLL_INTERVAL, EVENT_BROADCAST_BATCHES_MAX, MARKET_HISTORY_MS, READS_PER_TURN_MAX,
     READ_QUEUE_CAPACITY, RECOVERY_RETRY_MAX, RECOVERY_RETRY_MIN, SNAPSHOT_EVERY_COMMANDS,
     TRADES_KEPT_PER_POOL_MAX, WRITE_QUEUE_CAPACITY,
 };
@@ -23,25 +25,48 @@ use crate::store::Store;
 use crate::timestamp::now_ms;
 use anyhow::{bail, Context};
 use matching_engine::{Command, TimeMs};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// The running sequencer task; stop it after the HTTP server has stopped.
 pub struct SequencerTask {
-    stop: oneshot::Sender<()>,
+    stop: oneshot::Sender<HandOver>,
     join: JoinHandle<()>,
 }
+
+/// What a stopping leader runs once its last batch committed, before its final snapshot:
+/// giving leadership up, so a standby takes over at once.
+pub type HandOver = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 impl SequencerTask {
     /// Drains what is queued, commits it, writes a final snapshot, and waits for the task.
     pub async fn stop(self) {
-        let _ = self.stop.send(());
+        self.stop_then(Box::pin(async {})).await
+    }
+
+    /// Like [`SequencerTask::stop`], running `hand_over` after the last commit and before
+    /// the final snapshot.
+    pub async fn stop_then(self, hand_over: HandOver) {
+        let _ = self.stop.send(hand_over);
         if let Err(e) = self.join.await {
             tracing::error!(error = %e, "the sequencer task failed");
         }
     }
+}
+
+/// What the sequencer task listens to.
+struct Inbox {
+    writes: mpsc::Receiver<WriteRequest>,
+    reads: mpsc::Receiver<ReadFn>,
+    /// The leadership task's requests.
+    control: mpsc::Receiver<Control>,
+    /// The newest seq announced by the journal's notifications (a store shared by several
+    /// processes only).
+    journal_head: Option<watch::Receiver<u64>>,
 }
 
 /// The sequencer's clocks (settings, so tests can shorten them).
@@ -54,12 +79,18 @@ pub struct Timing {
 }
 
 /// Loads the state, configures pools, and starts the sequencer task.
+///
+/// With `journal_head` (a store shared by several processes: its watch carries the newest seq
+/// the journal notifications announced), the sequencer starts as a standby that follows the
+/// journal, and configures the pools only once the cluster makes it the leader
+/// ([`SequencerHandle::promote`]). Without, it is the single process and writes at once.
 pub async fn start(
     store: Arc<dyn Store>,
     pools: PoolsSetup,
     market: Arc<MarketData>,
     metrics: Arc<Metrics>,
     timing: Timing,
+    journal_head: Option<watch::Receiver<u64>>,
 ) -> anyhow::Result<(SequencerHandle, SequencerTask)> {
     store.migrate().await.context("applying migrations")?;
     let started = Instant::now();
@@ -82,10 +113,16 @@ pub async fn start(
 
     let (events, _) = broadcast::channel(EVENT_BROADCAST_BATCHES_MAX);
     let status = Arc::new(SequencerStatus::default());
+    let role = match journal_head {
+        Some(_) => Role::Standby,
+        None => Role::Single,
+    };
     let mut sequencer = Sequencer {
         core: SequencerCore::new(restored, now_ms as SystemClock),
         store,
-        writable: true,
+        role,
+        pools: pools.clone(),
+        writable: role.leads(),
         last_snapshot: Instant::now(),
         snapshot_write: None,
         last_write: Instant::now(),
@@ -99,7 +136,7 @@ pub async fn start(
     sequencer.publish_status();
 
     let pool_commands = pool_commands(sequencer.core.engine(), sequencer.core.seq(), &pools);
-    if !pool_commands.is_empty() {
+    if role == Role::Single && !pool_commands.is_empty() {
         let requests = pool_commands
             .into_iter()
             .map(WriteRequest::unanswered)
@@ -108,17 +145,26 @@ pub async fn start(
             bail!("could not journal the pool configuration");
         }
     }
-    if replayed >= SNAPSHOT_EVERY_COMMANDS {
+    if role == Role::Single && replayed >= SNAPSHOT_EVERY_COMMANDS {
         // A long replay this time: make the next start short.
         sequencer.write_snapshot_now().await;
     }
 
     let (writes_tx, writes_rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
     let (reads_tx, reads_rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE_CAPACITY);
     let (stop_tx, stop_rx) = oneshot::channel();
-    let join = tokio::spawn(sequencer.run(writes_rx, reads_rx, stop_rx));
+    let join = tokio::spawn(sequencer.run(
+        Inbox {
+            writes: writes_rx,
+            reads: reads_rx,
+            control: control_rx,
+            journal_head,
+        },
+        stop_rx,
+    ));
     Ok((
-        SequencerHandle::new(writes_tx, reads_tx, events, status),
+        SequencerHandle::new(writes_tx, reads_tx, events, status, control_tx),
         SequencerTask {
             stop: stop_tx,
             join,
@@ -127,22 +173,30 @@ pub async fn start(
 }
 
 impl Sequencer {
-    async fn run(
-        mut self,
-        mut writes: mpsc::Receiver<WriteRequest>,
-        mut reads: mpsc::Receiver<ReadFn>,
-        mut stop: oneshot::Receiver<()>,
-    ) {
+    async fn run(mut self, inbox: Inbox, mut stop: oneshot::Receiver<HandOver>) {
+        let Inbox {
+            mut writes,
+            mut reads,
+            mut control,
+            mut journal_head,
+        } = inbox;
+        let mut hand_over: Option<HandOver> = None;
         let mut recovering: Option<RecoveryFuture> = None;
         let mut retry_wait = RECOVERY_RETRY_MIN;
+        let mut follow_poll = tokio::time::interval(FOLLOW_POLL_INTERVAL);
+        follow_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let tick_at = self.next_tick_at();
             // Not while the previous snapshot is still being written: the branch would spin.
             let snapshot_due = self.core.changed_since_snapshot() && !self.snapshot_writing();
             let snapshot_at =
                 tokio::time::Instant::from_std(self.last_snapshot + self.snapshot_every);
+            let following = self.role == Role::Standby;
             tokio::select! {
-                _ = &mut stop => break,
+                handing_over = &mut stop => {
+                    hand_over = handing_over.ok();
+                    break;
+                }
                 Some(first) = writes.recv() => {
                     let mut batch = Vec::with_capacity(writes.len().min(BATCH_COMMANDS_MAX) + 1);
                     batch.push(first);
@@ -158,6 +212,13 @@ impl Sequencer {
                     }
                 }
                 Some(read) = reads.recv() => self.answer(read),
+                Some(request) = control.recv() => self.control(request).await,
+                // A standby: the journal moved (a notification), or the poll's turn came.
+                Ok(()) = async { match journal_head.as_mut() {
+                    Some(head) => head.changed().await,
+                    None => std::future::pending().await,
+                } }, if following => self.follow_journal().await,
+                _ = follow_poll.tick(), if following => self.follow_journal().await,
                 _ = tokio::time::sleep_until(tick_at), if self.writable => {
                     let tick = WriteRequest::unanswered(Command::Tick);
                     if !self.process(vec![tick]).await && recovering.is_none() {
@@ -213,7 +274,15 @@ impl Sequencer {
         if let Some(write) = self.snapshot_write.take() {
             let _ = write.await;
         }
-        if self.writable && self.core.committed_since_snapshot() {
+        let leading = self.role.leads() && self.writable;
+        if let Some(hand_over) = hand_over {
+            // The last batch is committed: a standby may take over from here.
+            if matches!(self.role, Role::Leader { .. }) {
+                hand_over.await;
+                self.step_down("stopping");
+            }
+        }
+        if leading && self.core.committed_since_snapshot() {
             self.write_snapshot_now().await;
         }
         tracing::info!(seq = self.core.seq(), "sequencer stopped");

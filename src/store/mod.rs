@@ -29,6 +29,10 @@ pub enum StoreError {
     /// A query failed for another reason (a bug, a constraint).
     #[error("database query failed: {0}")]
     Query(String),
+    /// Another node took leadership: this batch's epoch is no longer current (nothing of it
+    /// was written).
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// Stored data could not be decoded.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -124,6 +128,9 @@ pub struct BatchRows {
     pub applied_signals: Vec<AppliedSignal>,
     /// What each pool offered and leased over the batch, added to its minute's row.
     pub usage: Vec<UsageDelta>,
+    /// The leadership epoch the batch was applied under: PostgreSQL commits it only while
+    /// that epoch is current (DESIGN section 10); `None` for the single-process SQLite store.
+    pub fence_epoch: Option<u64>,
 }
 
 fn upsert<K: Eq + std::hash::Hash, V>(

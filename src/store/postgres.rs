@@ -10,6 +10,8 @@
 
 mod batch;
 
+pub use batch::JOURNAL_CHANNEL;
+
 use super::rows::{
     self, applied_signal_of, bigint_or_max, block_of, i64_of, id_cursor, journal_entry_of,
     lease_event_of, lease_minute_ended_of, lease_minute_started_of, lease_of, limit_of, order_of,
@@ -23,7 +25,7 @@ use super::{
 use crate::journal::{EntryId, UsageDelta};
 use crate::limits::{
     DB_CONNECT_TIMEOUT, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT, DB_WRITE_CONNECTIONS_MAX,
-    DB_WRITE_TIMEOUT, SNAPSHOTS_KEPT,
+    DB_WRITE_TIMEOUT, DB_IDLE_IN_TRANSACTION_MAX, SNAPSHOTS_KEPT,
 };
 use crate::timestamp::{from_datetime, to_datetime};
 use async_trait::async_trait;
@@ -64,6 +66,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         5,
         "pool_usage",
         include_str!("../../migrations/postgres/0005_pool_usage.sql"),
+    ),
+    (
+        6,
+        "cluster",
+        include_str!("../../migrations/postgres/0006_cluster.sql"),
     ),
 ];
 
@@ -146,6 +153,12 @@ impl PgStore {
             .map_err(|e| StoreError::Query(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(DB_CONNECT_TIMEOUT);
         config.application_name("offpeak");
+        // A leader paused or cut off in the middle of a batch must not hold the fenced
+        // leadership row (and so block a takeover) for longer than this.
+        config.options(&format!(
+            "-c idle_in_transaction_session_timeout={}",
+            DB_IDLE_IN_TRANSACTION_MAX.as_millis()
+        ));
         Ok(PgStore {
             batch: tokio::sync::Mutex::new(None),
             write_pool: pool(&config, DB_WRITE_CONNECTIONS_MAX)?,
@@ -155,10 +168,16 @@ impl PgStore {
     }
 }
 
+/// What `offpeak_fence` raises when a batch's epoch is not the current one.
+const FENCED_SQLSTATE: &str = "OPF01";
+
 fn db_error(e: tokio_postgres::Error) -> StoreError {
     match e.as_db_error() {
         Some(db) => {
             let code = db.code().code();
+            if code == FENCED_SQLSTATE {
+                return StoreError::Fenced(db.message().to_owned());
+            }
             // 08: connection exception; 57P: operator intervention (admin shutdown,
             // cannot connect now); 53: insufficient resources.
             if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {

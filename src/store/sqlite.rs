@@ -419,6 +419,7 @@ impl Store for SqliteStore {
             lease_events: rows.lease_events.clone(),
             applied_signals: rows.applied_signals.clone(),
             usage: rows.usage.clone(),
+            fence_epoch: None,
         };
         self.write(DB_WRITE_TIMEOUT, "the batch transaction", move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -3,7 +3,7 @@
 //! round trip whatever its size. The values come from the shared row layer
 //! ([`rows`](super::super::rows)); this file only lays them out as arrays and holds the SQL.
 
-use super::super::rows::{self, Value};
+use super::super::rows::{self, i64_of, Value};
 use super::super::{BatchRows, StoreError};
 use crate::timestamp::to_datetime;
 use std::borrow::Cow;
@@ -86,6 +86,15 @@ const INSERT_LEASE_EVENTS: &str = "INSERT INTO lease_events (seq, lease_id, buye
 const INSERT_APPLIED_SIGNALS: &str = "INSERT INTO applied_signals (id_ms, id_seq, seq, \
     rejection) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::text[])";
 
+/// First in a fenced batch: fails the transaction unless its epoch is current (migration 0006).
+const FENCE: &str = "SELECT offpeak_fence($1::int8)";
+
+/// Last in a batch: wakes the standbys (delivered at commit, and only if it commits).
+const NOTIFY_JOURNAL: &str = "SELECT pg_notify('offpeak_journal', $1::text)";
+
+/// The channel standbys `LISTEN` on; the payload is the batch's last seq.
+pub const JOURNAL_CHANNEL: &str = "offpeak_journal";
+
 /// One statement of a batch and its (array) parameters.
 pub(super) struct Write<'a> {
     pub(super) sql: &'static str,
@@ -95,6 +104,12 @@ pub(super) struct Write<'a> {
 /// The statements of one batch, with their parameters: one per table that has rows.
 pub(super) fn batch_writes(rows: &BatchRows) -> Result<Vec<Write<'_>>, StoreError> {
     let mut writes = Vec::new();
+    if let Some(epoch) = rows.fence_epoch {
+        writes.push(Write {
+            sql: FENCE,
+            params: vec![Box::new(i64_of(epoch, "epoch")?)],
+        });
+    }
     add_write(
         &mut writes,
         INSERT_JOURNAL,
@@ -119,6 +134,12 @@ pub(super) fn batch_writes(rows: &BatchRows) -> Result<Vec<Write<'_>>, StoreErro
         &rows.applied_signals,
         rows::applied_signal_values,
     )?;
+    if let Some(last) = rows.journal.last() {
+        writes.push(Write {
+            sql: NOTIFY_JOURNAL,
+            params: vec![Box::new(last.seq.to_string())],
+        });
+    }
     Ok(writes)
 }
 
