@@ -8,10 +8,12 @@
 //! the server generates a random HS256 secret once and keeps it in
 //! `$OFFPEAK_DATA_DIR/jwt-secret` (mode 0600), where `offpeak token` finds it too.
 
-use crate::limits::{LEADER_TTL_DEFAULT, LEADER_TTL_MAX, LEADER_TTL_MIN, SIGNALS_CLAIM_IDLE_DEFAULT};
 use crate::limits::{
     IDLE_TICK_INTERVAL_DEFAULT, RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT,
     SNAPSHOT_EVERY_DEFAULT,
+};
+use crate::limits::{
+    LEADER_TTL_DEFAULT, LEADER_TTL_MAX, LEADER_TTL_MIN, SIGNALS_CLAIM_IDLE_DEFAULT,
 };
 use std::fmt;
 use std::net::SocketAddr;

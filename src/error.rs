@@ -226,9 +226,7 @@ impl ResponseError for ApiError {
             ApiError::Unavailable
             | ApiError::NoLeader
             | ApiError::Overloaded
-            | ApiError::StoreUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

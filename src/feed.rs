@@ -426,6 +426,11 @@ impl Feed {
         let mut touched: Vec<usize> = Vec::new();
         for event in events {
             match event {
+                // A pool configured after the last reset (a standby that became the leader
+                // journals the default pools): subscribers may ask for it at once.
+                Event::PoolConfigured { pool } => {
+                    market.pool_mut(pool);
+                }
                 Event::BookLevelChanged {
                     pool,
                     side,

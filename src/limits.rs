@@ -385,3 +385,10 @@ pub const CLUSTER_NODE_SEEN_TTLS: u32 = 5;
 
 /// Requests of the leadership task waiting for the sequencer (a promotion, a step-down).
 pub const CONTROL_QUEUE_CAPACITY: usize = 8;
+
+/// At start, how long a node waits for the leader it found to answer `/healthz` (one that
+/// does not is dead or paused: the node waits for its leadership to expire and takes it).
+pub const STARTUP_LEADER_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// At start, the wait between two looks at a leadership held by a node that does not answer.
+pub const STARTUP_RETRY_WAIT: Duration = Duration::from_millis(200);

@@ -427,7 +427,6 @@ impl Metrics {
 
     /// The market's counters (rejections, bids, trades, notices, reclaims, revenue, usage).
     fn market_outcomes(&self, batch: &CommittedBatch) {
-
         // Tallied per batch first: one family lookup per pool or reason, not one per event.
         let mut rejections: HashMap<&'static str, u64> = HashMap::new();
         let mut pools: HashMap<&str, [u64; 6]> = HashMap::new();

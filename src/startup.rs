@@ -7,6 +7,9 @@
 
 use crate::auth::Verifier;
 use crate::bus::{self, BusTasks};
+use crate::cluster::forward;
+use crate::cluster::task::LeadershipTask;
+use crate::cluster::{Cluster, DataDirLock, Leadership, NodeIdentity};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::limits::SHUTDOWN_GRACE;
@@ -15,9 +18,6 @@ use crate::metrics::Metrics;
 use crate::pool_spec::load_pools_file;
 use crate::rate_limit::RateLimiter;
 use crate::routes;
-use crate::cluster::forward;
-use crate::cluster::task::LeadershipTask;
-use crate::cluster::{Cluster, DataDirLock, Leadership, NodeIdentity};
 use crate::sequencer::{self, PoolsSetup, Role, SequencerTask};
 use crate::state::AppState;
 use crate::store::{postgres, sqlite};
@@ -25,8 +25,8 @@ use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use std::future::Future;
-use std::net::TcpListener;
 use std::net::SocketAddr;
+use std::net::TcpListener;
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 

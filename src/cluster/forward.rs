@@ -49,8 +49,10 @@ pub fn route(
     request: &ServiceRequest,
 ) -> Option<Forward> {
     cluster.leadership.as_ref()?;
-    if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        || !request.path().starts_with("/v1/")
+    if matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    ) || !request.path().starts_with("/v1/")
         || request.headers().contains_key(FORWARDED_HEADER)
         || sequencer.role() != Role::Standby
     {
@@ -109,8 +111,7 @@ pub async fn forward(cluster: &Cluster, request: ServiceRequest, to: Forward) ->
             return ServiceResponse::from_err(ApiError::NoLeader, http_request);
         }
     };
-    let status =
-        StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+    let status = StatusCode::from_u16(answer.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut response = HttpResponse::build(status);
     for (name, value) in answer.headers() {
         if !HOP_BY_HOP.contains(&name.as_str()) {

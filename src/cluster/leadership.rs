@@ -96,14 +96,14 @@ impl Leadership {
         &self.config
     }
 
-    /// Each query may take at most a third of the TTL: a leader must learn it cannot renew
+    /// Each query may take at most half the TTL: a leader must learn it cannot renew
     /// before its leadership expires.
     async fn bounded<T>(
         &self,
         what: &str,
         work: impl Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        let limit = self.ttl / 3;
+        let limit = self.ttl / 2;
         match tokio::time::timeout(limit, work).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable(format!(

@@ -27,7 +27,12 @@ pub async fn run(
     };
     let mut retry = Backoff::new(BUS_RETRY_MIN, BUS_RETRY_MAX);
     loop {
-        let session = listen(&cluster, leadership.config(), &journal_head, &leader_changed);
+        let session = listen(
+            &cluster,
+            leadership.config(),
+            &journal_head,
+            &leader_changed,
+        );
         let ended = tokio::select! {
             ended = session => ended,
             _ = stop.changed() => return,
@@ -69,7 +74,9 @@ async fn listen(
         }
     });
     let listening = client
-        .batch_execute(&format!("LISTEN {JOURNAL_CHANNEL}; LISTEN {LEADER_CHANNEL}"))
+        .batch_execute(&format!(
+            "LISTEN {JOURNAL_CHANNEL}; LISTEN {LEADER_CHANNEL}"
+        ))
         .await;
     if let Err(e) = listening {
         driver.abort();

@@ -8,9 +8,9 @@
 //! by itself (a fenced or failed commit). Stopping the task does not give leadership up: the
 //! sequencer does that once its last batch committed ([`Leadership::release`]).
 
-use super::{Cluster, Leadership};
+use super::{Cluster, LeaderInfo, Leadership};
 use crate::bus::BusTasks;
-use crate::limits::LEADER_RENEWALS_PER_TTL;
+use crate::limits::{LEADER_RENEWALS_PER_TTL, STARTUP_LEADER_PROBE_TIMEOUT, STARTUP_RETRY_WAIT};
 use crate::sequencer::{Role, SequencerHandle};
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,8 +43,9 @@ struct Leading {
     bus: BusTasks,
 }
 
-/// One pass: takes leadership if it is free, or renews it; the first pass runs before this
-/// returns, so a node alone on its database leads as soon as it has started.
+/// Starts the task. Before it returns, the node either leads (it was alone, or the leader it
+/// found died and its leadership expired: at most two TTLs) or has found a live leader that
+/// answers, so a node is what it will be when it starts serving.
 pub async fn start(
     cluster: Arc<Cluster>,
     leadership: Arc<Leadership>,
@@ -60,7 +61,21 @@ pub async fn start(
         start_bus,
         leading: None,
     };
-    state.turn().await;
+    // A node alone, or restarted after its leader died, leads before it starts serving;
+    // with a live leader that answers, it starts as a standby at once.
+    let deadline = Instant::now() + state.cluster.ttl * 2 + STARTUP_LEADER_PROBE_TIMEOUT;
+    loop {
+        state.turn().await;
+        if state.leading.is_some() || Instant::now() >= deadline {
+            break;
+        }
+        if let Some(leader) = state.cluster.leader() {
+            if leader.node_id != state.cluster.node.node_id && state.answers(&leader).await {
+                break;
+            }
+        }
+        tokio::time::sleep(STARTUP_RETRY_WAIT).await;
+    }
     let join = tokio::spawn(async move {
         let period = state.cluster.ttl / LEADER_RENEWALS_PER_TTL;
         loop {
@@ -87,6 +102,16 @@ struct State {
 }
 
 impl State {
+    /// Whether `leader` answers `/healthz` (a killed or paused one does not).
+    async fn answers(&self, leader: &LeaderInfo) -> bool {
+        let url = format!("{}/healthz", leader.advertise_url);
+        let probe = self.cluster.http.get(url).send();
+        matches!(
+            tokio::time::timeout(STARTUP_LEADER_PROBE_TIMEOUT, probe).await,
+            Ok(Ok(response)) if response.status().is_success()
+        )
+    }
+
     async fn turn(&mut self) {
         // The sequencer may have stepped down by itself: a fenced or failed commit.
         if self.leading.is_some() && !self.sequencer.role().leads() {

@@ -87,8 +87,19 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let writable = state.sequencer.writable();
     let position = state.cluster.position(&state.sequencer);
     let standby = position.role == Role::Standby;
-    // A standby serves reads and forwards writes: ready once it has caught up.
-    let ready = database_up && if standby { position.lag <= FOLLOW_READY_LAG_MAX } else { writable };
+    // A standby forwards writes while it knows a live leader other than itself.
+    let forwarding = state
+        .cluster
+        .leader()
+        .is_some_and(|leader| leader.node_id != state.cluster.node.node_id);
+    // A standby serves reads and forwards writes: ready once it has caught up and knows a
+    // leader to forward to.
+    let ready = database_up
+        && if standby {
+            forwarding && position.lag <= FOLLOW_READY_LAG_MAX
+        } else {
+            writable
+        };
     let bus = &state.bus.status;
     let up = |task| match (standby, bus.is_up(task)) {
         (true, _) => "standby",
@@ -105,9 +116,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         },
         database: if database_up { "up" } else { "down" },
         writes: match (standby, writable) {
-            (true, _) => "forwarded",
+            (true, _) if forwarding => "forwarded",
             (false, true) => "accepting",
-            (false, false) => "refused",
+            _ => "refused",
         },
         seq: position.seq,
         bus: BusReadiness {

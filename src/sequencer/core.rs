@@ -622,6 +622,43 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_applying_the_journal_reaches_the_leaders_state_and_refuses_a_gap() {
+        let (time, mut leader) = core_with_pool();
+        for (n, account) in ["a", "b", "c"].iter().enumerate() {
+            time.set(TimeMs(T0 + 1_000 * n as i64));
+            let staged = leader.apply_batch([(bid(account, 1, 2 + n as u64), None)]);
+            leader.commit(&staged);
+        }
+        let mut follower = SequencerCore::new(empty(), fake_clock(TimeMs(0)).1);
+        // The leader's journal: every command with the seq and time it was stamped with.
+        let records: Vec<(u64, TimeMs, Command)> = leader
+            .tail
+            .iter()
+            .enumerate()
+            .map(|(i, (at, command))| (leader.base_seq + 1 + i as u64, *at, command.clone()))
+            .collect();
+        assert_eq!(leader.base_seq, 0, "the whole history is in the tail");
+
+        // A gap (seq 2 missing) is refused and changes nothing.
+        let gapped = vec![records[0].clone(), records[2].clone()];
+        let Err(refused) = follower.apply_journaled(gapped) else {
+            panic!("a gap must be refused");
+        };
+        assert_eq!((refused.after, refused.found), (1, 3));
+        assert_eq!(follower.seq(), 0);
+
+        let staged = follower
+            .apply_journaled(records.clone())
+            .expect("contiguous");
+        follower.commit(&staged);
+        assert_eq!(follower.seq(), leader.seq());
+        assert_eq!(follower.engine().state_hash(), leader.engine().state_hash());
+        // The same events as the leader's: the feed carries the same seqs.
+        assert_eq!(staged.batch.records.len(), records.len());
+        assert!(staged.batch.records.iter().all(|r| r.signal.is_none()));
+    }
+
+    #[test]
     fn a_snapshot_is_due_after_snapshot_every_commands_and_not_before() {
         let (_time, clock) = fake_clock(TimeMs(T0));
         let mut core = SequencerCore::new(empty(), clock);

@@ -89,7 +89,11 @@ impl Sequencer {
             return;
         }
         if self.role != Role::Standby {
-            tracing::warn!(reason, seq = self.core.seq(), "standby: no longer the leader");
+            tracing::warn!(
+                reason,
+                seq = self.core.seq(),
+                "standby: no longer the leader"
+            );
         }
         self.role = Role::Standby;
         self.writable = false;

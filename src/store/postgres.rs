@@ -24,8 +24,8 @@ use super::{
 };
 use crate::journal::{EntryId, UsageDelta};
 use crate::limits::{
-    DB_CONNECT_TIMEOUT, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT, DB_WRITE_CONNECTIONS_MAX,
-    DB_WRITE_TIMEOUT, DB_IDLE_IN_TRANSACTION_MAX, SNAPSHOTS_KEPT,
+    DB_CONNECT_TIMEOUT, DB_IDLE_IN_TRANSACTION_MAX, DB_READ_CONNECTIONS_MAX, DB_READ_TIMEOUT,
+    DB_WRITE_CONNECTIONS_MAX, DB_WRITE_TIMEOUT, SNAPSHOTS_KEPT,
 };
 use crate::timestamp::{from_datetime, to_datetime};
 use async_trait::async_trait;

@@ -81,7 +81,12 @@ async fn writes_get_503_reads_keep_working_and_it_recovers_by_itself() {
     // The first write after the cut fails its commit (or finds writes already refused).
     let (status, body) = app.bid(&buyer, 3, "1.20").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-    assert_eq!(code(&body), "unavailable");
+    // `unavailable`: its commit failed; `no_leader`: an idle tick's commit failed first, and
+    // this node stopped taking writes until it can lead again.
+    assert!(
+        ["unavailable", "no_leader"].contains(&code(&body)),
+        "{body}"
+    );
     // And so do the next ones, fast, with Retry-After.
     let response = app
         .http
