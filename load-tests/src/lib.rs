@@ -8,6 +8,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod failover;
 pub mod live;
 pub mod matchcore_side;
 pub mod measure;

@@ -106,17 +106,7 @@ fn histogram() -> Histogram<u64> {
 }
 
 fn local_only(url: &str) -> anyhow::Result<()> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => host.split(':').next().unwrap_or(host),
-    };
-    match host {
-        "127.0.0.1" | "localhost" | "::1" => Ok(()),
-        other => bail!("--url must be on this machine (127.0.0.1), not {other:?}"),
-    }
+    crate::failover::local_only("--url", url, false)
 }
 
 /// RFC 3339 (UTC, whole seconds) of now + `seconds`.

@@ -155,7 +155,7 @@ impl PgStore {
         config.application_name("offpeak");
         // A leader paused or cut off in the middle of a batch must not hold the fenced
         // leadership row (and so block a takeover) for longer than this.
-        config.options(&format!(
+        config.options(format!(
             "-c idle_in_transaction_session_timeout={}",
             DB_IDLE_IN_TRANSACTION_MAX.as_millis()
         ));

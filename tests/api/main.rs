@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod capacity;
 mod cli;
+mod cluster;
 mod crash;
 mod demo;
 mod embedded;

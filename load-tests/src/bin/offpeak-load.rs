@@ -26,6 +26,9 @@ enum Scenario {
     /// Buyers placing and cancelling bids (and a supplier releasing blocks that some bids take)
     /// as fast as the server acknowledges them durably; then `/healthz` as the HTTP ceiling.
     Orders(load_tests::orders::Args),
+    /// Leader takeovers of a cluster (nodes it starts, or pauses) while orders go through every
+    /// node: takeover time, and no acknowledged order lost or placed twice.
+    Failover(load_tests::failover::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +45,9 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Orders(args) => {
             runtime.block_on(load_tests::orders::run(args))?;
+        }
+        Scenario::Failover(args) => {
+            runtime.block_on(load_tests::failover::run(args))?;
         }
     }
     Ok(())
