@@ -117,14 +117,14 @@ impl Application {
         let start_bus = {
             let (bus, bus_settings) = (bus.clone(), settings.bus.clone());
             let (handle, store, metrics) = (handle.clone(), store.clone(), metrics.clone());
-            move |taking_over: bool| {
+            move |sole_consumer: bool| {
                 bus::start(
                     &bus,
                     &bus_settings,
                     handle.clone(),
                     store.clone(),
                     metrics.clone(),
-                    taking_over,
+                    sole_consumer,
                 )
             }
         };

@@ -46,9 +46,9 @@ pub struct ConsumerSettings {
     pub consumer: String,
     /// How long an entry must sit unacknowledged with another consumer before it is claimed.
     pub claim_idle: Duration,
-    /// This node just took leadership over: every entry pending with another consumer (the
-    /// old leader's, fenced now) is claimed at the start of each session, however recent.
-    pub claim_all_at_start: bool,
+    /// This node leads a cluster, and only the leader consumes: an entry pending with another
+    /// consumer belongs to an old leader (fenced now), and is claimed however recent.
+    pub sole_consumer: bool,
 }
 
 impl From<&BusSettings> for ConsumerSettings {
@@ -56,7 +56,7 @@ impl From<&BusSettings> for ConsumerSettings {
         ConsumerSettings {
             consumer: settings.consumer.clone(),
             claim_idle: settings.claim_idle,
-            claim_all_at_start: false,
+            sole_consumer: false,
         }
     }
 }
@@ -199,12 +199,7 @@ impl Consumer {
             tracing::info!(entries = entries.len(), "re-reading own pending signals");
             self.handle(entries).await?;
         }
-        let first_claim_idle = if self.settings.claim_all_at_start {
-            Duration::ZERO
-        } else {
-            self.settings.claim_idle
-        };
-        self.claim_pass(first_claim_idle).await?;
+        self.claim_pass().await?;
         let mut last_claim = Instant::now();
         loop {
             if self.stopping() {
@@ -220,14 +215,20 @@ impl Consumer {
                 self.handle(entries).await?;
             }
             if last_claim.elapsed() >= SIGNALS_CLAIM_EVERY {
-                self.claim_pass(self.settings.claim_idle).await?;
+                self.claim_pass().await?;
                 last_claim = Instant::now();
             }
         }
     }
 
-    /// Takes over entries other consumers left idle for at least `min_idle`.
-    async fn claim_pass(&mut self, min_idle: Duration) -> Result<(), End> {
+    /// Takes over entries other consumers left idle for longer than `claim_idle` (any, for the
+    /// sole consumer).
+    async fn claim_pass(&mut self) -> Result<(), End> {
+        let min_idle = if self.settings.sole_consumer {
+            Duration::ZERO
+        } else {
+            self.settings.claim_idle
+        };
         let mut cursor = EntryId::default();
         loop {
             let (next, entries) = self

@@ -374,15 +374,15 @@ pub fn connect(settings: &BusSettings) -> anyhow::Result<BusHandle> {
 }
 
 /// Starts the consumer and both publishers on the current runtime; the lease-events publisher
-/// times the notices it appends in `metrics`. `taking_over`: this node just became the leader
-/// of several, and claims the signals the old leader left pending at once.
+/// times the notices it appends in `metrics`. `sole_consumer`: this node leads a cluster, and
+/// claims at once whatever an old leader left pending.
 pub fn start(
     handle: &BusHandle,
     settings: &BusSettings,
     sequencer: SequencerHandle,
     store: Arc<dyn Store>,
     metrics: Arc<crate::metrics::Metrics>,
-    taking_over: bool,
+    sole_consumer: bool,
 ) -> BusTasks {
     let (stop, stopped) = watch::channel(false);
     let consumer = tokio::spawn(consumer::run(
@@ -391,7 +391,7 @@ pub fn start(
         sequencer.clone(),
         store.clone(),
         consumer::ConsumerSettings {
-            claim_all_at_start: taking_over,
+            sole_consumer,
             ..consumer::ConsumerSettings::from(settings)
         },
         stopped,

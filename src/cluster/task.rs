@@ -17,8 +17,8 @@ use std::time::Instant;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-/// Starts the bus's tasks when this node starts leading (`true`: claim every signal another
-/// consumer left pending, since only the leader consumes).
+/// Starts the bus's tasks when this node starts leading (`true`: the sole consumer, which
+/// claims every signal another consumer left pending).
 pub type BusStarter = Box<dyn Fn(bool) -> BusTasks + Send + Sync>;
 
 /// The running leadership task.

@@ -320,6 +320,12 @@ impl<C: Clock> SequencerCore<C> {
         self.significant_since_snapshot > 0
     }
 
+    /// Whether a long replay (or a long follow) ran since the last snapshot: a new leader
+    /// writes one at once, so the next start is short.
+    pub fn long_since_snapshot(&self) -> bool {
+        self.significant_since_snapshot >= SNAPSHOT_EVERY_COMMANDS
+    }
+
     /// Whether shutdown should leave a snapshot: anything at all committed since the last.
     pub fn committed_since_snapshot(&self) -> bool {
         self.significant_since_snapshot > 0 || !self.tail.is_empty()

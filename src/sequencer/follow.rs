@@ -79,6 +79,10 @@ impl Sequencer {
                 bail!("could not journal the pool configuration");
             }
         }
+        if self.core.long_since_snapshot() {
+            // A long replay this time: make the next start short.
+            self.write_snapshot_now().await;
+        }
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The leader TTL every node runs with: short, so a takeover takes about a second.
-const TTL_MS: u64 = 1000;
+pub(crate) const TTL_MS: u64 = 1000;
 
 /// How many of a node's last log lines are kept, to print when a test fails.
 const LOG_TAIL_LINES_MAX: usize = 400;
@@ -48,12 +48,12 @@ const CONVERGE_WITHIN: Duration = Duration::from_secs(15);
 /// How long one order may be retried (503s, refused connections) before the test gives up.
 const ORDER_RETRY_WITHIN: Duration = Duration::from_secs(20);
 
-fn redis_url() -> String {
+pub(crate) fn redis_url() -> String {
     std::env::var("OFFPEAK_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
 /// An HTTP client whose requests give up after `timeout` (a frozen node never answers).
-fn client(timeout: Duration) -> reqwest::Client {
+pub(crate) fn client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(2))
@@ -64,7 +64,7 @@ fn client(timeout: Duration) -> reqwest::Client {
 
 /// How a node is started.
 #[derive(Clone)]
-struct NodeSpec {
+pub(crate) struct NodeSpec {
     id: String,
     env: Vec<(String, String)>,
     /// Run inside this network namespace (`ip netns exec NS offpeak serve`).
@@ -92,7 +92,7 @@ fn common_env() -> Vec<(String, String)> {
 
 impl NodeSpec {
     /// Cluster node `node-<i>` on `database_url`, on Redis under `redis_prefix` if given.
-    fn cluster(i: usize, database_url: &str, redis_prefix: Option<&str>) -> NodeSpec {
+    pub(crate) fn cluster(i: usize, database_url: &str, redis_prefix: Option<&str>) -> NodeSpec {
         let id = format!("node-{i}");
         let mut env = common_env();
         env.extend(
@@ -204,12 +204,12 @@ fn spawn_child(
 }
 
 /// A running `offpeak serve` child, killed on drop (SIGKILL ends a stopped process too).
-struct Node {
-    id: String,
+pub(crate) struct Node {
+    pub(crate) id: String,
     spec: NodeSpec,
     child: Child,
     /// `http://host:port`, empty until it logged its address.
-    address: String,
+    pub(crate) address: String,
     data_dir: PathBuf,
     _own_dir: Option<TempDir>,
     log: Arc<Mutex<VecDeque<String>>>,
@@ -220,7 +220,7 @@ struct Node {
 
 impl Node {
     /// Spawns the node and waits for it to log its address.
-    fn start(spec: NodeSpec) -> Node {
+    pub(crate) fn start(spec: NodeSpec) -> Node {
         let mut node = Node::launch(spec);
         node.wait_listening();
         node
@@ -288,7 +288,7 @@ impl Node {
     }
 
     /// Starts the same node again (same id, environment and data directory) after it exited.
-    fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         assert!(self.exited.is_some(), "{} is still running", self.id);
         if let Some(drain) = self.drain.take() {
             let _ = drain.join();
@@ -312,18 +312,18 @@ impl Node {
     }
 
     /// SIGKILL: no shutdown, no handover, no final snapshot.
-    fn kill_9(&mut self) {
+    pub(crate) fn kill_9(&mut self) {
         let _ = self.child.kill();
         self.exited = Some(self.child.wait().expect("wait"));
     }
 
     /// SIGSTOP: the process freezes where it is (its leadership stops being renewed).
-    fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.signal("STOP");
     }
 
     /// SIGCONT after [`Node::stop`].
-    fn cont(&self) {
+    pub(crate) fn cont(&self) {
         self.signal("CONT");
     }
 
@@ -355,12 +355,12 @@ impl Node {
     }
 
     /// The kept tail of the node's log.
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         let log = self.log.lock().unwrap();
         log.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
 
@@ -386,7 +386,7 @@ impl Node {
     }
 
     /// `GET /v1/admin/state-hash`: `(seq, state_hash)`, `None` if the node did not answer 200.
-    async fn state_hash(&self, http: &reqwest::Client) -> Option<(u64, String)> {
+    pub(crate) async fn state_hash(&self, http: &reqwest::Client) -> Option<(u64, String)> {
         let admin = token("root", "admin");
         let url = self.url("/v1/admin/state-hash");
         match call(http, reqwest::Method::GET, &url, Some(&admin), None).await {
@@ -417,7 +417,7 @@ impl Drop for Node {
 }
 
 /// Sends a request; `None` on a transport error (refused, reset, timed out).
-async fn call(
+pub(crate) async fn call(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: &str,
@@ -439,12 +439,12 @@ async fn call(
 }
 
 /// A Redis key prefix of the test's own; its keys are deleted (best effort) on drop.
-struct RedisPrefix {
-    prefix: String,
+pub(crate) struct RedisPrefix {
+    pub(crate) prefix: String,
 }
 
 impl RedisPrefix {
-    fn new() -> RedisPrefix {
+    pub(crate) fn new() -> RedisPrefix {
         RedisPrefix {
             prefix: format!("c{:016x}", rand::random::<u64>()),
         }
@@ -485,14 +485,14 @@ impl Drop for RedisPrefix {
 
 /// What `/readyz` says about a node's place in the cluster.
 #[derive(Debug, Clone)]
-struct Role {
-    ready: bool,
-    role: String,
-    leader: Option<String>,
-    epoch: i64,
+pub(crate) struct Role {
+    pub(crate) ready: bool,
+    pub(crate) role: String,
+    pub(crate) leader: Option<String>,
+    pub(crate) epoch: i64,
 }
 
-async fn role(http: &reqwest::Client, node: &Node) -> Option<Role> {
+pub(crate) async fn role(http: &reqwest::Client, node: &Node) -> Option<Role> {
     let (status, body) = node.readyz(http).await?;
     Some(Role {
         ready: status == StatusCode::OK,
@@ -504,7 +504,11 @@ async fn role(http: &reqwest::Client, node: &Node) -> Option<Role> {
 
 /// Waits until one of `nodes` is a ready leader at an epoch above `above_epoch`: its index in
 /// `nodes` and its epoch.
-async fn wait_leader(http: &reqwest::Client, nodes: &[&Node], above_epoch: i64) -> (usize, i64) {
+pub(crate) async fn wait_leader(
+    http: &reqwest::Client,
+    nodes: &[&Node],
+    above_epoch: i64,
+) -> (usize, i64) {
     let names: Vec<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
     eventually(
         TAKEOVER_WITHIN,
@@ -524,7 +528,12 @@ async fn wait_leader(http: &reqwest::Client, nodes: &[&Node], above_epoch: i64) 
 }
 
 /// Waits until `node` is a ready standby following `leader` at `epoch`.
-async fn wait_standby(http: &reqwest::Client, node: &Node, leader: &str, epoch: i64) -> Role {
+pub(crate) async fn wait_standby(
+    http: &reqwest::Client,
+    node: &Node,
+    leader: &str,
+    epoch: i64,
+) -> Role {
     let mut last = None;
     let found = tokio::time::timeout(TAKEOVER_WITHIN, async {
         loop {
@@ -554,7 +563,7 @@ async fn wait_standby(http: &reqwest::Client, node: &Node, leader: &str, epoch: 
 
 /// Starts `count` nodes on `db`: node-0 first, which becomes the leader, then the standbys.
 /// Returns the nodes and the leader's epoch.
-async fn start_cluster(
+pub(crate) async fn start_cluster(
     http: &reqwest::Client,
     db: &TestDb,
     count: usize,
@@ -584,7 +593,11 @@ async fn start_cluster_with(
 
 /// Waits until every node reports the same seq and state hash, and that seq is the journal's
 /// last; returns it.
-async fn converged(http: &reqwest::Client, db: &TestDb, nodes: &[&Node]) -> (u64, String) {
+pub(crate) async fn converged(
+    http: &reqwest::Client,
+    db: &TestDb,
+    nodes: &[&Node],
+) -> (u64, String) {
     let sql = db.client().await;
     let mut last = (0, Vec::new());
     let found = tokio::time::timeout(CONVERGE_WITHIN, async {
@@ -620,7 +633,7 @@ async fn converged(http: &reqwest::Client, db: &TestDb, nodes: &[&Node]) -> (u64
 }
 
 /// The journal's seqs are exactly 1..=max.
-async fn assert_journal_has_no_gap(db: &TestDb) -> i64 {
+pub(crate) async fn assert_journal_has_no_gap(db: &TestDb) -> i64 {
     let row = db
         .client()
         .await
@@ -663,7 +676,7 @@ async fn release_capacity(http: &reqwest::Client, node: &Node, blocks: usize) {
 
 /// One order a writer got acknowledged.
 #[derive(Clone, Debug)]
-struct Ack {
+pub(crate) struct Ack {
     buyer: String,
     client_order_id: String,
     order_id: String,
@@ -732,14 +745,14 @@ async fn place_until_acked(
 }
 
 /// Writers placing orders round-robin over every node until told to stop.
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     workers: Vec<tokio::task::JoinHandle<Vec<Ack>>>,
 }
 
 impl Load {
     /// `writers` writers over `nodes`; client order ids are `<tag>-w<w>-n<n>`.
-    fn start(http: &reqwest::Client, nodes: &[Node], writers: usize, tag: &str) -> Load {
+    pub(crate) fn start(http: &reqwest::Client, nodes: &[Node], writers: usize, tag: &str) -> Load {
         let addresses: Vec<String> = nodes.iter().map(|n| n.address.clone()).collect();
         let stop = Arc::new(AtomicBool::new(false));
         let workers = (0..writers)
@@ -767,7 +780,7 @@ impl Load {
     }
 
     /// Stops the writers (each finishes its current order) and returns every acknowledgement.
-    async fn finish(self) -> Vec<Ack> {
+    pub(crate) async fn finish(self) -> Vec<Ack> {
         self.stop.store(true, Ordering::Relaxed);
         let mut acks = Vec::new();
         for worker in self.workers {
@@ -779,7 +792,12 @@ impl Load {
 
 /// Every acknowledged order is on `node` (GET as its buyer), each client order id maps to one
 /// order, and the orders table holds exactly one row per acknowledged id of `tag`.
-async fn assert_each_ack_once(http: &reqwest::Client, db: &TestDb, node: &Node, acks: &[Ack]) {
+pub(crate) async fn assert_each_ack_once(
+    http: &reqwest::Client,
+    db: &TestDb,
+    node: &Node,
+    acks: &[Ack],
+) {
     let mut ids = HashSet::new();
     for ack in acks {
         assert!(

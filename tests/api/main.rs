@@ -6,6 +6,7 @@ mod auth;
 mod capacity;
 mod cli;
 mod cluster;
+mod cluster_signals;
 mod crash;
 mod demo;
 mod embedded;
