@@ -214,7 +214,7 @@ fn rfc3339_in(seconds: i64) -> String {
 }
 
 /// The address in a node's `listening on http://ADDR` log line.
-fn listening_address(line: &str) -> Option<String> {
+pub(crate) fn listening_address(line: &str) -> Option<String> {
     let (_, rest) = line.split_once("listening on http://")?;
     let address: String = rest
         .chars()
@@ -232,8 +232,8 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Sends signal `name` (`STOP`, `CONT`) to `pid` through kill(1).
-fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
+/// Sends signal `name` (`STOP`, `CONT`, `TERM`) to `pid` through kill(1).
+pub(crate) fn send_signal(pid: u32, name: &str) -> anyhow::Result<()> {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(pid.to_string())

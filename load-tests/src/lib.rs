@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod failover;
+pub mod http1;
 pub mod live;
 pub mod matchcore_side;
 pub mod measure;
@@ -16,6 +17,7 @@ pub mod memory;
 pub mod mix;
 pub mod orders;
 pub mod ours_stream;
+pub mod recovery;
 pub mod setup;
 pub mod signals;
 pub mod stream;

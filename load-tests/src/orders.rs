@@ -18,6 +18,7 @@
 //! Last line: `offpeak-load orders: acks_per_s=<int> p50_ms=<x.y> p99_ms=<x.y>
 //! vs_healthz=<ratio>`.
 
+use crate::http1::{Answer, Connection};
 use crate::target::{cpu_time, listening_pid, Target};
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -160,45 +161,35 @@ impl Phase {
     }
 
     /// Records one answer; returns the body when it was a 2xx.
-    async fn answer(
+    fn answer(
         &self,
         sent: Instant,
-        result: reqwest::Result<reqwest::Response>,
+        result: anyhow::Result<Answer>,
         latencies: &mut Histogram<u64>,
     ) -> Option<Vec<u8>> {
+        let elapsed = sent.elapsed();
         let measuring = self.measuring.load(Ordering::Relaxed);
         let c = &self.counters;
-        let response = match result {
-            Ok(r) => r,
-            Err(_) => {
-                if measuring {
-                    c.transport_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                return None;
-            }
-        };
-        let status = response.status();
-        let body = response.bytes().await;
-        let elapsed = sent.elapsed();
-        let Ok(body) = body else {
+        let Ok(Answer { status, body }) = result else {
             if measuring {
                 c.transport_errors.fetch_add(1, Ordering::Relaxed);
             }
             return None;
         };
+        let success = (200..300).contains(&status);
         if measuring {
-            if status.is_success() {
+            if success {
                 c.acks.fetch_add(1, Ordering::Relaxed);
                 let _ = latencies.record((elapsed.as_micros() as u64).max(1));
-            } else if status.as_u16() == 429 {
+            } else if status == 429 {
                 c.rate_limited.fetch_add(1, Ordering::Relaxed);
-            } else if status.is_server_error() {
+            } else if status >= 500 {
                 c.server_errors.fetch_add(1, Ordering::Relaxed);
             } else {
                 c.refused.fetch_add(1, Ordering::Relaxed);
             }
         }
-        status.is_success().then(|| body.to_vec())
+        success.then_some(body)
     }
 }
 
@@ -217,8 +208,7 @@ struct OrderId {
 
 /// One buyer: place a resting bid and cancel it, with an IOC take every `take_every` places.
 async fn buyer(
-    http: reqwest::Client,
-    base: String,
+    mut connection: Connection,
     token: String,
     pool: String,
     seed: u64,
@@ -227,7 +217,6 @@ async fn buyer(
 ) -> Histogram<u64> {
     let mut latencies = histogram();
     let auth = format!("Bearer {token}");
-    let orders_url = format!("{base}/v1/orders");
     let mut n: u64 = 0;
     while !phase.stopped() {
         n += 1;
@@ -241,14 +230,12 @@ async fn buyer(
             json!({"pool": pool, "gpus": 1, "price": format!("{}.{:02}", cents / 100, cents % 100),
                    "duration_s": DURATION_S})
         };
+        let body = body.to_string();
         let sent = Instant::now();
-        let result = http
-            .post(&orders_url)
-            .header("Authorization", &auth)
-            .json(&body)
-            .send()
+        let result = connection
+            .send("POST", "/v1/orders", Some(&auth), Some(body.as_bytes()))
             .await;
-        let Some(bytes) = phase.answer(sent, result, &mut latencies).await else {
+        let Some(bytes) = phase.answer(sent, result, &mut latencies) else {
             continue;
         };
         let Ok(placed) = serde_json::from_slice::<PlacedOrder>(&bytes) else {
@@ -263,21 +250,17 @@ async fn buyer(
         if placed.order.status != "open" || phase.stopped() {
             continue;
         }
+        let path = format!("/v1/orders/{}", placed.order.id);
         let sent = Instant::now();
-        let result = http
-            .delete(format!("{orders_url}/{}", placed.order.id))
-            .header("Authorization", &auth)
-            .send()
-            .await;
-        phase.answer(sent, result, &mut latencies).await;
+        let result = connection.send("DELETE", &path, Some(&auth), None).await;
+        phase.answer(sent, result, &mut latencies);
     }
     latencies
 }
 
 /// The supplier: a block of `gpus` every `every`, open for a day.
 async fn supplier(
-    http: reqwest::Client,
-    base: String,
+    mut connection: Connection,
     token: String,
     pool: String,
     (run_id, gpus, every): (String, u32, Duration),
@@ -285,7 +268,6 @@ async fn supplier(
 ) -> Histogram<u64> {
     let mut latencies = histogram();
     let auth = format!("Bearer {token}");
-    let url = format!("{base}/v1/capacity");
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut n: u64 = 0;
@@ -294,26 +276,23 @@ async fn supplier(
         n += 1;
         let body = json!({"block_id": format!("load-{run_id}-{n}"), "pool": pool, "gpus": gpus,
                           "reserve_price": RESERVE_PRICE, "available_until": rfc3339_in(86_400)});
+        let body = body.to_string();
         let sent = Instant::now();
-        let result = http
-            .post(&url)
-            .header("Authorization", &auth)
-            .json(&body)
-            .send()
+        let result = connection
+            .send("POST", "/v1/capacity", Some(&auth), Some(body.as_bytes()))
             .await;
-        phase.answer(sent, result, &mut latencies).await;
+        phase.answer(sent, result, &mut latencies);
     }
     latencies
 }
 
 /// `GET /healthz` in a closed loop.
-async fn healthz(http: reqwest::Client, base: String, phase: Arc<Phase>) -> Histogram<u64> {
+async fn healthz(mut connection: Connection, phase: Arc<Phase>) -> Histogram<u64> {
     let mut latencies = histogram();
-    let url = format!("{base}/healthz");
     while !phase.stopped() {
         let sent = Instant::now();
-        let result = http.get(&url).send().await;
-        phase.answer(sent, result, &mut latencies).await;
+        let result = connection.send("GET", "/healthz", None, None).await;
+        phase.answer(sent, result, &mut latencies);
     }
     latencies
 }
@@ -377,11 +356,8 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         bail!("--concurrency, --duration-s and --healthz-s must be positive");
     }
     let target = Target::new(&args.url, &args.secret, &args.issuer, &args.audience)?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(args.timeout_s))
-        .pool_max_idle_per_host(args.concurrency + 1)
-        .tcp_nodelay(true)
-        .build()?;
+    let timeout = Duration::from_secs(args.timeout_s);
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
     let pools: serde_json::Value = http
         .get(format!("{}/v1/pools", target.http_base))
         .send()
@@ -425,8 +401,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     for n in 0..args.concurrency {
         let token = target.token(&format!("loadbuyer-{run_id}-{n}"), "buyer", ttl)?;
         loops.push(tokio::spawn(buyer(
-            http.clone(),
-            target.http_base.clone(),
+            Connection::new(&target.http_base, timeout)?,
             token,
             args.pool.clone(),
             n as u64,
@@ -437,8 +412,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     if args.release_every_ms > 0 {
         let token = target.token(&format!("loadsupplier-{run_id}"), "supplier", ttl)?;
         loops.push(tokio::spawn(supplier(
-            http.clone(),
-            target.http_base.clone(),
+            Connection::new(&target.http_base, timeout)?,
             token,
             args.pool.clone(),
             (
@@ -476,15 +450,11 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
 
     // Phase 2: the HTTP ceiling at the same concurrency.
     let ceiling = Phase::new();
-    let loops: Vec<_> = (0..args.concurrency)
-        .map(|_| {
-            tokio::spawn(healthz(
-                http.clone(),
-                target.http_base.clone(),
-                ceiling.clone(),
-            ))
-        })
-        .collect();
+    let mut loops = Vec::with_capacity(args.concurrency);
+    for _ in 0..args.concurrency {
+        let connection = Connection::new(&target.http_base, timeout)?;
+        loops.push(tokio::spawn(healthz(connection, ceiling.clone())));
+    }
     let (h_wall, h_cpu) = clock(
         &ceiling,
         Duration::from_secs(1),

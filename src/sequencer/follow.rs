@@ -79,9 +79,10 @@ impl Sequencer {
                 bail!("could not journal the pool configuration");
             }
         }
-        if self.core.long_since_snapshot() {
-            // A long replay this time: make the next start short.
-            self.write_snapshot_now().await;
+        if self.core.long_since_snapshot() && !self.snapshot_writing() {
+            // A long replay this time: make the next start short, without making this one
+            // longer (the snapshot is written while the node serves).
+            self.snapshot_in_background();
         }
         Ok(())
     }

@@ -62,6 +62,11 @@ impl Sequencer {
         {
             return;
         }
+        self.snapshot_in_background();
+    }
+
+    /// Takes a snapshot now and encodes and writes it in the background.
+    pub(super) fn snapshot_in_background(&mut self) {
         let taken = self.take_snapshot();
         let store = self.store.clone();
         // Encoding a large state takes a while: off the sequencer, on a blocking thread.

@@ -29,6 +29,9 @@ enum Scenario {
     /// Leader takeovers of a cluster (nodes it starts, or pauses) while orders go through every
     /// node: takeover time, and no acknowledged order lost or placed twice.
     Failover(load_tests::failover::Args),
+    /// A long journal written as the sequencer writes it, then `offpeak serve` timed from
+    /// spawn to ready: a full replay, then again from the snapshot it left.
+    Recovery(load_tests::recovery::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +51,9 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Failover(args) => {
             runtime.block_on(load_tests::failover::run(args))?;
+        }
+        Scenario::Recovery(args) => {
+            runtime.block_on(load_tests::recovery::run(args))?;
         }
     }
     Ok(())
