@@ -88,11 +88,10 @@ impl Application {
                 (store, None, Some(lock))
             }
         };
-        let cluster = Arc::new(Cluster::new(
-            node,
-            leadership.clone(),
-            settings.cluster.leader_ttl,
-        ));
+        let cluster = Arc::new(
+            Cluster::new(node, leadership.clone(), settings.cluster.leader_ttl)
+                .context("building the client that forwards writes")?,
+        );
         let (journal_head_tx, journal_head) = watch::channel(0u64);
         let pools = match &settings.pools_file {
             Some(path) => PoolsSetup::File(load_pools_file(path)?),

@@ -69,20 +69,23 @@ pub struct Cluster {
 
 impl Cluster {
     /// The cluster view of a node; `leadership` is `None` for the single-process store.
-    pub fn new(node: NodeIdentity, leadership: Option<Arc<Leadership>>, ttl: Duration) -> Cluster {
+    pub fn new(
+        node: NodeIdentity,
+        leadership: Option<Arc<Leadership>>,
+        ttl: Duration,
+    ) -> anyhow::Result<Cluster> {
         let http = reqwest::Client::builder()
             .timeout(crate::limits::FORWARD_TIMEOUT)
             .connect_timeout(crate::limits::DB_CONNECT_TIMEOUT)
-            .build()
-            .unwrap_or_default();
-        Cluster {
+            .build()?;
+        Ok(Cluster {
             node,
             leadership,
             leader: RwLock::new(None),
             journal_head: AtomicU64::new(0),
             http,
             ttl,
-        }
+        })
     }
 
     /// The leader as last seen (`None`: none is live, or not known yet).

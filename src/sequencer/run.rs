@@ -1,11 +1,13 @@
 //! The sequencer task: starting it, and its loop.
 //!
 //! The loop waits on, in turn: a stop request, the write queue (every waiting write, up to
-//! [`BATCH_COMMANDS_MAX`], becomes one batch), the read queue, the next `Tick` (after
-//! `idle_tick` without a write, or when the engine's next timer is due), a due snapshot, and a
-//! recovery in progress. After each turn it answers up to [`READS_PER_TURN_MAX`] more reads, so
-//! reads run only between batches and see committed state, and writes cannot starve them.
-//! On stop it commits what is still queued, answers the reads, and leaves a final snapshot.
+//! [`BATCH_COMMANDS_MAX`], becomes one batch), the read queue, the leadership task's requests
+//! (promote, step down), on a standby the journal's notifications and the follow poll, the next
+//! `Tick` (after `idle_tick` without a write, or when the engine's next timer is due), a due
+//! snapshot, and a recovery in progress (the single-process store). After each turn it answers
+//! up to [`READS_PER_TURN_MAX`] more reads, so reads run only between batches and see committed
+//! state, and writes cannot starve them. On stop it commits what is still queued, answers the
+//! reads, hands leadership over (a leader of several), and leaves a final snapshot.
 
 use super::core::{SequencerCore, SystemClock};
 use super::handle::{
