@@ -181,6 +181,22 @@ const PAUSE_PAST_TTL: Duration = Duration::from_millis(500);
 /// Attempts of an audit read before the run gives up.
 const AUDIT_ATTEMPTS: u32 = 5;
 
+/// `binary serve`, with none of the caller's own server settings (`OFFPEAK_*`, `DATABASE_URL`,
+/// `REDIS_URL`, `RUST_LOG`) leaking into it: the scenario sets what the server gets.
+pub(crate) fn serve_command(binary: &std::path::Path) -> Command {
+    let mut command = Command::new(binary);
+    command.arg("serve");
+    for (name, _) in std::env::vars_os() {
+        let text = name.to_string_lossy();
+        if text.starts_with("OFFPEAK_")
+            || matches!(text.as_ref(), "DATABASE_URL" | "REDIS_URL" | "RUST_LOG")
+        {
+            command.env_remove(&name);
+        }
+    }
+    command
+}
+
 /// The host of a URL, without user info and port ("" for none, e.g. a Unix socket).
 fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
@@ -326,17 +342,7 @@ impl Spawner {
         let dir = self.dir.join(&id);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let log = dir.join("stderr.log");
-        let mut command = Command::new(&self.binary);
-        command.arg("serve");
-        // Nothing of the caller's own server settings may leak into the nodes.
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("OFFPEAK_")
-                || matches!(text.as_ref(), "DATABASE_URL" | "REDIS_URL" | "RUST_LOG")
-            {
-                command.env_remove(&name);
-            }
-        }
+        let mut command = serve_command(&self.binary);
         command
             .env("DATABASE_URL", &self.database_url)
             .env("OFFPEAK_JWT_SECRET", &self.secret)

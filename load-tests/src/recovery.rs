@@ -858,17 +858,7 @@ impl Drop for Server {
 impl Server {
     /// Starts the server and returns at once.
     fn spawn(args: &Args, data_dir: &Path, log: PathBuf) -> anyhow::Result<Server> {
-        let mut command = std::process::Command::new(&args.binary);
-        command.arg("serve");
-        // Nothing of the caller's own server settings may leak into the server.
-        for (name, _) in std::env::vars_os() {
-            let text = name.to_string_lossy();
-            if text.starts_with("OFFPEAK_")
-                || matches!(text.as_ref(), "DATABASE_URL" | "REDIS_URL" | "RUST_LOG")
-            {
-                command.env_remove(&name);
-            }
-        }
+        let mut command = crate::failover::serve_command(&args.binary);
         command
             .env("DATABASE_URL", &args.database_url)
             .env("OFFPEAK_JWT_SECRET", &args.secret)
