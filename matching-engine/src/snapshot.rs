@@ -9,7 +9,6 @@ use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey, SlabKey};
 use crate::ladder::{Ladder, Links};
 use crate::types::{AccountLimits, Name, OrderId, PoolConfig, PriceMicros, Side, SshKeys, TimeMs};
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
 use std::hash::{Hash, Hasher};
 
 /// The engine's state, for `snapshot()` / `restore()` and the server's snapshot table.
@@ -122,8 +121,7 @@ impl Engine {
             blocks,
             leases,
             timers: {
-                let mut timers: Vec<Scheduled> =
-                    self.timers.iter().map(|Reverse(t)| t.clone()).collect();
+                let mut timers: Vec<Scheduled> = self.timers.iter().cloned().collect();
                 timers.sort_unstable();
                 timers
             },
@@ -192,21 +190,15 @@ impl Engine {
         let mut blocks = snapshot.blocks;
         blocks.sort_unstable_by_key(|block| block.priority);
         for block in blocks {
-            let (serial, supplier, block_id, on_book, pool, price, unsold) = (
+            let (serial, on_book, pool, price, unsold) = (
                 block.serial,
-                block.supplier,
-                block.block_id.clone(),
                 block.on_book,
                 block.pool,
                 block.reserve_price,
                 block.unsold,
             );
             let key = BlockKey::from_index(engine.blocks.insert(block));
-            engine
-                .block_index
-                .entry(supplier)
-                .or_default()
-                .insert(block_id, key);
+            engine.block_index.insert(&engine.blocks, key);
             engine.block_by_serial.insert(serial, key);
             if on_book {
                 let pool = &mut engine.pools[pool];
@@ -218,7 +210,7 @@ impl Engine {
         for lease in snapshot.leases {
             engine.leases.insert(lease.id, lease);
         }
-        engine.timers = snapshot.timers.into_iter().map(Reverse).collect();
+        engine.timers = snapshot.timers.into_iter().collect();
         for (account, key, order, at) in snapshot.client_order_ids {
             engine.client_order_ids.insert((account, key), (order, at));
         }

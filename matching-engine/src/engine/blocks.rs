@@ -84,11 +84,10 @@ impl Engine {
         if pool.halted || known.is_some_and(|s| self.accounts[s].killed) {
             return reject(out, Rejection::KillSwitch);
         }
-        let block_id: Name = cmd.block_id.as_str().into();
         if known.is_some_and(|s| {
             self.block_index
-                .get(&s)
-                .is_some_and(|blocks| blocks.contains_key(cmd.block_id.as_str()))
+                .get(&self.blocks, s, &cmd.block_id)
+                .is_some()
         }) {
             return reject(out, Rejection::BlockIdTaken);
         }
@@ -121,7 +120,7 @@ impl Engine {
                 serial,
                 supplier,
                 pool: pool_key,
-                block_id: block_id.clone(),
+                block_id: cmd.block_id.as_str().into(),
                 status: if open_now {
                     BlockStatus::Open
                 } else {
@@ -154,10 +153,7 @@ impl Engine {
                 updated_at: self.now,
             }),
         );
-        self.block_index
-            .entry(supplier)
-            .or_default()
-            .insert(block_id, key);
+        self.block_index.insert(&self.blocks, key);
         self.block_by_serial.insert(serial, key);
         self.schedule(cmd.available_until, Timer::BlockCloses { serial });
         if open_now {
@@ -183,9 +179,7 @@ impl Engine {
             .get(supplier)
             .ok_or(Rejection::UnknownBlock)?;
         self.block_index
-            .get(&supplier)
-            .and_then(|blocks| blocks.get(block_id))
-            .copied()
+            .get(&self.blocks, supplier, block_id)
             .ok_or(Rejection::UnknownBlock)
     }
 
@@ -325,9 +319,7 @@ impl Engine {
         let block = &self.blocks[key];
         if block.status == BlockStatus::Closed && block.leases.is_empty() {
             let block = self.blocks.remove(key.index());
-            if let Some(blocks) = self.block_index.get_mut(&block.supplier) {
-                blocks.remove(&block.block_id);
-            }
+            self.block_index.remove(&block, key);
             self.block_by_serial.remove(&block.serial);
         }
     }

@@ -107,22 +107,28 @@ impl Engine {
                 bid.id
             );
         }
-        let indexed: usize = self.block_index.values().map(|blocks| blocks.len()).sum();
-        assert_eq!(indexed, self.blocks.len(), "block_index size");
-        for (&supplier, blocks) in &self.block_index {
-            for (block_id, &key) in blocks {
-                assert!(
-                    self.blocks.contains(key.index()),
-                    "block_index: {supplier:?}/{block_id} -> {key:?}, not in the slab"
-                );
-                let block = &self.blocks[key];
-                assert!(
-                    block.supplier == supplier && &block.block_id == block_id,
-                    "block_index: {supplier:?}/{block_id} -> {key:?}, which is {:?}/{}",
-                    block.supplier,
-                    block.block_id
-                );
-            }
+        assert_eq!(
+            self.block_index.len(),
+            self.blocks.len(),
+            "block_index size"
+        );
+        for key in self.block_index.keys() {
+            assert!(
+                self.blocks.contains(key.index()),
+                "block_index: {key:?}, not in the slab"
+            );
+        }
+        for (index, block) in &self.blocks {
+            let found = self
+                .block_index
+                .get(&self.blocks, block.supplier, &block.block_id);
+            assert_eq!(
+                found,
+                Some(BlockKey::from_index(index)),
+                "block_index: {:?}/{} is not found at its slab entry",
+                block.supplier,
+                block.block_id
+            );
         }
         assert_eq!(
             self.block_by_serial.len(),

@@ -81,7 +81,7 @@ impl Engine {
         let Some(lease) = self.leases.get(&lease_id) else {
             return reject(out, Rejection::UnknownLease);
         };
-        if self.account_index.get(account) != Some(&lease.buyer) {
+        if *self.accounts[lease.buyer].name != *account {
             return reject(out, Rejection::NotYourLease);
         }
         self.end_lease(lease_id, LeaseStatus::Released, out);

@@ -82,7 +82,8 @@ impl Engine {
     ) {
         let pool_key = self.bids[key].pool;
         let total: u32 = fills.iter().map(|(_, gpus)| gpus).sum();
-        let mut touched_blocks: Vec<BlockKey> = Vec::new();
+        let mut touched_blocks = std::mem::take(&mut self.fill_blocks);
+        touched_blocks.clear();
         for &(block_key, gpus) in fills {
             let bid = &self.bids[key];
             let block = &self.blocks[block_key];
@@ -178,11 +179,12 @@ impl Engine {
                 touched_blocks.push(block_key);
             }
         }
-        for block_key in touched_blocks {
+        for &block_key in &touched_blocks {
             out.push(Event::BlockChanged {
                 block: self.block_view(block_key),
             });
         }
+        self.fill_blocks = touched_blocks;
         // The bid: fewer GPUs resting, or off the book when done.
         let bid = &self.bids[key];
         let (pool_key, price, remaining, account, duration_s) = (

@@ -22,6 +22,7 @@
 
 mod auction;
 mod bids;
+mod block_index;
 mod blocks;
 mod book_changes;
 mod handoff;
@@ -31,6 +32,7 @@ mod matching;
 mod pools;
 mod queries;
 mod reclaim;
+mod timer_queue;
 mod timers;
 
 pub(crate) use bids::Bid;
@@ -43,11 +45,11 @@ use crate::command::Command;
 use crate::event::Event;
 use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey};
 use crate::types::{AccountLimits, LeaseId, Name, OrderId, Rejection, SshKeys, TimeMs};
+use block_index::BlockIndex;
 use book_changes::Touched;
 use rustc_hash::FxHashMap;
 use slab::Slab;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use timer_queue::TimerQueue;
 
 /// The deterministic marketplace core. See the crate documentation.
 #[derive(Clone, Debug)]
@@ -70,16 +72,18 @@ pub struct Engine {
     /// The ssh public keys of each remembered bid that has some, for the leases it opens.
     pub(crate) bid_ssh_keys: FxHashMap<OrderId, SshKeys>,
     pub(crate) blocks: Slab<Block>,
-    /// Per supplier, its block ids: looked up by `&str` without building a key.
-    pub(crate) block_index: FxHashMap<AccountKey, FxHashMap<Name, BlockKey>>,
+    /// Every block by supplier and block id: looked up by `&str` without building a key.
+    pub(crate) block_index: BlockIndex,
     pub(crate) block_by_serial: FxHashMap<u64, BlockKey>,
     pub(crate) leases: FxHashMap<LeaseId, Lease>,
-    /// Due timers, earliest first; ties in scheduling order.
-    pub(crate) timers: BinaryHeap<Reverse<Scheduled>>,
+    /// Queued timers: they fire earliest first, ties in scheduling order.
+    pub(crate) timers: TimerQueue,
     /// Up to when the pools' usage integrals are accrued.
     pub(crate) usage_at: TimeMs,
     touched: Vec<Touched>,
     fills: Vec<(BlockKey, u32)>,
+    /// The blocks one execution used, in first-use order (kept to spare an allocation).
+    fill_blocks: Vec<BlockKey>,
 }
 
 impl Default for Engine {
@@ -107,13 +111,14 @@ impl Engine {
             client_order_id_of: FxHashMap::default(),
             bid_ssh_keys: FxHashMap::default(),
             blocks: Slab::new(),
-            block_index: FxHashMap::default(),
+            block_index: BlockIndex::default(),
             block_by_serial: FxHashMap::default(),
             leases: FxHashMap::default(),
-            timers: BinaryHeap::new(),
+            timers: TimerQueue::default(),
             usage_at: TimeMs(0),
             touched: Vec::new(),
             fills: Vec::new(),
+            fill_blocks: Vec::new(),
         }
     }
 
@@ -124,7 +129,7 @@ impl Engine {
 
     /// When the next timer is due, so the sequencer knows when to send a `Tick`.
     pub fn next_timer_at(&self) -> Option<TimeMs> {
-        self.timers.peek().map(|Reverse(scheduled)| scheduled.at)
+        self.timers.next_at()
     }
 
     /// Applies one command stamped at `at`: first fires every timer due by then, in order,

@@ -1,7 +1,8 @@
 //! Time: the timer queue, and firing what is due before each command.
 //!
-//! Every future effect is a [`Timer`] in one binary heap ordered by `(due time, scheduling
-//! sequence)`, so timers due at the same moment fire in the order they were scheduled. A timer
+//! Every future effect is a [`Timer`] in one queue ordered by `(due time, scheduling
+//! sequence)` (a heap for the current minute, buckets by the minute after it: see
+//! `timer_queue`), so timers due at the same moment fire in the order they were scheduled. A timer
 //! is never cancelled: when it fires it checks that what it was scheduled for is still current
 //! (the lease still ends at this time, the bid is still Open, ...) and otherwise does nothing.
 //! The engine's clock never goes backwards.
@@ -15,7 +16,6 @@ use crate::types::{
     AccessStatus, BlockStatus, LeaseId, LeaseStatus, Name, OrderId, OrderStatus, TimeMs,
 };
 use serde::{Deserialize, Serialize};
-use std::cmp::Reverse;
 
 /// Something due at a future time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,14 +53,8 @@ impl PartialOrd for Scheduled {
 
 impl Engine {
     pub(super) fn advance_to(&mut self, at: TimeMs, out: &mut Vec<Event>) {
-        while let Some(Reverse(next)) = self.timers.peek() {
-            let due = next.at;
-            if due > at {
-                break;
-            }
-            let Some(Reverse(Scheduled { timer, .. })) = self.timers.pop() else {
-                break;
-            };
+        self.timers.advance_to(at);
+        while let Some(Scheduled { at: due, timer, .. }) = self.timers.pop_due(at) {
             if due > self.now {
                 self.accrue_usage(due);
                 self.now = due;
@@ -94,11 +88,11 @@ impl Engine {
     }
 
     pub(super) fn schedule(&mut self, at: TimeMs, timer: Timer) {
-        self.timers.push(Reverse(Scheduled {
+        self.timers.push(Scheduled {
             at,
             seq: self.next_timer,
             timer,
-        }));
+        });
         self.next_timer += 1;
     }
 
