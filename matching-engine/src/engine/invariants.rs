@@ -145,7 +145,12 @@ impl Engine {
                 "block serial {serial} not below next_id"
             );
         }
-        for (id, lease) in &self.leases {
+        assert_eq!(
+            self.leases.len(),
+            self.leases.values().count(),
+            "leases: the id index and the slab differ in size"
+        );
+        for (id, lease) in self.leases.iter() {
             assert_eq!(lease.id, *id, "leases: {id} holds lease {}", lease.id);
             assert!(id.0 < self.next_id, "lease {id} not below next_id");
             let block = self

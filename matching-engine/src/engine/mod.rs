@@ -1,7 +1,7 @@
 //! The engine: pools of bids and capacity blocks, executions into leases, preemption.
 //!
 //! Layout: bids and blocks live in slabs and rest in each pool's two dense ladders
-//! ([`Ladder`]); running leases live in a map by id; everything that happens at a future time
+//! ([`Ladder`]); running leases live in a slab indexed by id; everything that happens at a future time
 //! (lease ends, notice ends, GTD expiries, block windows, batch uncrosses) is a timer in one
 //! ordered queue keyed by `(time, insertion sequence)`, so timers fire in a deterministic order.
 //! Nothing observable depends on slab keys or hash-map iteration order.
@@ -27,6 +27,7 @@ mod blocks;
 mod book_changes;
 mod handoff;
 mod invariants;
+mod lease_store;
 mod leases;
 mod matching;
 mod pools;
@@ -44,9 +45,10 @@ pub(crate) use timers::Scheduled;
 use crate::command::Command;
 use crate::event::Event;
 use crate::keys::{AccountKey, BidKey, BlockKey, PoolKey};
-use crate::types::{AccountLimits, LeaseId, Name, OrderId, Rejection, SshKeys, TimeMs};
+use crate::types::{AccountLimits, Name, OrderId, Rejection, SshKeys, TimeMs};
 use block_index::BlockIndex;
 use book_changes::Touched;
+use lease_store::Leases;
 use rustc_hash::FxHashMap;
 use slab::Slab;
 use timer_queue::TimerQueue;
@@ -75,7 +77,7 @@ pub struct Engine {
     /// Every block by supplier and block id: looked up by `&str` without building a key.
     pub(crate) block_index: BlockIndex,
     pub(crate) block_by_serial: FxHashMap<u64, BlockKey>,
-    pub(crate) leases: FxHashMap<LeaseId, Lease>,
+    pub(crate) leases: Leases,
     /// Queued timers: they fire earliest first, ties in scheduling order.
     pub(crate) timers: TimerQueue,
     /// Up to when the pools' usage integrals are accrued.
@@ -113,7 +115,7 @@ impl Engine {
             blocks: Slab::new(),
             block_index: BlockIndex::default(),
             block_by_serial: FxHashMap::default(),
-            leases: FxHashMap::default(),
+            leases: Leases::default(),
             timers: TimerQueue::default(),
             usage_at: TimeMs(0),
             touched: Vec::new(),
