@@ -1,9 +1,11 @@
 //! The engine: pools of bids and capacity blocks, executions into leases, preemption.
 //!
 //! Layout: bids and blocks live in slabs and rest in each pool's two dense ladders
-//! ([`Ladder`]); running leases live in a slab indexed by id; everything that happens at a future time
-//! (lease ends, notice ends, GTD expiries, block windows, batch uncrosses) is a timer in one
-//! ordered queue keyed by `(time, insertion sequence)`, so timers fire in a deterministic order.
+//! ([`Ladder`]); running leases live in a slab indexed by id (`lease_store`); blocks are found
+//! by supplier and id through `block_index`; everything that happens at a future time (lease
+//! ends, notice ends, GTD expiries, block windows, batch uncrosses) is a timer in one ordered
+//! queue keyed by `(time, insertion sequence)` (`timer_queue`), so timers fire in a
+//! deterministic order.
 //! Nothing observable depends on slab keys or hash-map iteration order.
 //!
 //! This file holds the [`Engine`] itself and [`Engine::apply`], which dispatches each command

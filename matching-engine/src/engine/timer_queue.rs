@@ -6,8 +6,8 @@
 //! each level) and each pop sifted down through all of them. Here a timer due after the
 //! current minute goes into that minute's bucket, an append to a `Vec`; a bucket moves into
 //! the heap when the engine's time reaches its minute, before any of its timers can be due.
-//! Every timer in a bucket is later than every timer in the heap, so each of those pushes
-//! stops at once.
+//! Every timer in a bucket is later than every timer already in the heap, so each of those
+//! pushes stops near the bottom of the heap.
 //!
 //! The order timers fire in is unchanged: the heap orders by `(due time, scheduling
 //! sequence)`, and a timer is in the heap before it can be due. What a snapshot lists (every

@@ -2,10 +2,10 @@
 //!
 //! Every future effect is a [`Timer`] in one queue ordered by `(due time, scheduling
 //! sequence)` (a heap for the current minute, buckets by the minute after it: see
-//! `timer_queue`), so timers due at the same moment fire in the order they were scheduled. A timer
-//! is never cancelled: when it fires it checks that what it was scheduled for is still current
-//! (the lease still ends at this time, the bid is still Open, ...) and otherwise does nothing.
-//! The engine's clock never goes backwards.
+//! `timer_queue`), so timers due at the same moment fire in the order they were scheduled. A
+//! timer is never cancelled: when it fires it checks that what it was scheduled for is still
+//! current (the lease still ends at this time, the bid is still Open, ...) and otherwise does
+//! nothing. The engine's clock never goes backwards.
 
 use super::handoff::PROVISION_TIMEOUT_REASON;
 use super::Engine;
