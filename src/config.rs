@@ -9,8 +9,8 @@
 //! `$OFFPEAK_DATA_DIR/jwt-secret` (mode 0600), where `offpeak token` finds it too.
 
 use crate::limits::{
-    IDLE_TICK_INTERVAL_DEFAULT, RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT,
-    SNAPSHOT_EVERY_DEFAULT,
+    COMMIT_PIPELINE_DEFAULT, COMMIT_PIPELINE_MAX, IDLE_TICK_INTERVAL_DEFAULT,
+    RATE_LIMIT_BURST_DEFAULT, RATE_LIMIT_PER_S_DEFAULT, SNAPSHOT_EVERY_DEFAULT,
 };
 use crate::limits::{
     LEADER_TTL_DEFAULT, LEADER_TTL_MAX, LEADER_TTL_MIN, SIGNALS_CLAIM_IDLE_DEFAULT,
@@ -147,6 +147,8 @@ pub struct Settings {
     pub idle_tick: Duration,
     /// How often a snapshot is taken while anything happens (`OFFPEAK_SNAPSHOT_EVERY_MS`).
     pub snapshot_every: Duration,
+    /// Batches whose commits may be in flight at once (`OFFPEAK_COMMIT_PIPELINE`).
+    pub commit_pipeline: usize,
     /// Capacity signals in, market data and lease events out.
     pub bus: BusSettings,
     /// Lease tokens' signing key and audience.
@@ -232,6 +234,18 @@ impl Settings {
             )?)),
             None => SNAPSHOT_EVERY_DEFAULT,
         };
+        let commit_pipeline = match get("OFFPEAK_COMMIT_PIPELINE") {
+            Some(text) => match parse_positive("OFFPEAK_COMMIT_PIPELINE", &text)? as usize {
+                depth @ 1..=COMMIT_PIPELINE_MAX => depth,
+                _ => {
+                    return Err(ConfigError {
+                        name: "OFFPEAK_COMMIT_PIPELINE",
+                        problem: format!("{text:?} is more than {COMMIT_PIPELINE_MAX}"),
+                    })
+                }
+            },
+            None => COMMIT_PIPELINE_DEFAULT,
+        };
         let jwt = JwtSettings {
             key,
             issuer: get("OFFPEAK_JWT_ISSUER").unwrap_or_else(|| "offpeak".into()),
@@ -263,6 +277,7 @@ impl Settings {
             rate_limit,
             idle_tick,
             snapshot_every,
+            commit_pipeline,
             bus: BusSettings {
                 redis_url: get("REDIS_URL").map(Secret::new),
                 prefix: bus_name(

@@ -10,6 +10,15 @@ use std::time::Duration;
 /// batch's transaction stays a few milliseconds and its replies are not held back for long.
 pub const BATCH_COMMANDS_MAX: usize = 4_096;
 
+/// Batches in the commit pipeline at once, by default (`OFFPEAK_COMMIT_PIPELINE`): one
+/// committing and one whose statements run meanwhile (its COMMIT waits for the first's). 1 is
+/// a batch at a time. More would mostly wait behind them, and every batch in flight holds back
+/// the reads (which see committed state only).
+pub const COMMIT_PIPELINE_DEFAULT: usize = 2;
+
+/// The most batches `OFFPEAK_COMMIT_PIPELINE` may put in flight (each holds a connection).
+pub const COMMIT_PIPELINE_MAX: usize = 4;
+
 /// Write requests waiting for the sequencer. When it is full, handlers wait up to
 /// [`SUBMIT_WAIT_MAX`] and then answer 503: back-pressure instead of unbounded memory.
 pub const WRITE_QUEUE_CAPACITY: usize = 16_384;
@@ -143,6 +152,10 @@ pub const SNAPSHOTS_KEPT: i64 = 2;
 
 /// Journal rows read per query during replay, so a long journal is streamed, not loaded whole.
 pub const REPLAY_CHUNK_COMMANDS: usize = 10_000;
+
+/// Journal chunks read and decoded ahead of the replay (each up to [`REPLAY_CHUNK_COMMANDS`]):
+/// reading the next overlaps applying this one, and memory stays bounded.
+pub const REPLAY_CHUNKS_AHEAD: usize = 2;
 
 /// Default for `OFFPEAK_IDLE_TICK_MS`: with no command for this long, the sequencer journals a
 /// `Tick` so the engine's clock (used by quotes and eligibility) stays within a second of the

@@ -104,9 +104,10 @@ impl Application {
             pools,
             market.clone(),
             metrics.clone(),
-            sequencer::Timing {
+            sequencer::Tuning {
                 idle_tick: settings.idle_tick,
                 snapshot_every: settings.snapshot_every,
+                commit_pipeline: settings.commit_pipeline,
             },
             leadership.as_ref().map(|_| journal_head),
         )

@@ -4,16 +4,20 @@
 //!
 //! A batch goes: [`SequencerCore::signal_refusals`] (which writes to refuse for their capacity
 //! signal), [`SequencerCore::apply_batch`] (stamp, apply, build the records and the store's
-//! rows), then exactly one of [`SequencerCore::commit`] or [`SequencerCore::roll_back`] once
-//! the shell knows whether the store took it. No other batch is applied in between.
+//! rows), then [`SequencerCore::commit`] once the shell knows the store took it. Batches may
+//! be applied while earlier ones are still committing (the shell's commit pipeline): they are
+//! committed in the order they were applied, and [`SequencerCore::roll_back`] drops every
+//! batch not yet committed at once.
 //!
 //! Invariants:
 //! - `seq` numbers are 1, 2, 3... with no gap; a rolled-back batch's numbers are used again.
 //! - Command times never go backwards, even when the clock does: each is at least the
 //!   engine's time.
-//! - Between batches, `seq == base_seq + tail.len()`: `base` (a snapshot at `base_seq`) plus
+//! - `base_seq + tail.len()` is the committed seq: `base` (a snapshot at `base_seq`) plus
 //!   `tail` (the commands committed since, with their times) rebuild the committed state.
-//! - A capacity signal's id joins [`AppliedSignals`] only once its batch committed.
+//!   `seq` is at or past it: past it by the batches applied and not yet committed.
+//! - A capacity signal's id joins [`AppliedSignals`] only once its batch committed; while its
+//!   batch is in flight, the same id is refused as `Unavailable` (asked again later).
 
 use super::applied::{AppliedSignals, Seen};
 use super::handle::SubmitError;
@@ -81,7 +85,7 @@ impl StagedBatch {
 pub struct SequencerCore<C> {
     engine: Engine,
     clock: C,
-    /// The last applied command's seq (the last committed one, between batches).
+    /// The last applied command's seq (committed or in flight).
     seq: u64,
     /// A snapshot of the committed state at `base_seq`.
     base: Arc<Snapshot>,
@@ -90,13 +94,17 @@ pub struct SequencerCore<C> {
     tail: Vec<(TimeMs, Command)>,
     /// The newest applied capacity signals, to refuse a redelivered one.
     signals: AppliedSignals,
+    /// The signals of the batches applied and not yet committed.
+    signals_in_flight: HashSet<EntryId>,
     /// Commands other than ticks since the last snapshot (ticks alone do not warrant one).
     significant_since_snapshot: u64,
     /// The time of the last `Tick` applied: a timer not after it was due then, so it must
     /// have fired; waiting for it again would spin.
     last_tick_at: TimeMs,
-    /// The pools' usage in the committed state: each batch carries what it adds.
+    /// The pools' usage in the committed state.
     usage: Vec<PoolUsage>,
+    /// The pools' usage after the last applied batch: the next batch carries what it adds.
+    usage_applied: Vec<PoolUsage>,
 }
 
 impl<C: Clock> SequencerCore<C> {
@@ -104,6 +112,8 @@ impl<C: Clock> SequencerCore<C> {
     pub fn new(restored: Restored, clock: C) -> SequencerCore<C> {
         SequencerCore {
             usage: restored.engine.usage(),
+            usage_applied: restored.engine.usage(),
+            signals_in_flight: HashSet::new(),
             base: Arc::new(restored.engine.snapshot()),
             base_seq: restored.seq,
             engine: restored.engine,
@@ -125,7 +135,9 @@ impl<C: Clock> SequencerCore<C> {
         self.engine = restored.engine;
         self.seq = restored.seq;
         self.signals = restored.signals;
+        self.signals_in_flight.clear();
         self.usage = self.engine.usage();
+        self.usage_applied = self.engine.usage();
     }
 
     /// The engine (committed state, between batches).
@@ -133,12 +145,13 @@ impl<C: Clock> SequencerCore<C> {
         &self.engine
     }
 
-    /// The last applied command's seq (the last committed one, between batches).
+    /// The last applied command's seq (the last committed one when nothing is in flight).
     pub fn seq(&self) -> u64 {
         self.seq
     }
 
-    fn committed_seq(&self) -> u64 {
+    /// The last committed command's seq.
+    pub fn committed_seq(&self) -> u64 {
         self.base_seq + self.tail.len() as u64
     }
 
@@ -168,6 +181,9 @@ impl<C: Clock> SequencerCore<C> {
             .iter()
             .map(|signal| {
                 let id = (*signal)?;
+                if self.signals_in_flight.contains(&id) {
+                    return Some(SubmitError::Unavailable);
+                }
                 let applied = match self.signals.seen(id) {
                     Seen::Applied => Some(true),
                     Seen::New => Some(false),
@@ -184,17 +200,13 @@ impl<C: Clock> SequencerCore<C> {
     }
 
     /// Stamps each write (a command and the signal it came from) with the next seq and the
-    /// clock's time, never earlier than the engine's, and applies it. The batch is not
-    /// committed until [`SequencerCore::commit`]; [`SequencerCore::roll_back`] undoes it.
+    /// clock's time, never earlier than the engine's, and applies it, after any batch still in
+    /// flight. The batch is not committed until [`SequencerCore::commit`];
+    /// [`SequencerCore::roll_back`] undoes it (with every other batch in flight).
     pub fn apply_batch(
         &mut self,
         writes: impl IntoIterator<Item = (Command, Option<EntryId>)>,
     ) -> StagedBatch {
-        assert_eq!(
-            self.seq,
-            self.committed_seq(),
-            "a batch was applied while the previous one was neither committed nor rolled back"
-        );
         let writes = writes.into_iter();
         let mut records = Vec::with_capacity(writes.size_hint().0);
         for (command, signal) in writes {
@@ -204,6 +216,9 @@ impl<C: Clock> SequencerCore<C> {
             self.engine.apply(at, &command, &mut events);
             if matches!(command, Command::Tick) {
                 self.last_tick_at = at;
+            }
+            if let Some(id) = signal {
+                self.signals_in_flight.insert(id);
             }
             records.push(CommandRecord {
                 seq: self.seq,
@@ -216,11 +231,12 @@ impl<C: Clock> SequencerCore<C> {
         self.staged(records)
     }
 
-    /// The batch of these applied records, with the usage they add.
-    fn staged(&self, records: Vec<CommandRecord>) -> StagedBatch {
+    /// The batch of these applied records, with the usage they add to the last applied batch.
+    fn staged(&mut self, records: Vec<CommandRecord>) -> StagedBatch {
         let at = records.last().map_or(self.engine.now(), |r| r.at);
         let usage_after = self.engine.usage();
-        let usage = usage_between(&self.usage, &usage_after, at);
+        let usage = usage_between(&self.usage_applied, &usage_after, at);
+        self.usage_applied.clone_from(&usage_after);
         StagedBatch {
             usage_after,
             batch: Arc::new(CommittedBatch { records, usage }),
@@ -276,7 +292,11 @@ impl<C: Clock> SequencerCore<C> {
     /// Records that the staged batch is durable: its commands join the tail, its signals are
     /// remembered as applied.
     pub fn commit(&mut self, staged: &StagedBatch) {
-        let first = staged.batch.records.first().map_or(self.seq + 1, |r| r.seq);
+        let first = staged
+            .batch
+            .records
+            .first()
+            .map_or(self.committed_seq() + 1, |r| r.seq);
         assert_eq!(
             first,
             self.committed_seq() + 1,
@@ -287,15 +307,19 @@ impl<C: Clock> SequencerCore<C> {
                 self.significant_since_snapshot += 1;
             }
             if let Some(id) = record.signal {
+                self.signals_in_flight.remove(&id);
                 self.signals.insert(id);
             }
             self.tail.push((record.at, record.command.clone()));
         }
         self.usage.clone_from(&staged.usage_after);
-        assert_eq!(self.seq, self.committed_seq(), "a batch committed in part");
+        assert!(
+            self.seq >= self.committed_seq(),
+            "a batch committed in part"
+        );
     }
 
-    /// Drops the uncommitted batch: rebuilds the committed state from `base` and `tail`.
+    /// Drops every uncommitted batch: rebuilds the committed state from `base` and `tail`.
     pub fn roll_back(&mut self) {
         let mut engine = Engine::restore(Snapshot::clone(&self.base));
         let mut scratch = Vec::new();
@@ -305,6 +329,8 @@ impl<C: Clock> SequencerCore<C> {
         }
         self.engine = engine;
         self.seq = self.committed_seq();
+        self.signals_in_flight.clear();
+        self.usage_applied.clone_from(&self.usage);
     }
 
     /// When the engine's next timer is due, unless a `Tick` at or after that time was
@@ -594,6 +620,70 @@ mod tests {
         );
         core.commit(&next);
         assert_eq!(core.seq(), seq_before + 1);
+    }
+
+    #[test]
+    fn batches_in_flight_commit_in_order_and_a_failure_rolls_back_every_one_of_them() {
+        let (time, mut core) = core_with_pool();
+        let hash_committed = core.engine().state_hash();
+        let committed_seq = core.seq();
+        let signal = EntryId::new(9, 0);
+
+        time.set(TimeMs(T0 + 1_000));
+        let first = core.apply_batch([(bid("a", 2, 2), Some(signal))]);
+        time.set(TimeMs(T0 + 2_000));
+        let (kept, refusals) = screened(
+            &core,
+            vec![(bid("b", 1, 3), None), (bid("c", 1, 3), Some(signal))],
+        );
+        assert_eq!(
+            refusals,
+            [None, Some(SubmitError::Unavailable)],
+            "a signal in a batch still in flight waits"
+        );
+        let second = core.apply_batch(kept);
+        assert_eq!(second.batch.records[0].seq, committed_seq + 2);
+        assert_eq!(core.committed_seq(), committed_seq, "nothing committed yet");
+
+        core.commit(&first);
+        assert_eq!(core.committed_seq(), committed_seq + 1);
+        assert_eq!(
+            core.signal_refusals(&[Some(signal)], Some(&HashSet::new())),
+            [Some(SubmitError::AlreadyApplied)]
+        );
+        let after_first = {
+            let mut replica = SequencerCore::new(empty(), || TimeMs(T0));
+            let journaled = |staged: &StagedBatch| {
+                staged
+                    .batch
+                    .records
+                    .iter()
+                    .map(|r| (r.seq, r.at, r.command.clone()))
+                    .collect::<Vec<_>>()
+            };
+            let mut all = vec![(
+                1,
+                TimeMs(T0),
+                Command::ConfigurePool(PoolConfig::with_defaults("h100-sxm", "us-east")),
+            )];
+            all.extend(journaled(&first));
+            let staged = replica.apply_journaled(all).unwrap();
+            replica.commit(&staged);
+            replica.engine().state_hash()
+        };
+
+        // The second batch's commit fails: the engine goes back to the first's state.
+        core.roll_back();
+        assert_eq!(core.seq(), committed_seq + 1);
+        assert_eq!(core.engine().state_hash(), after_first);
+        assert_ne!(core.engine().state_hash(), hash_committed);
+        let again = core.apply_batch([(bid("d", 1, 2), None)]);
+        assert_eq!(
+            again.batch.records[0].seq,
+            committed_seq + 2,
+            "the rolled-back batch's seq is used again"
+        );
+        core.commit(&again);
     }
 
     #[test]

@@ -5,9 +5,11 @@
 //! waiting write, up to [`BATCH_COMMANDS_MAX`](crate::limits::BATCH_COMMANDS_MAX), stamps each
 //! with the next sequence number and the wall-clock time (never earlier than the engine's
 //! clock, so engine time is monotonic), applies them, and writes the batch (journal rows and
-//! the rows its events produced) in one transaction. Only after the commit are the writers
-//! answered and the batch published to subscribers. Reads run between batches, so they only
-//! ever see committed state.
+//! the rows its events produced) in one transaction. The next batch is applied and written
+//! while one commits (the commit pipeline, `commit.rs`); each commits only after the one
+//! before. Only after its commit are a batch's writers answered and the batch published to
+//! subscribers. Reads run only when no batch is in flight, so they only ever see committed
+//! state.
 //!
 //! Invariants:
 //! - `seq` numbers in the journal are 1, 2, 3... with no gap; the engine's state is exactly the
@@ -45,7 +47,7 @@ pub use handle::{
     Committed, PendingWrite, ReadView, Role, SequencerHandle, SequencerStatus, SubmitError,
 };
 pub use pools::{default_pools, PoolsSetup};
-pub use run::{start, SequencerTask, Timing};
+pub use run::{start, SequencerTask, Tuning};
 pub use snapshot::{decode_snapshot, encode_snapshot};
 
 use self::core::{SequencerCore, SystemClock};
@@ -53,6 +55,8 @@ use crate::journal::CommittedBatch;
 use crate::market_data::MarketData;
 use crate::metrics::Metrics;
 use crate::store::Store;
+use handle::ReadFn;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -69,6 +73,13 @@ struct Sequencer {
     pools: PoolsSetup,
     /// False from a failed commit until the state is reloaded from the store.
     writable: bool,
+    /// Batches applied whose commits are on their way, oldest first.
+    in_flight: VecDeque<commit::InFlight>,
+    /// The most batches in flight at once.
+    commit_pipeline: usize,
+    /// Reads that came while batches were in flight: answered once none is (reads see
+    /// committed state only), and until then no batch is applied.
+    held_reads: Vec<ReadFn>,
     last_snapshot: Instant,
     /// The background encoding and writing of the last snapshot.
     snapshot_write: Option<JoinHandle<()>>,
@@ -85,7 +96,9 @@ struct Sequencer {
 impl Sequencer {
     /// Makes the current seq and writability visible to handles and to the metrics.
     fn publish_status(&self) {
-        self.status.set(self.writable, self.core.seq(), self.role);
-        self.metrics.set_sequencer(self.core.seq(), self.writable);
+        self.status
+            .set(self.writable, self.core.committed_seq(), self.role);
+        self.metrics
+            .set_sequencer(self.core.committed_seq(), self.writable);
     }
 }

@@ -13,7 +13,8 @@ use super::core::Restored;
 use super::snapshot::decode_snapshot;
 use super::Sequencer;
 use crate::limits::{
-    APPLIED_SIGNALS_CACHED_MAX, MARKET_HISTORY_MS, REPLAY_CHUNK_COMMANDS, TRADES_KEPT_PER_POOL_MAX,
+    APPLIED_SIGNALS_CACHED_MAX, MARKET_HISTORY_MS, REPLAY_CHUNKS_AHEAD, REPLAY_CHUNK_COMMANDS,
+    TRADES_KEPT_PER_POOL_MAX,
 };
 use crate::store::Store;
 use crate::timestamp::now_ms;
@@ -23,9 +24,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
 /// Restores the newest usable snapshot and replays the journal after it.
-pub(super) async fn load_state(store: &dyn Store) -> anyhow::Result<Restored> {
+pub(super) async fn load_state(store: Arc<dyn Store>) -> anyhow::Result<Restored> {
     let snapshot = store
         .latest_snapshot()
         .await
@@ -55,23 +57,15 @@ pub(super) async fn load_state(store: &dyn Store) -> anyhow::Result<Restored> {
     };
     let mut scratch = Vec::new();
     let mut replayed = 0u64;
-    loop {
-        let chunk = store
-            .journal_after(seq, REPLAY_CHUNK_COMMANDS)
-            .await
-            .context("reading the journal")?;
-        if chunk.is_empty() {
-            break;
-        }
-        for entry in chunk {
-            if entry.seq != seq + 1 {
-                bail!("the journal jumps from seq {seq} to {}", entry.seq);
+    let mut chunks = read_ahead(store.clone(), seq);
+    while let Some(chunk) = chunks.recv().await {
+        for (entry_seq, at, command) in chunk? {
+            if entry_seq != seq + 1 {
+                bail!("the journal jumps from seq {seq} to {entry_seq}");
             }
-            let command: Command = serde_json::from_str(&entry.command_json)
-                .with_context(|| format!("decoding journal command {}", entry.seq))?;
-            engine.apply(entry.at, &command, &mut scratch);
+            engine.apply(at, &command, &mut scratch);
             scratch.clear();
-            seq = entry.seq;
+            seq = entry_seq;
             replayed += 1;
         }
     }
@@ -88,6 +82,49 @@ pub(super) async fn load_state(store: &dyn Store) -> anyhow::Result<Restored> {
     })
 }
 
+/// One chunk of the journal, decoded: seq, time and command.
+type DecodedChunk = anyhow::Result<Vec<(u64, TimeMs, Command)>>;
+
+/// Reads and decodes the journal after `after_seq` on a task of its own, in chunks of
+/// [`REPLAY_CHUNK_COMMANDS`], at most [`REPLAY_CHUNKS_AHEAD`] ahead of the replay (bounded
+/// memory): the replay applies one chunk while the next is read and decoded. The channel ends
+/// after the journal's last chunk, or after an error.
+fn read_ahead(store: Arc<dyn Store>, after_seq: u64) -> mpsc::Receiver<DecodedChunk> {
+    let (chunks, receiver) = mpsc::channel(REPLAY_CHUNKS_AHEAD);
+    tokio::spawn(async move {
+        let mut seq = after_seq;
+        loop {
+            let read = store
+                .journal_after(seq, REPLAY_CHUNK_COMMANDS)
+                .await
+                .context("reading the journal");
+            let decoded: DecodedChunk = read.and_then(|entries| {
+                entries
+                    .into_iter()
+                    .map(|entry| {
+                        let command: Command = serde_json::from_str(&entry.command_json)
+                            .with_context(|| format!("decoding journal command {}", entry.seq))?;
+                        Ok((entry.seq, entry.at, command))
+                    })
+                    .collect()
+            });
+            let last = match &decoded {
+                Ok(entries) => entries.last().map(|(seq, _, _)| *seq),
+                Err(_) => None,
+            };
+            // The replay stopped (an error of its own), or this was the end or an error.
+            if chunks.send(decoded).await.is_err() {
+                return;
+            }
+            match last {
+                Some(last) => seq = last,
+                None => return,
+            }
+        }
+    });
+    receiver
+}
+
 /// A reload from the store in progress.
 pub(super) type RecoveryFuture = Pin<Box<dyn Future<Output = anyhow::Result<Restored>> + Send>>;
 
@@ -96,7 +133,7 @@ pub(super) fn recovery(store: Arc<dyn Store>, wait: Duration) -> RecoveryFuture 
     Box::pin(async move {
         tokio::time::sleep(wait).await;
         store.ping().await.context("pinging the database")?;
-        load_state(&*store).await
+        load_state(store).await
     })
 }
 

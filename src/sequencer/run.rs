@@ -1,13 +1,17 @@
 //! The sequencer task: starting it, and its loop.
 //!
 //! The loop waits on, in turn: a stop request, the write queue (every waiting write, up to
-//! [`BATCH_COMMANDS_MAX`], becomes one batch), the read queue, the leadership task's requests
-//! (promote, step down), on a standby the journal's notifications and the follow poll, the next
-//! `Tick` (after `idle_tick` without a write, or when the engine's next timer is due), a due
-//! snapshot, and a recovery in progress (the single-process store). After each turn it answers
-//! up to [`READS_PER_TURN_MAX`] more reads, so reads run only between batches and see committed
-//! state, and writes cannot starve them. On stop it commits what is still queued, answers the
-//! reads, hands leadership over (a leader of several), and leaves a final snapshot.
+//! [`BATCH_COMMANDS_MAX`], becomes one batch, applied and sent to the store while up to
+//! [`Tuning::commit_pipeline`] batches are in flight), the
+//! outcome of the oldest batch in flight, the read queue, the leadership task's requests
+//! (promote, step down: after the pipeline drained), on a standby the journal's notifications
+//! and the follow poll, the next `Tick` (after `idle_tick` without a write, or when the
+//! engine's next timer is due), a due snapshot, and a recovery in progress (the single-process
+//! store). After each turn it takes up to [`READS_PER_TURN_MAX`] more reads and answers them
+//! once no batch is in flight (no batch is applied while reads wait), so reads see committed
+//! state only, and writes cannot starve them. On stop it commits what is in flight and still
+//! queued, answers the reads, hands leadership over (a leader of several), and leaves a final
+//! snapshot.
 
 use super::core::{SequencerCore, SystemClock};
 use super::handle::{
@@ -27,6 +31,7 @@ use crate::store::Store;
 use crate::timestamp::now_ms;
 use anyhow::{bail, Context};
 use matching_engine::{Command, TimeMs};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,13 +76,15 @@ struct Inbox {
     journal_head: Option<watch::Receiver<u64>>,
 }
 
-/// The sequencer's clocks (settings, so tests can shorten them).
+/// The sequencer's clocks and commit pipeline (settings, so tests can shorten them).
 #[derive(Clone, Copy, Debug)]
-pub struct Timing {
+pub struct Tuning {
     /// An idle sequencer journals a `Tick` after this long.
     pub idle_tick: Duration,
     /// A snapshot is taken at least this often while anything happens.
     pub snapshot_every: Duration,
+    /// Batches whose commits may be in flight at once (1: one batch at a time).
+    pub commit_pipeline: usize,
 }
 
 /// Loads the state, configures pools, and starts the sequencer task.
@@ -91,12 +98,12 @@ pub async fn start(
     pools: PoolsSetup,
     market: Arc<MarketData>,
     metrics: Arc<Metrics>,
-    timing: Timing,
+    tuning: Tuning,
     journal_head: Option<watch::Receiver<u64>>,
 ) -> anyhow::Result<(SequencerHandle, SequencerTask)> {
     store.migrate().await.context("applying migrations")?;
     let started = Instant::now();
-    let restored = load_state(&*store).await?;
+    let restored = load_state(store.clone()).await?;
     let replayed = restored.replayed;
     tracing::info!(
         seq = restored.seq,
@@ -125,11 +132,14 @@ pub async fn start(
         role,
         pools: pools.clone(),
         writable: role.leads(),
+        in_flight: VecDeque::new(),
+        held_reads: Vec::new(),
         last_snapshot: Instant::now(),
         snapshot_write: None,
         last_write: Instant::now(),
-        idle_tick: timing.idle_tick,
-        snapshot_every: timing.snapshot_every,
+        idle_tick: tuning.idle_tick,
+        snapshot_every: tuning.snapshot_every,
+        commit_pipeline: tuning.commit_pipeline.max(1),
         events: events.clone(),
         status: status.clone(),
         market,
@@ -194,12 +204,14 @@ impl Sequencer {
             let snapshot_at =
                 tokio::time::Instant::from_std(self.last_snapshot + self.snapshot_every);
             let following = self.role == Role::Standby;
+            let can_stage = self.can_stage();
+            let in_flight = !self.in_flight.is_empty();
             tokio::select! {
                 handing_over = &mut stop => {
                     hand_over = handing_over.ok();
                     break;
                 }
-                Some(first) = writes.recv() => {
+                Some(first) = writes.recv(), if can_stage => {
                     let mut batch = Vec::with_capacity(writes.len().min(BATCH_COMMANDS_MAX) + 1);
                     batch.push(first);
                     while batch.len() < BATCH_COMMANDS_MAX {
@@ -208,28 +220,40 @@ impl Sequencer {
                             Err(_) => break,
                         }
                     }
-                    if !self.process(batch).await && recovering.is_none() {
+                    self.stage(batch).await;
+                }
+                // The oldest batch in flight committed, or failed.
+                outcome = async { match self.in_flight.front_mut() {
+                    Some(next) => next.outcome().await,
+                    None => std::future::pending().await,
+                } }, if in_flight => {
+                    if !self.settle_next(outcome) && recovering.is_none() {
                         retry_wait = RECOVERY_RETRY_MIN;
                         recovering = Some(recovery(self.store.clone(), retry_wait));
                     }
                 }
-                Some(read) = reads.recv() => self.answer(read),
-                Some(request) = control.recv() => self.control(request).await,
+                Some(read) = reads.recv(), if self.held_reads.len() < READS_PER_TURN_MAX => {
+                    self.held_reads.push(read);
+                }
+                Some(request) = control.recv() => {
+                    // A change of role starts from committed state.
+                    if !self.drain().await && recovering.is_none() {
+                        retry_wait = RECOVERY_RETRY_MIN;
+                        recovering = Some(recovery(self.store.clone(), retry_wait));
+                    }
+                    self.control(request).await;
+                }
                 // A standby: the journal moved (a notification), or the poll's turn came.
                 Ok(()) = async { match journal_head.as_mut() {
                     Some(head) => head.changed().await,
                     None => std::future::pending().await,
                 } }, if following => self.follow_journal().await,
                 _ = follow_poll.tick(), if following => self.follow_journal().await,
-                _ = tokio::time::sleep_until(tick_at), if self.writable => {
-                    let tick = WriteRequest::unanswered(Command::Tick);
-                    if !self.process(vec![tick]).await && recovering.is_none() {
-                        retry_wait = RECOVERY_RETRY_MIN;
-                        recovering = Some(recovery(self.store.clone(), retry_wait));
-                    }
+                _ = tokio::time::sleep_until(tick_at), if self.writable && can_stage => {
+                    self.stage(vec![WriteRequest::unanswered(Command::Tick)]).await;
                 }
                 // Wakes an otherwise idle loop for a due snapshot (`maybe_snapshot` below).
-                _ = tokio::time::sleep_until(snapshot_at), if snapshot_due && self.writable => {}
+                _ = tokio::time::sleep_until(snapshot_at), if snapshot_due && self.writable && !in_flight => {}
                 restored = async { match recovering.as_mut() {
                     Some(future) => future.await,
                     None => std::future::pending().await,
@@ -246,15 +270,14 @@ impl Sequencer {
                 }
                 else => break,
             }
-            for _ in 0..READS_PER_TURN_MAX {
-                match reads.try_recv() {
-                    Ok(read) => self.answer(read),
-                    Err(_) => break,
-                }
-            }
+            self.take_reads(&mut reads);
             self.maybe_snapshot();
         }
         // Shutdown: the HTTP server has stopped; commit whatever is still queued.
+        self.drain().await;
+        for read in std::mem::take(&mut self.held_reads) {
+            self.answer(read);
+        }
         writes.close();
         loop {
             let mut batch = Vec::new();
@@ -300,6 +323,23 @@ impl Sequencer {
                 idle.min(tokio::time::Instant::now() + Duration::from_millis(wait_ms))
             }
             None => idle,
+        }
+    }
+
+    /// Takes up to [`READS_PER_TURN_MAX`] waiting reads, and answers them (with those held
+    /// before) once no batch is in flight; until then they are held, and hold back the next
+    /// batch.
+    fn take_reads(&mut self, reads: &mut mpsc::Receiver<ReadFn>) {
+        while self.held_reads.len() < READS_PER_TURN_MAX {
+            match reads.try_recv() {
+                Ok(read) => self.held_reads.push(read),
+                Err(_) => break,
+            }
+        }
+        if self.in_flight.is_empty() {
+            for read in std::mem::take(&mut self.held_reads) {
+                self.answer(read);
+            }
         }
     }
 

@@ -53,7 +53,7 @@ impl Sequencer {
 
     /// Starts writing a snapshot in the background when one is due.
     pub(super) fn maybe_snapshot(&mut self) {
-        if !self.writable || self.snapshot_writing() {
+        if !self.writable || self.snapshot_writing() || !self.in_flight.is_empty() {
             return;
         }
         if !self

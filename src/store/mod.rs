@@ -7,9 +7,12 @@
 //! PostgreSQL lives in [`postgres`], the embedded SQLite default in [`sqlite`]; both pass the
 //! same conformance suite (`tests/api/store_conformance.rs`).
 
+mod pipeline;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+
+pub use pipeline::{BatchStage, CommitLink};
 
 use crate::error::ApiError;
 use crate::journal::{CommittedBatch, EntryId, UsageDelta};
@@ -325,6 +328,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<JournalEntry>, StoreError>;
     /// Writes one batch atomically.
     async fn write_batch(&self, rows: &BatchRows) -> Result<(), StoreError>;
+    /// Writes one batch atomically, in order after the batch `link` follows (still in
+    /// flight): it commits only once that one committed, and fails (rolled back) when that one
+    /// failed. This default writes it only once the previous batch committed; a store that can
+    /// run a batch's statements while the previous one commits overrides it.
+    async fn write_batch_linked(
+        &self,
+        rows: &BatchRows,
+        mut link: CommitLink,
+    ) -> Result<(), StoreError> {
+        link.previous_reached(BatchStage::Committed).await?;
+        self.write_batch(rows).await?;
+        link.reached(BatchStage::Committed);
+        Ok(())
+    }
     /// Stores a snapshot.
     async fn write_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError>;
     /// One of `account`'s orders.

@@ -19,8 +19,8 @@ use super::rows::{
     ORDER_COLUMNS, SELECT_LEASE_EVENTS,
 };
 use super::{
-    AppliedSignal, BatchRows, JournalEntry, LeaseEventRecord, ListFilter, MarketHistory, Store,
-    StoreError, StoredSnapshot,
+    AppliedSignal, BatchRows, BatchStage, CommitLink, JournalEntry, LeaseEventRecord, ListFilter,
+    MarketHistory, Store, StoreError, StoredSnapshot,
 };
 use crate::journal::{EntryId, UsageDelta};
 use crate::limits::{
@@ -80,7 +80,8 @@ const MIGRATION_LOCK_KEY: i64 = 0x6f66_6670_6561_6b01;
 /// The PostgreSQL store.
 pub struct PgStore {
     config: tokio_postgres::Config,
-    batch: tokio::sync::Mutex<Option<BatchConnection>>,
+    /// The batch connections not in use: as many as batches were ever in flight at once.
+    batch_idle: std::sync::Mutex<Vec<BatchConnection>>,
     write_pool: Pool,
     read_pool: Pool,
 }
@@ -160,7 +161,7 @@ impl PgStore {
             DB_IDLE_IN_TRANSACTION_MAX.as_millis()
         ));
         Ok(PgStore {
-            batch: tokio::sync::Mutex::new(None),
+            batch_idle: std::sync::Mutex::new(Vec::new()),
             write_pool: pool(&config, DB_WRITE_CONNECTIONS_MAX)?,
             read_pool: pool(&config, DB_READ_CONNECTIONS_MAX)?,
             config,
@@ -274,6 +275,32 @@ struct BatchConnection {
     statements: HashMap<&'static str, Statement>,
 }
 
+impl PgStore {
+    /// An idle batch connection, or a new one (one per batch in flight).
+    async fn batch_connection(&self) -> Result<BatchConnection, StoreError> {
+        let idle = {
+            let mut idle = self
+                .batch_idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::iter::from_fn(|| idle.pop()).find(|c| !c.client.is_closed())
+        };
+        if let Some(connection) = idle {
+            return Ok(connection);
+        }
+        let (client, driver) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(e) = driver.await {
+                tracing::debug!(error = %e, "batch connection closed");
+            }
+        });
+        Ok(BatchConnection {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -365,26 +392,19 @@ impl Store for PgStore {
     }
 
     async fn write_batch(&self, rows: &BatchRows) -> Result<(), StoreError> {
+        self.write_batch_linked(rows, CommitLink::first()).await
+    }
+
+    async fn write_batch_linked(
+        &self,
+        rows: &BatchRows,
+        mut link: CommitLink,
+    ) -> Result<(), StoreError> {
         within(DB_WRITE_TIMEOUT, "the batch transaction", async {
             let writes = batch::batch_writes(rows)?;
-            let mut slot = self.batch.lock().await;
-            // Taken out of the slot: if this future fails or is dropped (timeout), the
-            // connection goes with it and PostgreSQL rolls back whatever was open.
-            let mut connection = match slot.take() {
-                Some(connection) if !connection.client.is_closed() => connection,
-                _ => {
-                    let (client, driver) = self.config.connect(NoTls).await?;
-                    tokio::spawn(async move {
-                        if let Err(e) = driver.await {
-                            tracing::debug!(error = %e, "batch connection closed");
-                        }
-                    });
-                    BatchConnection {
-                        client,
-                        statements: HashMap::new(),
-                    }
-                }
-            };
+            // Out of the idle list while in use: if this future fails or is dropped (timeout),
+            // the connection goes with it and PostgreSQL rolls back whatever was open.
+            let mut connection = self.batch_connection().await?;
             for write in &writes {
                 if !connection.statements.contains_key(write.sql) {
                     let statement = connection.client.prepare(write.sql).await?;
@@ -400,25 +420,48 @@ impl Store for PgStore {
                         .collect()
                 })
                 .collect();
-            // One round trip: BEGIN, every statement and COMMIT are sent together (the
-            // driver pipelines requests polled together, in order). After a failed statement
-            // the transaction is aborted and COMMIT only rolls it back, so every result is
-            // checked.
             let client = &connection.client;
             let statements = &connection.statements;
-            let (begun, executed, committed) = tokio::join!(
-                client.batch_execute("BEGIN"),
+            let execute_all = || {
                 join_all(writes.iter().zip(&params).map(|(write, params)| {
                     client.execute(&statements[write.sql], params.as_slice())
-                })),
-                client.batch_execute("COMMIT"),
-            );
-            begun?;
-            for result in executed {
-                result?;
+                }))
+            };
+            // The previous batch's row locks are held once its statements ran: an upsert of
+            // one of its rows waits for its commit, then sees it.
+            link.previous_reached(BatchStage::Written).await?;
+            if link.follows_another() {
+                // Its statements run while the previous batch commits; its COMMIT waits for
+                // that one's.
+                let (begun, executed) = tokio::join!(client.batch_execute("BEGIN"), execute_all());
+                begun?;
+                for result in executed {
+                    result?;
+                }
+                link.reached(BatchStage::Written);
+                link.previous_reached(BatchStage::Committed).await?;
+                client.batch_execute("COMMIT").await?;
+            } else {
+                // One round trip: BEGIN, every statement and COMMIT are sent together (the
+                // driver pipelines requests polled together, in order). After a failed
+                // statement the transaction is aborted and COMMIT only rolls it back, so every
+                // result is checked.
+                let (begun, executed, committed) = tokio::join!(
+                    client.batch_execute("BEGIN"),
+                    execute_all(),
+                    client.batch_execute("COMMIT"),
+                );
+                begun?;
+                for result in executed {
+                    result?;
+                }
+                committed?;
             }
-            committed?;
-            *slot = Some(connection);
+            link.reached(BatchStage::Committed);
+            self.batch_idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(connection);
             Ok(())
         })
         .await

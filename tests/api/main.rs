@@ -7,6 +7,7 @@ mod capacity;
 mod cli;
 mod cluster;
 mod cluster_signals;
+mod commit_pipeline;
 mod crash;
 mod demo;
 mod embedded;
