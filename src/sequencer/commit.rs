@@ -42,10 +42,12 @@ impl InFlight {
 }
 
 impl Sequencer {
-    /// Whether another batch may be applied now: the pipeline has room, and no read waits for
-    /// it to drain.
+    /// Whether another batch may be applied now: the pipeline has room, and no read or due
+    /// snapshot waits for it to drain.
     pub(super) fn can_stage(&self) -> bool {
-        self.in_flight.len() < self.commit_pipeline && self.held_reads.is_empty()
+        self.in_flight.len() < self.commit_pipeline
+            && self.held_reads.is_empty()
+            && !self.snapshot_wanted()
     }
 
     /// Applies one batch and sends it to the store behind the batches in flight (its outcome

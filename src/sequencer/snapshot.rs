@@ -51,18 +51,21 @@ impl Sequencer {
             .is_some_and(|write| !write.is_finished())
     }
 
-    /// Starts writing a snapshot in the background when one is due.
+    /// Whether a snapshot is due now and none is being written. Until it is taken (of
+    /// committed state, so with no batch in flight), no batch is applied.
+    pub(super) fn snapshot_wanted(&self) -> bool {
+        self.writable
+            && !self.snapshot_writing()
+            && self
+                .core
+                .snapshot_due(self.last_snapshot.elapsed() >= self.snapshot_every)
+    }
+
+    /// Starts writing a snapshot in the background when one is due and no batch is in flight.
     pub(super) fn maybe_snapshot(&mut self) {
-        if !self.writable || self.snapshot_writing() || !self.in_flight.is_empty() {
-            return;
+        if self.in_flight.is_empty() && self.snapshot_wanted() {
+            self.snapshot_in_background();
         }
-        if !self
-            .core
-            .snapshot_due(self.last_snapshot.elapsed() >= self.snapshot_every)
-        {
-            return;
-        }
-        self.snapshot_in_background();
     }
 
     /// Takes a snapshot now and encodes and writes it in the background.
