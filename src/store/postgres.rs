@@ -400,7 +400,7 @@ impl Store for PgStore {
         rows: &BatchRows,
         mut link: CommitLink,
     ) -> Result<(), StoreError> {
-        within(DB_WRITE_TIMEOUT, "the batch transaction", async {
+        let written = within(DB_WRITE_TIMEOUT, "the batch transaction", async {
             let writes = batch::batch_writes(rows)?;
             // Out of the idle list while in use: if this future fails or is dropped (timeout),
             // the connection goes with it and PostgreSQL rolls back whatever was open.
@@ -464,7 +464,16 @@ impl Store for PgStore {
                 .push(connection);
             Ok(())
         })
-        .await
+        .await;
+        if written.is_err() {
+            // The idle batch connections may have died with the one that failed (an outage):
+            // the next batch starts on a new one rather than find out by failing too.
+            self.batch_idle
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clear();
+        }
+        written
     }
 
     async fn write_snapshot(&self, snapshot: &StoredSnapshot) -> Result<(), StoreError> {
