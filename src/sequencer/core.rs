@@ -129,6 +129,11 @@ impl<C: Clock> SequencerCore<C> {
     /// Takes over the state reloaded from the store after an outage (the journal decided
     /// whether the batch whose commit failed is in it).
     pub fn resume(&mut self, restored: Restored) {
+        assert_eq!(
+            self.seq,
+            self.committed_seq(),
+            "the state was reloaded under a batch in flight"
+        );
         self.base = Arc::new(restored.engine.snapshot());
         self.base_seq = restored.seq;
         self.tail.clear();

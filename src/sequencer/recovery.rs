@@ -10,6 +10,7 @@
 
 use super::applied::AppliedSignals;
 use super::core::Restored;
+use super::handle::Role;
 use super::snapshot::decode_snapshot;
 use super::Sequencer;
 use crate::limits::{
@@ -138,6 +139,14 @@ pub(super) fn recovery(store: Arc<dyn Store>, wait: Duration) -> RecoveryFuture 
 }
 
 impl Sequencer {
+    /// Whether a failed commit is healed by reloading the state from the store: only in the
+    /// single process, while it refuses writes. A node of several steps down instead and
+    /// follows the journal until the leadership task promotes it again; a reload finishing
+    /// after that would replace the state under the batches it has in flight since.
+    pub(super) fn reloads_after_failure(&self) -> bool {
+        self.role == Role::Single && !self.writable
+    }
+
     /// Takes over the state reloaded from the store and accepts writes again.
     pub(super) async fn resume(&mut self, restored: Restored) {
         tracing::info!(

@@ -227,7 +227,7 @@ impl Sequencer {
                     Some(next) => next.outcome().await,
                     None => std::future::pending().await,
                 } }, if in_flight => {
-                    if !self.settle_next(outcome) && recovering.is_none() {
+                    if !self.settle_next(outcome) && self.reloads_after_failure() && recovering.is_none() {
                         retry_wait = RECOVERY_RETRY_MIN;
                         recovering = Some(recovery(self.store.clone(), retry_wait));
                     }
@@ -237,7 +237,7 @@ impl Sequencer {
                 }
                 Some(request) = control.recv() => {
                     // A change of role starts from committed state.
-                    if !self.drain().await && recovering.is_none() {
+                    if !self.drain().await && self.reloads_after_failure() && recovering.is_none() {
                         retry_wait = RECOVERY_RETRY_MIN;
                         recovering = Some(recovery(self.store.clone(), retry_wait));
                     }
@@ -260,7 +260,10 @@ impl Sequencer {
                 } }, if recovering.is_some() => {
                     recovering = None;
                     match restored {
-                        Ok(restored) => self.resume(restored).await,
+                        // Only a single process that still refuses writes takes the reloaded
+                        // state: one that leads again has batches of its own in flight.
+                        Ok(restored) if self.reloads_after_failure() => self.resume(restored).await,
+                        Ok(_) => tracing::info!("state reloaded but no longer needed; dropped"),
                         Err(e) => {
                             tracing::warn!(error = %format!("{e:#}"), retry_ms = retry_wait.as_millis() as u64, "database still unavailable");
                             retry_wait = (retry_wait * 2).min(RECOVERY_RETRY_MAX);
