@@ -6,9 +6,13 @@ use reqwest::StatusCode;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
+
+/// How long writes go on after the recovery: longer than the longest wait between two
+/// recovery attempts (`RECOVERY_RETRY_MAX`, 5 s).
+const WRITES_AFTER_RECOVERY: Duration = Duration::from_secs(6);
 
 /// A TCP proxy in front of PostgreSQL that the test can cut (all connections dropped, new ones
 /// refused) and restore.
@@ -152,6 +156,46 @@ async fn writes_get_503_reads_keep_working_and_it_recovers_by_itself() {
         .delete(&format!("/v1/orders/{resting_id}"), Some(&buyer))
         .await;
     assert_eq!(status, StatusCode::OK);
+
+    // Writes go on, several at once so batches are in flight, for longer than the longest
+    // wait between two recovery attempts: nothing the outage set going (a reload of the state,
+    // a retry) may land under them. Every one commits, and the served state is the journal's.
+    let until = Instant::now() + WRITES_AFTER_RECOVERY;
+    let writer = || async {
+        let mut refused = Vec::new();
+        while Instant::now() < until {
+            let (status, body) = app
+                .post(
+                    "/v1/orders",
+                    Some(&buyer),
+                    json!({"pool": POOL, "gpus": 1, "price": "0.50", "duration_s": 3600, "tif": "ioc"}),
+                )
+                .await;
+            if status != StatusCode::CREATED {
+                refused.push((status, body));
+            }
+        }
+        refused
+    };
+    let refused = tokio::join!(writer(), writer(), writer(), writer());
+    assert_eq!(
+        [refused.0, refused.1, refused.2, refused.3].concat(),
+        Vec::new(),
+        "every write after the recovery commits"
+    );
+    let (_, seq) = app.state_hash().await;
+    let journal_end: i64 = app
+        .db()
+        .client()
+        .await
+        .query_one("SELECT max(seq) FROM journal", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        seq, journal_end as u64,
+        "the served seq is the journal's end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
