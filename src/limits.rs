@@ -49,6 +49,11 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Largest bearer token accepted; real tokens are a few hundred bytes.
 pub const TOKEN_BYTES_MAX: usize = 8 * 1024;
 
+/// Verified bearer tokens remembered, so a client's next request with the same token is not
+/// decoded and checked again. At ~300 bytes a token, about 1.2 MB (at most 32 MB, of tokens
+/// at [`TOKEN_BYTES_MAX`], and only tokens signed with the deployment's key get in).
+pub const VERIFIED_TOKENS_CACHED_MAX: usize = 4096;
+
 /// Clock skew tolerated on `exp`/`nbf`, in seconds: small, because tokens are short-lived.
 pub const JWT_LEEWAY_S: u64 = 5;
 

@@ -26,6 +26,6 @@ if [ ! -s "$tokens" ]; then
 fi
 wrk -t2 -c256 -d10s --latency "http://$address/healthz" | grep -E "Requests/sec|99%|Non-2xx|Socket"
 WRK_TOKENS="$tokens" wrk -t2 -c256 -d10s --latency -s load-tests/wrk/orders.lua "http://$address" |
-  grep -E "Requests/sec|50%|99%|non-201|Socket"
+  grep -E "Requests/sec|50%|99%|non-2xx|Socket"
 curl -s "http://$address/metrics" | grep -E '^offpeak_journal_(commit_seconds|batch_commands)_(sum|count)'
 echo "after load: $(cut -d' ' -f1-3 /proc/loadavg)"
