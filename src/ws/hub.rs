@@ -374,12 +374,16 @@ impl HubTask {
         let mut last_publish = Instant::now() - FEED_PUBLISH_INTERVAL;
         let mut publish_due: Option<Instant> = None;
         let feed = self.feed.clone();
+        self.tell_private_listeners();
         loop {
             let sleep_until = publish_due.unwrap_or_else(|| Instant::now() + WS_CLIENT_LAG_MAX);
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(command) => self.handle(command),
+                    Some(command) => {
+                        self.handle(command);
+                        self.tell_private_listeners();
+                    }
                     None => return,
                 },
                 _ = tokio::time::sleep_until(sleep_until), if publish_due.is_some() => {
@@ -430,6 +434,8 @@ impl HubTask {
                         c.owe(channel, now);
                     }
                 }
+                // Before `subscribed` goes out: every event committed after it is kept.
+                self.tell_private_listeners();
                 self.settle(client, now);
             }
             Command::Unsubscribe { client, channels } => {
@@ -510,6 +516,15 @@ impl HubTask {
             c.kick(Kick::SlowConsumer);
             self.remove(client);
         }
+    }
+
+    /// Tells the feed whether anyone listens on a private channel (it copies no private
+    /// event while no one does).
+    fn tell_private_listeners(&self) {
+        let any = self.clients.values().any(|client| {
+            client.account.is_some() && client.channels.iter().any(Channel::is_private)
+        });
+        self.feed.set_private_listeners(any);
     }
 
     fn remove(&mut self, client: ClientId) {
