@@ -43,20 +43,6 @@ async fn journal_count(db: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-/// The seq the server serves is the journal's last: nothing in memory that is not journaled.
-async fn served_seq_is_the_journals_end(app: &TestApp, db: &tokio_postgres::Client) {
-    let (_, seq) = app.state_hash().await;
-    let journal_end: i64 = db
-        .query_one("SELECT max(seq) FROM journal", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        seq, journal_end as u64,
-        "the served seq is the journal's end"
-    );
-}
-
 async fn bids_journaled(db: &tokio_postgres::Client) -> i64 {
     db.query_one(
         "SELECT count(*) FROM journal WHERE command->>'type' = 'place_bid'",
@@ -108,7 +94,7 @@ async fn no_write_is_answered_before_its_commit_while_commits_are_held_back() {
         .unwrap()
         .get(0);
     assert_eq!(orders, HELD_WRITES as i64);
-    served_seq_is_the_journals_end(&app, &observer).await;
+    app.assert_served_seq_is_the_journals_end(&observer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,7 +174,7 @@ async fn a_failed_batch_in_flight_refuses_every_batch_behind_it_and_the_state_is
         1 + acknowledged as i64,
         "the journal holds the acknowledged bids and no refused one"
     );
-    served_seq_is_the_journals_end(&app, &observer).await;
+    app.assert_served_seq_is_the_journals_end(&observer).await;
     let (status, body) = app.bid(&buyer, 1, "1.00").await;
     assert_eq!(status, StatusCode::CREATED, "writes work again: {body}");
 }

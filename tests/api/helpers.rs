@@ -303,6 +303,21 @@ impl TestApp {
             body["seq"].as_u64().expect("seq"),
         )
     }
+
+    /// Asserts that the seq the server serves is the journal's last (read through `db`):
+    /// nothing in memory that is not journaled.
+    pub async fn assert_served_seq_is_the_journals_end(&self, db: &tokio_postgres::Client) {
+        let (_, seq) = self.state_hash().await;
+        let journal_end: i64 = db
+            .query_one("SELECT max(seq) FROM journal", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            seq, journal_end as u64,
+            "the served seq is the journal's end"
+        );
+    }
 }
 
 /// Seconds since the epoch.

@@ -183,19 +183,8 @@ async fn writes_get_503_reads_keep_working_and_it_recovers_by_itself() {
         Vec::new(),
         "every write after the recovery commits"
     );
-    let (_, seq) = app.state_hash().await;
-    let journal_end: i64 = app
-        .db()
-        .client()
-        .await
-        .query_one("SELECT max(seq) FROM journal", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(
-        seq, journal_end as u64,
-        "the served seq is the journal's end"
-    );
+    app.assert_served_seq_is_the_journals_end(&app.db().client().await)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
