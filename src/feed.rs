@@ -487,12 +487,12 @@ impl Feed {
                     feed.capacity_changed = true;
                     market.push_private(&lease.buyer, || PrivateEvent::Lease {
                         event: "lease_opened",
-                        lease: lease.clone(),
+                        lease: LeaseView::clone(lease),
                     });
                     // The supplier's provisioner learns the nodes and the buyer's keys.
                     market.push_private(&lease.supplier, || PrivateEvent::SuppliedLease {
                         event: "lease_opened",
-                        lease: lease.clone(),
+                        lease: LeaseView::clone(lease),
                     });
                 }
                 Event::LeaseChanged { lease } => {
@@ -520,12 +520,12 @@ impl Feed {
                     };
                     market.push_private(&lease.buyer, || PrivateEvent::Lease {
                         event,
-                        lease: lease.clone(),
+                        lease: LeaseView::clone(lease),
                     });
                     if event != "lease_changed" {
                         market.push_private(&lease.supplier, || PrivateEvent::SuppliedLease {
                             event,
-                            lease: lease.clone(),
+                            lease: LeaseView::clone(lease),
                         });
                     }
                 }
@@ -809,14 +809,20 @@ mod tests {
             &[
                 level("p", Side::Ask, 100, 12, 1),
                 Event::LeaseOpened {
-                    lease: lease.clone(),
+                    lease: Box::new(lease.clone()),
                 },
             ],
         );
         let mut preempting = lease.clone();
         preempting.status = LeaseStatus::Preempting;
         preempting.notice_ends_at = Some(TimeMs(500));
-        feed.publish(2, TimeMs(2), &[Event::LeaseChanged { lease: preempting }]);
+        feed.publish(
+            2,
+            TimeMs(2),
+            &[Event::LeaseChanged {
+                lease: Box::new(preempting),
+            }],
+        );
         let figures = &feed.capacity()[0];
         assert_eq!(
             (
@@ -829,7 +835,13 @@ mod tests {
         let mut ended = lease;
         ended.status = LeaseStatus::Preempted;
         ended.notice_ends_at = Some(TimeMs(500));
-        feed.publish(3, TimeMs(3), &[Event::LeaseChanged { lease: ended }]);
+        feed.publish(
+            3,
+            TimeMs(3),
+            &[Event::LeaseChanged {
+                lease: Box::new(ended),
+            }],
+        );
         let figures = &feed.capacity()[0];
         assert_eq!((figures.leased_gpus, figures.reclaiming_gpus), (0, 0));
         let changes = feed.take_changes();

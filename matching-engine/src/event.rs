@@ -40,13 +40,13 @@ pub enum Event {
     },
     /// A lease started.
     LeaseOpened {
-        /// The lease.
-        lease: LeaseView,
+        /// The lease (boxed: the largest view, and one event in several).
+        lease: Box<LeaseView>,
     },
     /// A lease moved: preempting (notice given), preempted, completed or released.
     LeaseChanged {
-        /// The lease after the change.
-        lease: LeaseView,
+        /// The lease after the change (boxed, as in `LeaseOpened`).
+        lease: Box<LeaseView>,
     },
     /// The supplier expects to reclaim this lease's block at `reclaim_at`.
     ReclaimForecast {

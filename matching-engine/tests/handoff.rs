@@ -250,7 +250,7 @@ fn lease_changes(events: &[Event]) -> Vec<LeaseView> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::LeaseChanged { lease } => Some(lease.clone()),
+            Event::LeaseChanged { lease } => Some(LeaseView::clone(lease)),
             _ => None,
         })
         .collect()
@@ -260,7 +260,7 @@ fn opened(events: &[Event]) -> Vec<LeaseView> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::LeaseOpened { lease } => Some(lease.clone()),
+            Event::LeaseOpened { lease } => Some(LeaseView::clone(lease)),
             _ => None,
         })
         .collect()

@@ -1288,7 +1288,9 @@ impl Model {
             });
             let view = self.lease_view(&lease, None);
             self.leases.push(lease);
-            self.emit(Event::LeaseOpened { lease: view });
+            self.emit(Event::LeaseOpened {
+                lease: Box::new(view),
+            });
             // Rulebook: a lease opened on a block under a pending forecast is warned at once.
             let block_now = self.block(serial).expect("resting block").clone();
             if let Some(reclaim_at) = self.expected_reclaim_of(&block_now) {
@@ -1566,7 +1568,9 @@ impl Model {
         for (id, notice_ends_at) in preempted {
             self.schedule(notice_ends_at, Due::NoticeEnds(id));
             let view = self.lease_view(self.lease(id).expect("running"), None);
-            self.emit(Event::LeaseChanged { lease: view });
+            self.emit(Event::LeaseChanged {
+                lease: Box::new(view),
+            });
         }
         self.emit_block(serial);
     }
@@ -1684,7 +1688,9 @@ impl Model {
             }
             block.unsold += back;
         });
-        self.emit(Event::LeaseChanged { lease: view });
+        self.emit(Event::LeaseChanged {
+            lease: Box::new(view),
+        });
         self.emit_block(lease.block_serial);
         self.forget_block_if_done(lease.block_serial);
 
@@ -1750,7 +1756,9 @@ impl Model {
         lease.handoff.endpoints = ready.endpoints.clone();
         lease.handoff.endpoint = ready.endpoint.clone();
         let view = self.lease_view(self.lease(ready.lease_id).expect("running"), None);
-        self.emit(Event::LeaseChanged { lease: view });
+        self.emit(Event::LeaseChanged {
+            lease: Box::new(view),
+        });
     }
 
     fn lease_failed(&mut self, supplier: &str, block_id: &str, id: LeaseId, reason: &str) {

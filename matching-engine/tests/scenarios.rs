@@ -166,7 +166,7 @@ fn lease_changes(events: &[Event]) -> Vec<LeaseView> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::LeaseChanged { lease } => Some(lease.clone()),
+            Event::LeaseChanged { lease } => Some(LeaseView::clone(lease)),
             _ => None,
         })
         .collect()

@@ -155,7 +155,7 @@ async fn supplied_lease(
 ) -> Result<LeaseView, ApiError> {
     let changed = events.iter().find_map(|e| match e {
         Event::LeaseChanged { lease } if lease.id == id && lease.supplier == *supplier => {
-            Some(lease.clone())
+            Some(LeaseView::clone(lease))
         }
         _ => None,
     });

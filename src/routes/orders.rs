@@ -140,7 +140,7 @@ fn leases_opened(events: &[Event], id: OrderId) -> Vec<LeaseJson> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::LeaseOpened { lease } if lease.order_id == id => Some(LeaseJson::from(lease)),
+            Event::LeaseOpened { lease } if lease.order_id == id => Some(LeaseJson::from(&**lease)),
             _ => None,
         })
         .collect()

@@ -284,7 +284,7 @@ owned_by_id!(LeaseView {
     engine: (lease, leases_of),
     store: (lease, leases),
     in_events: |event, id| match event {
-        Event::LeaseChanged { lease } if lease.id == *id => Some(lease),
+        Event::LeaseChanged { lease } if lease.id == *id => Some(&**lease),
         _ => None,
     },
 });

@@ -188,7 +188,12 @@ impl BatchRows {
                     Event::LeaseOpened { lease } => {
                         rows.lease_events
                             .push(lease_event(record.seq, lease, "opened", None));
-                        upsert(&mut rows.leases, &mut lease_index, lease.id, lease.clone());
+                        upsert(
+                            &mut rows.leases,
+                            &mut lease_index,
+                            lease.id,
+                            LeaseView::clone(lease),
+                        );
                     }
                     Event::LeaseChanged { lease } => {
                         let readied = record.readied_lease() == Some(lease.id);
@@ -203,7 +208,12 @@ impl BatchRows {
                         };
                         rows.lease_events
                             .push(lease_event(record.seq, lease, kind, detail_at));
-                        upsert(&mut rows.leases, &mut lease_index, lease.id, lease.clone());
+                        upsert(
+                            &mut rows.leases,
+                            &mut lease_index,
+                            lease.id,
+                            LeaseView::clone(lease),
+                        );
                     }
                     Event::ReclaimForecast {
                         lease_id,

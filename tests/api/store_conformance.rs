@@ -203,7 +203,7 @@ fn leases_in(batch: &CommittedBatch) -> Vec<LeaseView> {
     for record in &batch.records {
         for event in &record.events {
             if let Event::LeaseOpened { lease } | Event::LeaseChanged { lease } = event {
-                latest.insert(lease.id, lease.clone());
+                latest.insert(lease.id, LeaseView::clone(lease));
             }
         }
     }

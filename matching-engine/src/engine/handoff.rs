@@ -63,7 +63,7 @@ impl Engine {
         lease.access.endpoint = ready.endpoint.as_deref().map(Name::from);
         let lease = &self.leases[&ready.lease_id];
         out.push(Event::LeaseChanged {
-            lease: self.lease_view(lease),
+            lease: Box::new(self.lease_view(lease)),
         });
     }
 

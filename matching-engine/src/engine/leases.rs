@@ -147,7 +147,7 @@ impl Engine {
             self.blocks[block_key].unsold += back;
         }
         out.push(Event::LeaseChanged {
-            lease: self.lease_view_ended(&lease, ended_at, cost),
+            lease: Box::new(self.lease_view_ended(&lease, ended_at, cost)),
         });
         out.push(Event::BlockChanged {
             block: self.block_view(block_key),

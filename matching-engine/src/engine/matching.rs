@@ -165,7 +165,7 @@ impl Engine {
                 },
             });
             out.push(Event::LeaseOpened {
-                lease: self.lease_view(&self.leases[&lease_id]),
+                lease: Box::new(self.lease_view(&self.leases[&lease_id])),
             });
             // A buyer learns of a coming reclaim at once, as the block's running leases did.
             if let Some(reclaim_at) = self.blocks[block_key].reclaim_expected_at(self.now) {

@@ -127,7 +127,7 @@ impl Engine {
         for (lease_id, notice_ends_at) in preempted {
             self.schedule(notice_ends_at, Timer::NoticeEnds { lease: lease_id });
             out.push(Event::LeaseChanged {
-                lease: self.lease_view(&self.leases[&lease_id]),
+                lease: Box::new(self.lease_view(&self.leases[&lease_id])),
             });
         }
         out.push(Event::BlockChanged {
