@@ -86,12 +86,46 @@ pub fn block(supplier: String, block_id: String, price_ticks: u32, gpus: u32) ->
     })
 }
 
-/// Blocks and running leases the engine holds for the first `buyers` buyers and `suppliers`
-/// suppliers: state that outlives the orders on the book (not timed; scans every block).
-pub fn holdings(engine: &Engine, buyers: usize, suppliers: usize) -> (usize, usize) {
-    let blocks = (0..suppliers)
-        .map(|n| engine.blocks_of(&supplier(n)).len())
-        .sum();
-    let leases = (0..buyers).map(|n| engine.leases_of(&buyer(n)).len()).sum();
-    (blocks, leases)
+/// What the engine holds for the first `buyers` buyers and `suppliers` suppliers at the end
+/// of a run: state that outlives the orders on the book.
+pub struct Holdings {
+    /// Blocks known (every one until its window closes).
+    pub blocks: usize,
+    /// Of those, blocks with no GPU left to sell.
+    pub nothing_to_sell: usize,
+    /// Of those, blocks with no GPU leased either (the rest reclaimed): no running lease
+    /// refers to them, so only their window keeps them.
+    pub none_leased: usize,
+    /// Leases running.
+    pub leases: usize,
+}
+
+impl std::fmt::Display for Holdings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} blocks known ({} with nothing left to sell, {} of them with none leased), {} leases running",
+            self.blocks, self.nothing_to_sell, self.none_leased, self.leases
+        )
+    }
+}
+
+/// The engine's [`Holdings`] (not timed; scans every block and lease).
+pub fn holdings(engine: &Engine, buyers: usize, suppliers: usize) -> Holdings {
+    let mut held = Holdings {
+        blocks: 0,
+        nothing_to_sell: 0,
+        none_leased: 0,
+        leases: (0..buyers).map(|n| engine.leases_of(&buyer(n)).len()).sum(),
+    };
+    for block in (0..suppliers).flat_map(|n| engine.blocks_of(&supplier(n))) {
+        held.blocks += 1;
+        if block.gpus_unsold == 0 {
+            held.nothing_to_sell += 1;
+            if block.gpus_sold == 0 {
+                held.none_leased += 1;
+            }
+        }
+    }
+    held
 }

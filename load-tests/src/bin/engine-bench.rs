@@ -248,9 +248,9 @@ fn mix_run(options: &Options) -> (u64, u64) {
         counts.trades - before.trades,
         counts.rejected,
     );
-    let (held_blocks, held_leases) = setup::holdings(&timed, mix::BUYERS, mix::SUPPLIERS);
     println!(
-        "engine state at the end: {held_blocks} blocks known (of {} released), {held_leases} leases running",
+        "engine state at the end: {} (of {} blocks released)",
+        setup::holdings(&timed, mix::BUYERS, mix::SUPPLIERS),
         counts.blocks_released
     );
     let same = timed.state_hash() == bulk.state_hash()
@@ -350,10 +350,9 @@ fn stream_run(options: &Options) -> f64 {
         generator.model.trades,
         generator.model.len()
     );
-    let (held_blocks, held_leases) =
-        setup::holdings(&ours, ours_stream::BUYERS, ours_stream::SUPPLIERS);
     println!(
-        "offpeak engine state at the end: {held_blocks} blocks known, {held_leases} leases running"
+        "offpeak engine state at the end: {}",
+        setup::holdings(&ours, ours_stream::BUYERS, ours_stream::SUPPLIERS)
     );
     let model = generator.model.levels();
     let agree_ours = ours_stream::levels(&ours) == model;
