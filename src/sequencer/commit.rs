@@ -5,7 +5,8 @@
 //! applied by the core and handed to the store in one transaction, on a task of their own, so
 //! that the next batch is applied and its statements run while this one commits (up to
 //! `OFFPEAK_COMMIT_PIPELINE` batches in flight; the store commits them in order, and none
-//! after a failed one). Outcomes are taken in order: only after its commit are a batch's
+//! after a failed one). The next batch is cut once this one's statements ran: the writes that
+//! arrive meanwhile make one batch, not several small ones each paying a transaction. Outcomes are taken in order: only after its commit are a batch's
 //! writers answered and the batch published (market data, then subscribers), so no one ever
 //! hears of a batch that is not durable. When a commit fails, its writers and those of every
 //! later batch get `Unavailable`, the core rolls the engine back to the committed state, and
@@ -32,6 +33,16 @@ pub(super) struct InFlight {
 }
 
 impl InFlight {
+    /// Whether its statements ran (or its outcome is known): the next batch may be cut.
+    pub(super) fn written(&self) -> bool {
+        *self.stage.borrow() >= BatchStage::Written
+    }
+
+    /// A watch of its stage, to wait for it to be [`InFlight::written`].
+    pub(super) fn stage(&self) -> watch::Receiver<BatchStage> {
+        self.stage.clone()
+    }
+
     /// The commit's outcome.
     pub(super) async fn outcome(&mut self) -> Result<(), StoreError> {
         match (&mut self.commit).await {
@@ -42,10 +53,13 @@ impl InFlight {
 }
 
 impl Sequencer {
-    /// Whether another batch may be applied now: the pipeline has room, and no read or due
-    /// snapshot waits for it to drain.
+    /// Whether another batch may be applied now: the pipeline has room, the newest batch in
+    /// flight has been written (until then the writes arriving meanwhile join the next batch,
+    /// which it would not be worth cutting smaller: its statements could not run before then
+    /// anyway), and no read or due snapshot waits for the pipeline to drain.
     pub(super) fn can_stage(&self) -> bool {
         self.in_flight.len() < self.commit_pipeline
+            && self.in_flight.back().is_none_or(InFlight::written)
             && self.held_reads.is_empty()
             && !self.snapshot_wanted()
     }

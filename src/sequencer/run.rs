@@ -13,6 +13,7 @@
 //! queued, answers the reads, hands leadership over (a leader of several), and leaves a final
 //! snapshot.
 
+use super::commit::InFlight;
 use super::core::{SequencerCore, SystemClock};
 use super::handle::{
     Control, ReadFn, ReadView, Role, SequencerHandle, SequencerStatus, WriteRequest,
@@ -27,7 +28,7 @@ use crate::limits::{
 };
 use crate::market_data::MarketData;
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{BatchStage, Store};
 use crate::timestamp::now_ms;
 use anyhow::{bail, Context};
 use matching_engine::{Command, TimeMs};
@@ -206,6 +207,13 @@ impl Sequencer {
             let following = self.role == Role::Standby;
             let can_stage = self.can_stage();
             let in_flight = !self.in_flight.is_empty();
+            // The newest batch in flight, until its statements ran: the next one is cut then.
+            let mut being_written = self
+                .in_flight
+                .back()
+                .filter(|batch| !batch.written())
+                .map(InFlight::stage);
+            let waiting_for_written = being_written.is_some();
             tokio::select! {
                 handing_over = &mut stop => {
                     hand_over = handing_over.ok();
@@ -222,6 +230,10 @@ impl Sequencer {
                     }
                     self.stage(batch).await;
                 }
+                _ = async { match being_written.as_mut() {
+                    Some(stage) => { let _ = stage.wait_for(|stage| *stage >= BatchStage::Written).await; }
+                    None => std::future::pending().await,
+                } }, if waiting_for_written => {}
                 // The oldest batch in flight committed, or failed.
                 outcome = async { match self.in_flight.front_mut() {
                     Some(next) => next.outcome().await,

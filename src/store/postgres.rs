@@ -446,9 +446,17 @@ impl Store for PgStore {
                 // driver pipelines requests polled together, in order). After a failed
                 // statement the transaction is aborted and COMMIT only rolls it back, so every
                 // result is checked.
+                // The batch after this one is cut once these statements ran (the sequencer
+                // waits for it), so `Written` is told as soon as their results are in.
                 let (begun, executed, committed) = tokio::join!(
                     client.batch_execute("BEGIN"),
-                    execute_all(),
+                    async {
+                        let executed = execute_all().await;
+                        if executed.iter().all(Result::is_ok) {
+                            link.reached(BatchStage::Written);
+                        }
+                        executed
+                    },
                     client.batch_execute("COMMIT"),
                 );
                 begun?;

@@ -1,6 +1,7 @@
 //! The commit pipeline against a real PostgreSQL whose commits the test holds back: no write
-//! is answered before its batch is durable, and when a batch in flight fails, every batch
-//! behind it is refused and rolled back, and the server rebuilds exactly the committed state.
+//! is answered before its batch is durable, the writes that arrive while a batch's statements
+//! are held join one next batch, and when a batch in flight fails, every batch behind it is
+//! refused and rolled back, and the server rebuilds exactly the committed state.
 
 use crate::helpers::{code, eventually, TestApp, POOL};
 use reqwest::StatusCode;
@@ -11,6 +12,9 @@ use tokio::task::JoinSet;
 
 /// Bids sent at once while the journal is locked: enough for several batches.
 const HELD_WRITES: usize = 60;
+
+/// Bids sent one by one while the first batch is held.
+const STAGGERED_WRITES: usize = 10;
 
 /// How long the test holds the journal: well under the server's batch write timeout.
 const HOLD: Duration = Duration::from_millis(1_500);
@@ -34,6 +38,24 @@ fn bids_at_once(app: &Arc<TestApp>, count: usize) -> JoinSet<(StatusCode, Value,
         });
     }
     answers
+}
+
+/// The server's `offpeak_journal_batch_commands` count and sum: batches committed, and the
+/// commands in them.
+async fn batches_committed(app: &TestApp) -> (u64, u64) {
+    let (_, metrics) = app.get("/metrics", None).await;
+    let metrics = metrics.as_str().expect("the metrics are text").to_owned();
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} is not in the metrics:\n{metrics}")) as u64
+    };
+    (
+        value("offpeak_journal_batch_commands_count"),
+        value("offpeak_journal_batch_commands_sum"),
+    )
 }
 
 async fn journal_count(db: &tokio_postgres::Client) -> i64 {
@@ -95,6 +117,47 @@ async fn no_write_is_answered_before_its_commit_while_commits_are_held_back() {
         .get(0);
     assert_eq!(orders, HELD_WRITES as i64);
     app.assert_served_seq_is_the_journals_end(&observer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_arriving_while_a_batch_is_written_join_one_next_batch() {
+    let app = Arc::new(TestApp::spawn().await);
+    let mut holder = app.db().client().await;
+    let (batches_before, commands_before) = batches_committed(&app).await;
+
+    // The first bid's batch is held in its statements (its journal insert waits for the lock).
+    let hold = holder.transaction().await.unwrap();
+    hold.batch_execute("LOCK TABLE journal IN SHARE MODE")
+        .await
+        .unwrap();
+    let mut answers = bids_at_once(&app, 1);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The rest arrive one by one while it is held: with room in the pipeline, each could have
+    // been cut into a batch of its own; they wait together for the first batch to be written.
+    let mut later = JoinSet::new();
+    for _ in 0..STAGGERED_WRITES {
+        let app = app.clone();
+        later.spawn(async move { bids_at_once(&app, 1).join_next().await.unwrap().unwrap() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hold.commit().await.unwrap();
+
+    let (status, body, _) = answers.join_next().await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    while let Some(answer) = later.join_next().await {
+        let (status, body, _) = answer.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (batches_after, commands_after) = batches_committed(&app).await;
+    // Ticks the sequencer stages itself may make batches of their own.
+    let others = commands_after - commands_before - 1 - STAGGERED_WRITES as u64;
+    assert!(
+        batches_after - batches_before <= 2 + others,
+        "{} batches for {} commands ({others} of them not the test's)",
+        batches_after - batches_before,
+        commands_after - commands_before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
