@@ -6,11 +6,12 @@
 //! that the next batch is applied and its statements run while this one commits (up to
 //! `OFFPEAK_COMMIT_PIPELINE` batches in flight; the store commits them in order, and none
 //! after a failed one). The next batch is cut once this one's statements ran: the writes that
-//! arrive meanwhile make one batch, not several small ones each paying a transaction. Outcomes are taken in order: only after its commit are a batch's
-//! writers answered and the batch published (market data, then subscribers), so no one ever
-//! hears of a batch that is not durable. When a commit fails, its writers and those of every
-//! later batch get `Unavailable`, the core rolls the engine back to the committed state, and
-//! writes are refused until recovery (or, a node of several, it follows the journal).
+//! arrive meanwhile make one batch, not several small ones each paying a transaction.
+//! Outcomes are taken in order: only after its commit are a batch's writers answered and the
+//! batch published (market data, then subscribers), so no one ever hears of a batch that is
+//! not durable. When a commit fails, its writers and those of every later batch get
+//! `Unavailable`, the core rolls the engine back to the committed state, and writes are
+//! refused until recovery (or, a node of several, it follows the journal).
 
 use super::core::StagedBatch;
 use super::handle::{Committed, Reply, Role, SubmitError, WriteRequest};

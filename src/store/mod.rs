@@ -340,8 +340,9 @@ pub trait Store: Send + Sync + 'static {
     async fn write_batch(&self, rows: &BatchRows) -> Result<(), StoreError>;
     /// Writes one batch atomically, in order after the batch `link` follows (still in
     /// flight): it commits only once that one committed, and fails (rolled back) when that one
-    /// failed. This default writes it only once the previous batch committed; a store that can
-    /// run a batch's statements while the previous one commits overrides it.
+    /// failed. This default writes it only once the previous batch committed, and reports no
+    /// stage before `Committed` (so the sequencer cuts the next batch at this one's commit); a
+    /// store that can run a batch's statements while the previous one commits overrides it.
     async fn write_batch_linked(
         &self,
         rows: &BatchRows,
