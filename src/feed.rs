@@ -333,6 +333,11 @@ impl Feed {
         self.private_listeners.store(any, Ordering::SeqCst);
     }
 
+    /// Whether private events are kept (someone listens, as the hub last said).
+    pub fn keeps_private_events(&self) -> bool {
+        self.private_listeners.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Market> {
         // A panic while holding the lock leaves plain data behind, still consistent enough to
         // serve: the next reset repairs it. Never poison the whole feed over it.
@@ -441,7 +446,7 @@ impl Feed {
         events: &[Event],
         readied: Option<LeaseId>,
     ) {
-        market.private_wanted = self.private_listeners.load(Ordering::SeqCst);
+        market.private_wanted = self.keeps_private_events();
         let mut touched: Vec<usize> = Vec::new();
         for event in events {
             match event {

@@ -228,6 +228,7 @@ impl Hub {
         let task = HubTask {
             feed: feed.clone(),
             clients: HashMap::new(),
+            private_listeners: 0,
             stats: stats.clone(),
         };
         tokio::spawn(async move {
@@ -363,6 +364,9 @@ impl Client {
 struct HubTask {
     feed: Arc<Feed>,
     clients: HashMap<ClientId, Client>,
+    /// How many clients listen on a private channel: the feed keeps private events only while
+    /// some do. Counted as clients change, not by walking them all on every command.
+    private_listeners: usize,
     stats: Arc<HubStats>,
 }
 
@@ -374,16 +378,13 @@ impl HubTask {
         let mut last_publish = Instant::now() - FEED_PUBLISH_INTERVAL;
         let mut publish_due: Option<Instant> = None;
         let feed = self.feed.clone();
-        self.tell_private_listeners();
+        self.feed.set_private_listeners(false);
         loop {
             let sleep_until = publish_due.unwrap_or_else(|| Instant::now() + WS_CLIENT_LAG_MAX);
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(command) => {
-                        self.handle(command);
-                        self.tell_private_listeners();
-                    }
+                    Some(command) => self.handle(command),
                     None => return,
                 },
                 _ = tokio::time::sleep_until(sleep_until), if publish_due.is_some() => {
@@ -422,11 +423,14 @@ impl HubTask {
                 );
             }
             Command::Authenticated { client, account } => {
+                let listened = self.listens_privately(client);
                 if let Some(c) = self.clients.get_mut(&client) {
                     c.account = Some(account);
                 }
+                self.recount_private_listener(client, listened);
             }
             Command::Subscribe { client, channels } => {
+                let listened = self.listens_privately(client);
                 if let Some(c) = self.clients.get_mut(&client) {
                     for channel in channels {
                         c.channels.insert(channel.clone());
@@ -435,10 +439,11 @@ impl HubTask {
                     }
                 }
                 // Before `subscribed` goes out: every event committed after it is kept.
-                self.tell_private_listeners();
+                self.recount_private_listener(client, listened);
                 self.settle(client, now);
             }
             Command::Unsubscribe { client, channels } => {
+                let listened = self.listens_privately(client);
                 if let Some(c) = self.clients.get_mut(&client) {
                     for channel in channels {
                         c.channels.remove(&channel);
@@ -447,6 +452,7 @@ impl HubTask {
                         let _ = c.queue.try_send(protocol::unsubscribed(&channel));
                     }
                 }
+                self.recount_private_listener(client, listened);
             }
             Command::Leave { client } => self.remove(client),
             Command::CloseAll => {
@@ -454,6 +460,8 @@ impl HubTask {
                     client.kick(Kick::ShuttingDown);
                 }
                 self.clients.clear();
+                self.private_listeners = 0;
+                self.feed.set_private_listeners(false);
             }
         }
     }
@@ -518,17 +526,28 @@ impl HubTask {
         }
     }
 
-    /// Tells the feed whether anyone listens on a private channel (it copies no private
-    /// event while no one does).
-    fn tell_private_listeners(&self) {
-        let any = self.clients.values().any(|client| {
-            client.account.is_some() && client.channels.iter().any(Channel::is_private)
-        });
-        self.feed.set_private_listeners(any);
+    /// Whether this client listens on a private channel.
+    fn listens_privately(&self, client: ClientId) -> bool {
+        self.clients
+            .get(&client)
+            .is_some_and(|c| c.account.is_some() && c.channels.iter().any(Channel::is_private))
+    }
+
+    /// Counts the client in or out after a change (`listened`: whether it did before), and
+    /// tells the feed whether anyone listens on a private channel now.
+    fn recount_private_listener(&mut self, client: ClientId, listened: bool) {
+        match (listened, self.listens_privately(client)) {
+            (false, true) => self.private_listeners += 1,
+            (true, false) => self.private_listeners -= 1,
+            _ => return,
+        }
+        self.feed.set_private_listeners(self.private_listeners > 0);
     }
 
     fn remove(&mut self, client: ClientId) {
+        let listened = self.listens_privately(client);
         if let Some(c) = self.clients.remove(&client) {
+            self.recount_private_listener(client, listened);
             if c.kicked {
                 self.stats.clients_dropped.fetch_add(1, Ordering::Relaxed);
             }
@@ -700,6 +719,55 @@ mod tests {
         assert_eq!(last["bids"][0]["gpus"], 60, "latest state wins");
         assert!(kicked.try_recv().is_err());
         assert_eq!(hub.stats.clients_dropped.load(Ordering::Relaxed), 0);
+    }
+
+    /// Whether the feed keeps private events once the hub handled every command sent so far:
+    /// it takes them in order, so once a new probe's subscription is answered, all were.
+    async fn keeps_private_events(hub: &Hub, feed: &Feed) -> bool {
+        let (queue, mut frames) = client_queue();
+        let (probe, _) = hub.join(queue).await;
+        hub.subscribe(probe, vec![Channel::Capacity]).await;
+        next(&mut frames).await.expect("the probe's answer");
+        hub.leave(probe).await;
+        feed.keeps_private_events()
+    }
+
+    #[tokio::test]
+    async fn the_feed_keeps_private_events_exactly_while_a_client_listens_for_them() {
+        let feed = Arc::new(Feed::new());
+        let (hub, _ended) = Hub::start(feed.clone());
+        assert!(!keeps_private_events(&hub, &feed).await, "no client yet");
+
+        let (first_queue, _first_frames) = client_queue();
+        let (first, _) = hub.join(first_queue).await;
+        hub.authenticated(first, Name::from("acme")).await;
+        hub.subscribe(first, vec![Channel::Book(Name::from("p"))])
+            .await;
+        assert!(
+            !keeps_private_events(&hub, &feed).await,
+            "a public channel only"
+        );
+        hub.subscribe(first, vec![Channel::Orders]).await;
+        assert!(keeps_private_events(&hub, &feed).await);
+
+        let (second_queue, _second_frames) = client_queue();
+        let (second, _) = hub.join(second_queue).await;
+        hub.subscribe(second, vec![Channel::Blocks]).await;
+        hub.authenticated(second, Name::from("dc1")).await;
+        hub.unsubscribe(first, vec![Channel::Orders]).await;
+        assert!(
+            keeps_private_events(&hub, &feed).await,
+            "the second listens once authenticated"
+        );
+        hub.leave(second).await;
+        assert!(!keeps_private_events(&hub, &feed).await, "no one listens");
+        hub.subscribe(first, vec![Channel::Leases]).await;
+        assert!(keeps_private_events(&hub, &feed).await);
+        hub.close_all().await;
+        assert!(
+            !keeps_private_events(&hub, &feed).await,
+            "every client closed"
+        );
     }
 
     #[tokio::test(start_paused = true)]
