@@ -43,18 +43,9 @@ fn bids_at_once(app: &Arc<TestApp>, count: usize) -> JoinSet<(StatusCode, Value,
 /// The server's `offpeak_journal_batch_commands` count and sum: batches committed, and the
 /// commands in them.
 async fn batches_committed(app: &TestApp) -> (u64, u64) {
-    let (_, metrics) = app.get("/metrics", None).await;
-    let metrics = metrics.as_str().expect("the metrics are text").to_owned();
-    let value = |name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} is not in the metrics:\n{metrics}")) as u64
-    };
     (
-        value("offpeak_journal_batch_commands_count"),
-        value("offpeak_journal_batch_commands_sum"),
+        app.metric("offpeak_journal_batch_commands_count").await,
+        app.metric("offpeak_journal_batch_commands_sum").await,
     )
 }
 

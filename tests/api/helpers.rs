@@ -304,6 +304,27 @@ impl TestApp {
         )
     }
 
+    /// A counter, gauge or histogram sum from `/metrics` (whole units).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
+    }
+
     /// Asserts that the seq the server serves is the journal's last (read through `db`):
     /// nothing in memory that is not journaled.
     pub async fn assert_served_seq_is_the_journals_end(&self, db: &tokio_postgres::Client) {

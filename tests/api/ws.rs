@@ -488,22 +488,6 @@ async fn a_bad_token_is_refused_at_the_upgrade() {
     assert_eq!(capacity["type"], "snapshot", "{capacity}");
 }
 
-/// A counter or gauge from `/metrics`.
-async fn metric(app: &TestApp, name: &str) -> u64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics body");
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 /// The server's end of the TCP connection from `client_port` to `server_port`, as `ss` shows it
 /// (state and queues), if the kernel still has it.
 fn server_side_socket(server_port: u16, client_port: u16) -> Option<String> {
@@ -552,7 +536,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
     let mut book = LocalBook::from_snapshot(&snapshot);
     let mut slow = WsClient::connect_tiny_buffer(&app).await;
     let slow_port = slow.local_port();
-    assert_eq!(metric(&app, "offpeak_ws_connections").await, 2);
+    assert_eq!(app.metric("offpeak_ws_connections").await, 2);
 
     // The slow client asks for snapshot after snapshot (as fast as its rate limit allows) and
     // reads nothing, while the book keeps changing. The reader must get fresh deltas all along.
@@ -595,7 +579,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
             last_message = Instant::now();
         }
         book.apply_all(&messages, &channel);
-        if metric(&app, "offpeak_ws_clients_dropped_total").await == 1 {
+        if app.metric("offpeak_ws_clients_dropped_total").await == 1 {
             break;
         }
         assert!(
@@ -608,7 +592,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
         "the reader waited {longest_silence:?} for an update while the slow client stalled"
     );
     converge(&app, &mut reader, &mut book, &channel).await;
-    assert!(metric(&app, "offpeak_ws_clients_coalesced_total").await >= 1);
+    assert!(app.metric("offpeak_ws_clients_coalesced_total").await >= 1);
 
     // The slow client never read its close frame: the server resets the connection a bound
     // later, so its socket (and the megabytes stuck in its send queue) is gone from the
@@ -624,7 +608,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
         "the dropped client's socket is still open on the server: {:?}",
         server_side_socket(app.port, slow_port)
     );
-    assert_eq!(metric(&app, "offpeak_ws_connections").await, 1);
+    assert_eq!(app.metric("offpeak_ws_connections").await, 1);
 
     // Reading the slow client now ends in the server's close, not in a stream that goes on.
     let ended = timeout(Duration::from_secs(20), async {
@@ -642,7 +626,7 @@ async fn a_slow_client_is_dropped_while_a_reading_client_keeps_up() {
         assert_eq!(reason, "slow_consumer");
     }
     // The reader is still connected and served.
-    assert_eq!(metric(&app, "offpeak_ws_connections").await, 1);
+    assert_eq!(app.metric("offpeak_ws_connections").await, 1);
 }
 
 #[tokio::test]
